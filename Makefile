@@ -1,0 +1,47 @@
+# Same targets locally and in CI (.ci/run calls them).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install dev test lint typecheck fmt bench bench-limits bench-sim fuzz check clean
+
+$(BIN)/courier: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(BIN)/courier
+
+install: $(BIN)/courier
+
+# First README command: the whole system on this machine with a demo job.
+dev: install
+	$(BIN)/courier dev
+
+# Second README command: the whole test suite.
+test: install
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+check: lint typecheck test
+
+bench: install
+	$(BIN)/python -m bench.run
+
+bench-sim: install
+	$(BIN)/python -m bench.simulator_concurrency
+
+bench-limits: install
+	$(BIN)/python -m bench.rate_limits
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

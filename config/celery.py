@@ -1,0 +1,65 @@
+"""The Celery configuration, derived from Settings.
+
+Chosen for long I/O-bound provider calls on a Redis broker (see FIELD-NOTES and
+the README's "Worker model"): late acks, no prefetch (strict priorities, nothing
+held while busy), connection pools sized to the concurrency, events for Flower.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu.entity import Queue
+
+from config.settings import Settings
+
+JOB_QUEUES = ("jobs.high", "jobs.normal", "jobs.low")
+CALLBACK_QUEUE = "callbacks"
+ALL_QUEUES = (*JOB_QUEUES, CALLBACK_QUEUE)
+# Redis transport: a kombu visibility timeout shorter than a job is harmless here, because
+# job leases (not redelivery) decide who runs a job; it only bounds how long a message
+# held by a dead worker stays invisible.
+VISIBILITY_TIMEOUT_S = 900
+
+
+def queue_for(priority: str) -> str:
+    return f"jobs.{priority}"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    broker = settings.celery_broker_url
+    is_redis = broker.startswith(("redis://", "rediss://", "unix://", "sentinel://"))
+    pool_size = settings.worker_concurrency + 100
+    transport: dict[str, Any] = {}
+    if is_redis:
+        transport = {
+            "queue_order_strategy": "priority",
+            "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            "max_connections": pool_size,
+            "health_check_interval": 10,
+        }
+    return {
+        "broker_url": broker,
+        "broker_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_pool_limit": 100,
+        "result_backend": None,
+        "task_ignore_result": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "task_default_queue": "jobs.normal",
+        "task_queues": [Queue(name) for name in ALL_QUEUES],
+        "task_create_missing_queues": False,
+        "worker_prefetch_multiplier": 1,
+        "worker_disable_prefetch": is_redis,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "include": ["tasks.jobs", "tasks.callbacks"],
+    }

@@ -1,0 +1,201 @@
+"""The job: what a producer submits, what Courier stores, what it shows (SPEC §3).
+
+Shared by the API (validation, OpenAPI schema) and the workers (the record).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
+Priority = Literal["high", "normal", "low"]
+Kind = Literal["chat", "embedding"]
+
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "expired"})
+PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
+PROVIDERS: frozenset[str] = frozenset({"openai", "anthropic"})
+
+MAX_ATTEMPTS_LIMIT = 20
+MAX_METADATA_BYTES = 4096
+MAX_MESSAGES = 1000
+MAX_PROMPT_CHARS = 2_000_000
+MAX_TOKENS_LIMIT = 200_000
+MAX_EMBEDDING_INPUTS = 2048
+MAX_CALLBACK_URL = 2048
+MAX_FALLBACKS = 5
+MAX_EXPIRES_S = 7 * 24 * 3600
+
+
+def validate_model_name(value: str) -> str:
+    provider, sep, name = value.partition(":")
+    if not sep or not provider or not name or len(value) > 200 or any(c.isspace() for c in value):
+        raise ValueError("model must be 'provider:model', e.g. 'openai:gpt-4o-mini'")
+    if provider not in PROVIDERS:
+        raise ValueError(f"unknown provider {provider!r}; known: {', '.join(sorted(PROVIDERS))}")
+    return value
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[dict[str, Any]] | None = None
+    name: str | None = Field(default=None, max_length=256)
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = Field(default=None, max_length=256)
+
+
+class ChatRequest(BaseModel):
+    """OpenAI chat fields; Courier maps them for Anthropic."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    system: str | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop: str | list[str] | None = None
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+    response_format: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounded_prompt(self) -> ChatRequest:
+        chars = len(self.system or "")
+        for message in self.messages:
+            content = message.content
+            chars += len(content) if isinstance(content, str) else len(json.dumps(content or ""))
+        if chars > MAX_PROMPT_CHARS:
+            raise ValueError(f"prompt is {chars} characters; the limit is {MAX_PROMPT_CHARS}")
+        if isinstance(self.stop, list) and len(self.stop) > 4:
+            raise ValueError("stop takes at most 4 sequences")
+        return self
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: list[str] = Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _one_string_is_a_list(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class JobSubmission(BaseModel):
+    """The body of ``POST /v1/jobs``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(examples=["openai:gpt-4o-mini"])
+    kind: Kind = "chat"
+    request: dict[str, Any]
+    priority: Priority = "normal"
+    callback_url: str | None = Field(default=None, max_length=MAX_CALLBACK_URL)
+    fallback_models: list[str] = Field(default_factory=list, max_length=MAX_FALLBACKS)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    max_attempts: int = Field(default=5, ge=1, le=MAX_ATTEMPTS_LIMIT)
+    timeout_s: float = Field(default=120, gt=0, le=3600)
+    expires_in_s: float | None = Field(default=None, gt=0, le=MAX_EXPIRES_S)
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        return validate_model_name(value)
+
+    @field_validator("fallback_models")
+    @classmethod
+    def _fallbacks(cls, value: list[str]) -> list[str]:
+        return [validate_model_name(v) for v in value]
+
+    @field_validator("metadata")
+    @classmethod
+    def _small_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(value, separators=(",", ":")))
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(f"metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")
+        return value
+
+    @model_validator(mode="after")
+    def _request_matches_kind(self) -> JobSubmission:
+        model_cls = ChatRequest if self.kind == "chat" else EmbeddingRequest
+        normalized = model_cls.model_validate(self.request)
+        self.request = normalized.model_dump(exclude_none=True)
+        if self.kind == "embedding" and self.model.startswith("anthropic:"):
+            raise ValueError("anthropic has no embeddings; use an openai model")
+        return self
+
+
+# ---- what the API shows -----------------------------------------------------
+
+
+class Usage(BaseModel):
+    input_tokens: int
+    output_tokens: int
+
+
+class JobResult(BaseModel):
+    output: str | None = None
+    message: dict[str, Any] | None = None
+    embeddings: list[list[float]] | None = None
+    finish_reason: Literal["stop", "length", "content_filter", "tool_calls", "error"]
+    usage: Usage
+    model: str
+    latency_ms: int
+
+
+class JobError(BaseModel):
+    type: str
+    message: str
+    retryable: bool = False
+
+
+class CallbackState(BaseModel):
+    url: str | None = None
+    status: Literal["none", "pending", "delivered", "failed"] = "none"
+    attempts: int = 0
+    last_status_code: int | None = None
+    next_attempt_at: str | None = None
+    log: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class QueueInfo(BaseModel):
+    """Added to SPEC: where a queued job stands."""
+
+    position: int
+    estimated_start_at: str | None = None
+
+
+class Job(BaseModel):
+    id: str
+    status: Status
+    model: str
+    kind: Kind = "chat"
+    priority: Priority
+    attempts: int = 0
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    expires_at: str | None = None
+    result: JobResult | None = None
+    error: JobError | None = None
+    callback: CallbackState
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    waiting_for: str | None = None
+    queue: QueueInfo | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[Job]
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds → ``2026-11-22T10:00:00.123Z``."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"

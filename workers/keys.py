@@ -1,0 +1,70 @@
+"""Every Redis key Courier writes, in one place.
+
+Celery's own broker keys (queue lists ``jobs.high`` … and ``unacked*``) belong to
+kombu; everything else Courier stores starts with ``courier:``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+PREFIX = "courier:"
+
+# Jobs
+JOB = PREFIX + "job:{job_id}"  # hash: the job record, the source of truth
+TENANT_JOBS = PREFIX + "tenant:{tenant}:jobs"  # zset: job id → created (ms), for listing
+IDEMPOTENCY = PREFIX + "idem:{tenant}:{digest}"  # string: job id for an Idempotency-Key
+RUNNING = PREFIX + "running"  # zset: job id → lease deadline (ms) while a worker runs it
+SCHEDULED = PREFIX + "scheduled"  # zset: job id → when to enqueue again (ms): retry, wait
+EXPIRIES = PREFIX + "expiries"  # zset: job id → expires_at (ms), for jobs with expires_in_s
+JOB_PREFIX = JOB.removesuffix("{job_id}")
+JOB_EVENTS = PREFIX + "events:job-ended"  # pub/sub channel: job id when a job ends
+SWEEPER_LOCK = PREFIX + "lock:sweeper"  # string: which worker process sweeps now
+THROUGHPUT = PREFIX + "stats:started:{priority}"  # zset: recent start times, for queue ETAs
+
+# Webhooks
+WEBHOOK_SECRET = PREFIX + "webhook:secret"  # string: generated signing secret
+CALLBACKS_SCHEDULED = PREFIX + "callbacks:scheduled"  # zset: job id → next attempt (ms)
+
+# Reliability and rate limits
+BREAKER = PREFIX + "breaker:{model}"  # hash: circuit state per provider:model
+LIMIT = PREFIX + "limit:{name}:{resource}"  # limiter state per limit key and resource
+LIMIT_COOLDOWN = PREFIX + "limit:{name}:cooldown"  # string: set after a 429 until Retry-After
+
+# Security
+API_KEY = PREFIX + "apikey:{digest}"  # hash: managed API key (sha256 of the key)
+API_KEYS = PREFIX + "apikeys"  # set: managed key digests
+TENANT_QUOTA = PREFIX + "quota:{tenant}:{resource}"
+
+
+def job(job_id: str) -> str:
+    return JOB.format(job_id=job_id)
+
+
+def tenant_jobs(tenant: str) -> str:
+    return TENANT_JOBS.format(tenant=tenant)
+
+
+def idempotency(tenant: str, key: str) -> str:
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return IDEMPOTENCY.format(tenant=tenant, digest=digest)
+
+
+def throughput(priority: str) -> str:
+    return THROUGHPUT.format(priority=priority)
+
+
+def breaker(model: str) -> str:
+    return BREAKER.format(model=model)
+
+
+def limit(name: str, resource: str) -> str:
+    return LIMIT.format(name=name, resource=resource)
+
+
+def limit_cooldown(name: str) -> str:
+    return LIMIT_COOLDOWN.format(name=name)
+
+
+def api_key(digest: str) -> str:
+    return API_KEY.format(digest=digest)

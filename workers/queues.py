@@ -1,0 +1,24 @@
+"""Putting work on the Celery queues: by task name, with the job id as the only argument."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from config.celery import CALLBACK_QUEUE, queue_for
+
+RUN_JOB = "courier.run_job"
+DELIVER_CALLBACK = "courier.deliver_callback"
+PRIORITY_VALUES = {"high": 0, "normal": 5, "low": 9}  # kombu/Redis: 0 is the highest
+
+
+def enqueue_job(app: Celery, job_id: str, priority: str) -> None:
+    app.send_task(
+        RUN_JOB,
+        args=[job_id],
+        queue=queue_for(priority),
+        priority=PRIORITY_VALUES.get(priority, 5),
+    )
+
+
+def enqueue_callback(app: Celery, job_id: str) -> None:
+    app.send_task(DELIVER_CALLBACK, args=[job_id], queue=CALLBACK_QUEUE)

@@ -1,0 +1,224 @@
+"""Runs one job: claim it, call the provider under the retry policy, end it once.
+
+The route is the primary model then ``fallback_models``; each model gets up to
+``max_attempts`` calls. Retryable errors back off (in place when short, through the
+durable schedule when long); final errors end the job at once; an open circuit sends
+the job to its next model or makes it wait. The route position survives requeues in
+the record (``route_index``, ``route_failures``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import redis
+
+from workers.breaker import CircuitBreaker
+from workers.errors import CourierError, FinalError, ProviderTimeout, RetryableError
+from workers.providers.base import Provider, ProviderResult, split_model
+from workers.retry import RetryPolicy
+from workers.runtime import Runtime
+from workers.store import Record
+
+log = logging.getLogger("courier.runner")
+
+
+class Reservation(Protocol):
+    granted: bool
+    wait_s: float
+
+
+class Limiter(Protocol):
+    """Cluster-wide rate limits (see workers.ratelimit); the runner only asks and settles."""
+
+    def reserve(self, model: str, request: dict[str, Any], priority: str) -> Reservation: ...
+
+    def settle(
+        self,
+        reservation: Reservation,
+        result: ProviderResult | None,
+        error: CourierError | None,
+    ) -> None: ...
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to a job in this run, for logs and metrics."""
+
+    status: str  # succeeded | failed | expired | requeued | skipped
+    reason: str = ""
+    model: str | None = None
+    attempts: int = 0
+
+
+@dataclass
+class JobRunner:
+    runtime: Runtime
+    get_provider: Callable[[str], Provider]
+    breaker: CircuitBreaker
+    limiter: Limiter | None = None
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    on_ended: Callable[[str, bool], None] = lambda job_id, has_callback: None
+    sleep: Callable[[float], None] = time.sleep
+
+    def run(self, job_id: str) -> Outcome:
+        store, leases = self.runtime.store, self.runtime.leases
+        token = leases.new_token()
+        claim = store.claim(job_id, token, self.runtime.settings.lease_ttl_s)
+        if claim.status == "expired":
+            return self._expire(job_id, token="", allowed=("queued",))
+        if claim.record is None:
+            return Outcome("skipped", reason=claim.status)
+        leases.add(job_id, token)
+        try:
+            return self._run_route(job_id, token, claim.record)
+        except redis.RedisError:
+            # The store is unreachable: leave the lease to lapse; the sweeper hands the
+            # job to another worker once Redis answers again.
+            log.exception("job %s: Redis error while running", job_id)
+            raise
+        except Exception as exc:  # a bug, not a provider fault: end the job, visibly
+            log.exception("job %s: unexpected error", job_id)
+            error = {"type": "provider_error", "message": f"internal error: {type(exc).__name__}"}
+            self._end(job_id, token, "failed", {"error": {**error, "retryable": False}})
+            return Outcome("failed", reason="internal")
+        finally:
+            leases.remove(job_id)
+
+    # ---- the route ----------------------------------------------------------
+
+    def _run_route(self, job_id: str, token: str, record: Record) -> Outcome:
+        store = self.runtime.store
+        route = [record["model"], *json.loads(record.get("fallback_models") or "[]")]
+        index = int(record.get("route_index") or 0)
+        failures = int(record.get("route_failures") or 0)
+        max_attempts = int(record.get("max_attempts") or 5)
+        timeout_s = float(record.get("timeout_s") or self.runtime.settings.provider_timeout_s)
+        expires_at = float(record["expires_at"]) if record.get("expires_at") else None
+        request: dict[str, Any] = json.loads(record["request"])
+        kind = record.get("kind", "chat")
+        last_error: CourierError | None = None
+        started = time.monotonic()
+
+        while index < len(route):
+            model = route[index]
+            open_s = self.breaker.open_for(model)
+            if open_s > 0:
+                if index + 1 < len(route):
+                    index, failures = index + 1, 0
+                    continue
+                return self._later(job_id, token, open_s, "circuit_open", index, failures)
+
+            if self.limiter is not None:
+                reservation = self.limiter.reserve(model, request, record["priority"])
+                if not reservation.granted:
+                    return self._later(
+                        job_id, token, reservation.wait_s, "rate_limit", index, failures
+                    )
+            else:
+                reservation = None
+
+            attempt = store.begin_attempt(job_id, token)
+            if attempt == -1:
+                self._release(reservation)
+                return Outcome("skipped", reason="lease_lost")
+            if attempt == -2:
+                self._release(reservation)
+                return self._expire(job_id, token)
+
+            call_timeout = timeout_s
+            if expires_at is not None:
+                call_timeout = max(0.1, min(timeout_s, expires_at - time.time()))
+            try:
+                result = self._call(model, kind, request, call_timeout)
+            except CourierError as exc:
+                if self.limiter is not None and reservation is not None:
+                    self.limiter.settle(reservation, None, exc)
+                last_error = exc
+                if isinstance(exc, FinalError):
+                    return self._fail(job_id, token, exc, attempt)
+                self.breaker.record_failure(model)
+                failures += 1
+                if failures >= max_attempts:
+                    index, failures = index + 1, 0
+                    continue
+                retry_after = getattr(exc, "retry_after", None)
+                delay = self.policy.delay(failures, retry_after)
+                elapsed = time.monotonic() - started
+                if delay <= self.policy.inline_max_s and elapsed + delay < 2 * timeout_s + 30:
+                    self.sleep(delay)
+                    continue
+                return self._later(job_id, token, delay, "retry", index, failures, exc)
+            if self.limiter is not None and reservation is not None:
+                self.limiter.settle(reservation, result, None)
+            self.breaker.record_success(model)
+            self._end(job_id, token, "succeeded", {"result": result.to_record()})
+            return Outcome("succeeded", model=model, attempts=attempt)
+
+        assert last_error is not None or not route
+        error = last_error or ProviderTimeout("no model answered")
+        return self._fail(job_id, token, error, int(record.get("attempts") or 0))
+
+    def _call(
+        self, model: str, kind: str, request: dict[str, Any], timeout: float
+    ) -> ProviderResult:
+        provider_name, model_name = split_model(model)
+        provider = self.get_provider(provider_name)
+        if kind == "embedding":
+            return provider.embed(model_name, request, timeout=timeout)
+        return provider.complete(model_name, request, timeout=timeout)
+
+    # ---- endings and hand-backs ---------------------------------------------
+
+    def _release(self, reservation: Reservation | None) -> None:
+        if self.limiter is not None and reservation is not None:
+            self.limiter.settle(reservation, None, None)
+
+    def _end(self, job_id: str, token: str, status: str, fields: dict[str, Any]) -> bool:
+        ended, _, has_callback = self.runtime.store.finish(
+            job_id, status, token=token, fields=fields
+        )
+        if ended:
+            self.on_ended(job_id, has_callback)
+        return ended
+
+    def _fail(self, job_id: str, token: str, error: CourierError, attempts: int) -> Outcome:
+        record = error.to_record()
+        if isinstance(error, RetryableError):
+            record["retryable"] = True
+        self._end(job_id, token, "failed", {"error": record})
+        return Outcome("failed", reason=error.error_type, attempts=attempts)
+
+    def _expire(self, job_id: str, token: str, allowed: tuple[str, ...] = ("running",)) -> Outcome:
+        error = {
+            "type": "expired",
+            "message": "the job expired before it finished",
+            "retryable": False,
+        }
+        ended, _, has_callback = self.runtime.store.finish(
+            job_id, "expired", token=token, allowed=allowed, fields={"error": error}
+        )
+        if ended:
+            self.on_ended(job_id, has_callback)
+        return Outcome("expired")
+
+    def _later(
+        self,
+        job_id: str,
+        token: str,
+        delay_s: float,
+        waiting_for: str,
+        index: int,
+        failures: int,
+        error: CourierError | None = None,
+    ) -> Outcome:
+        fields: dict[str, Any] = {"route_index": index, "route_failures": failures}
+        if error is not None:
+            fields["last_error"] = json.dumps(error.to_record())
+        self.runtime.store.requeue(job_id, token, delay_s, waiting_for, fields)
+        return Outcome("requeued", reason=waiting_for)

@@ -1,0 +1,143 @@
+"""Lua scripts that change a job record atomically (one-way status, leases, schedules).
+
+Statuses move only forward: queued → running → (succeeded | failed | cancelled | expired),
+with running → queued allowed only to the lease holder (a retry later) or to the
+sweeper once a lease has lapsed (its worker died). Times are milliseconds.
+"""
+
+from __future__ import annotations
+
+# KEYS: job, tenant_jobs, idem, expiries   ARGV: id, retention_s, created_ms, use_idem,
+# expires_ms ('' for none), job key prefix, field, value, ...
+# → nil if created, else the id of the job that Idempotency-Key already made
+CREATE = """
+if ARGV[4] == '1' then
+  local existing = redis.call('GET', KEYS[3])
+  if existing and redis.call('EXISTS', ARGV[6] .. existing) == 1 then return existing end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[2]) * 1000)
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+if ARGV[4] == '1' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2]) end
+if ARGV[5] ~= '' then redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1]) end
+return false
+"""
+
+# KEYS: job, running, scheduled   ARGV: id, token, now_ms, lease_deadline_ms
+# → {'running', field, value, ...} when claimed, else {status-or-reason}
+CLAIM = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {'missing'} end
+if st ~= 'queued' then return {st} end
+local now = tonumber(ARGV[3])
+local nb = tonumber(redis.call('HGET', KEYS[1], 'not_before') or '0') or 0
+if nb > now then return {'scheduled'} end
+local exp = tonumber(redis.call('HGET', KEYS[1], 'expires_at') or '')
+if exp and exp * 1000 <= now then return {'expired'} end
+redis.call('HSET', KEYS[1], 'status', 'running', 'lease', ARGV[2], 'waiting_for', '')
+if (redis.call('HGET', KEYS[1], 'started_at') or '') == '' then
+  redis.call('HSET', KEYS[1], 'started_at', tostring(now / 1000))
+end
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+local out = redis.call('HGETALL', KEYS[1])
+table.insert(out, 1, 'running')
+return out
+"""
+
+# KEYS: job   ARGV: token, now_ms → attempts after increment; -1 lease lost; -2 expired
+BEGIN_ATTEMPT = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running'
+   or redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return -1 end
+local exp = tonumber(redis.call('HGET', KEYS[1], 'expires_at') or '')
+if exp and exp * 1000 <= tonumber(ARGV[2]) then return -2 end
+return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+"""
+
+# KEYS: job, running, scheduled, expiries, callbacks_scheduled
+# ARGV: id, token ('' = any holder), allowed statuses ',a,b,', new status, retention_s,
+#       channel, callback_due_ms ('' = no callback), field, value, ...
+# → {1, previous status} when the job ended now, {0, status} when it could not
+FINISH = """
+local st = redis.call('HGET', KEYS[1], 'status')
+if not st then return {0, 'missing'} end
+if not string.find(ARGV[3], ',' .. st .. ',', 1, true) then return {0, st} end
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'lease') ~= ARGV[2] then
+  return {0, 'lease_lost'}
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[4], 'lease', '', 'waiting_for', '', unpack(ARGV, 8))
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+if ARGV[7] ~= '' then redis.call('ZADD', KEYS[5], ARGV[7], ARGV[1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('PUBLISH', ARGV[6], ARGV[1])
+return {1, st}
+"""
+
+# KEYS: job, running, scheduled   ARGV: id, token, due_ms, waiting_for, field, value, ...
+# → 1 when handed back to the queue for later, 0 when the lease was lost
+REQUEUE = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running'
+   or redis.call('HGET', KEYS[1], 'lease') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'lease', '', 'not_before', tostring(ARGV[3] / 1000),
+           'waiting_for', ARGV[4])
+if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+return 1
+"""
+
+# KEYS: running, job...   ARGV: deadline_ms, id, token, id, token, ...  → ids whose lease is lost
+RENEW = """
+local lost = {}
+for i = 2, #KEYS do
+  local id, token = ARGV[i * 2 - 2], ARGV[i * 2 - 1]
+  if redis.call('HGET', KEYS[i], 'status') == 'running'
+     and redis.call('HGET', KEYS[i], 'lease') == token then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[1], id)
+  else
+    table.insert(lost, id)
+  end
+end
+return lost
+"""
+
+# KEYS: running, scheduled   ARGV: now_ms, limit, job key prefix → ids handed back to the queue
+RECOVER = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, id in ipairs(ids) do
+  local k = ARGV[3] .. id
+  if redis.call('HGET', k, 'status') == 'running' then
+    redis.call('HSET', k, 'status', 'queued', 'lease', '', 'not_before', '0',
+               'waiting_for', 'recovery')
+    redis.call('ZADD', KEYS[2], ARGV[1], id)
+    table.insert(out, id)
+  end
+  redis.call('ZREM', KEYS[1], id)
+end
+return out
+"""
+
+# KEYS: scheduled   ARGV: now_ms, limit, redo_ms, job key prefix
+# → {id, priority, ...} due now; each stays scheduled at now+redo until a worker claims it,
+#   so a crash between this and the enqueue loses nothing.
+DUE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, id in ipairs(ids) do
+  local k = ARGV[4] .. id
+  local st = redis.call('HGET', k, 'status')
+  if st == 'queued' then
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), id)
+    table.insert(out, id)
+    table.insert(out, redis.call('HGET', k, 'priority') or 'normal')
+  else
+    redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"""

@@ -1,0 +1,306 @@
+"""The job store: job records in Redis, the single source of truth (SPEC §3).
+
+Every status change goes through one of the Lua scripts in :mod:`workers.scripts`,
+so it is atomic and one-way. The Celery message carries only the job id.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from ulid import ULID
+
+from workers import keys, scripts
+from workers.jobs import TERMINAL, CallbackState, iso
+
+Record = dict[str, str]
+CALLBACK_SAFETY_S = 30.0
+JSON_FIELDS = ("request", "fallback_models", "metadata", "result", "error", "callback")
+
+
+def new_job_id() -> str:
+    """``job_`` + a ULID: unique and sortable by creation time."""
+    return f"job_{ULID()}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _pairs(fields: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    for name, value in fields.items():
+        out.append(name)
+        if name in JSON_FIELDS:
+            out.append(json.dumps(value, separators=(",", ":")))
+        else:
+            out.append("" if value is None else str(value))
+    return out
+
+
+@dataclass(slots=True)
+class Claim:
+    """The outcome of trying to start a job: ``record`` is set only when it is ours to run."""
+
+    status: str
+    record: Record | None = None
+
+
+class JobStore:
+    """Reads and changes job records. Takes a redis-py client with ``decode_responses=True``."""
+
+    def __init__(self, client: redis.Redis, retention_s: int = 7 * 24 * 3600) -> None:
+        self.redis = client
+        self.retention_s = retention_s
+        self._create = client.register_script(scripts.CREATE)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._begin_attempt = client.register_script(scripts.BEGIN_ATTEMPT)
+        self._finish = client.register_script(scripts.FINISH)
+        self._requeue = client.register_script(scripts.REQUEUE)
+        self._renew = client.register_script(scripts.RENEW)
+        self._recover = client.register_script(scripts.RECOVER)
+        self._due = client.register_script(scripts.DUE)
+
+    # ---- producers ----------------------------------------------------------
+
+    def create(
+        self, tenant: str, fields: Mapping[str, Any], idempotency_key: str | None = None
+    ) -> tuple[str, bool]:
+        """Store a new queued job. Returns (job id, created); an Idempotency-Key the tenant
+        used before returns the first job's id and created=False."""
+        job_id = new_job_id()
+        created = now_ms()
+        expires_at = fields.get("expires_at")
+        callback = CallbackState(url=fields.get("callback_url")).model_dump()
+        record = {
+            **fields,
+            "id": job_id,
+            "tenant": tenant,
+            "status": "queued",
+            "created_at": created / 1000,
+            "attempts": 0,
+            "callback": callback,
+        }
+        existing = self._create(
+            keys=[
+                keys.job(job_id),
+                keys.tenant_jobs(tenant),
+                keys.idempotency(tenant, idempotency_key or ""),
+                keys.EXPIRIES,
+            ],
+            args=[
+                job_id,
+                self.retention_s,
+                created,
+                "1" if idempotency_key else "0",
+                int(float(expires_at) * 1000) if expires_at else "",
+                keys.JOB_PREFIX,
+                *_pairs(record),
+            ],
+        )
+        return (existing, False) if existing else (job_id, True)
+
+    def delete(self, job_id: str, tenant: str) -> None:
+        """Undo a create whose enqueue failed, so nothing is left half-accepted."""
+        self.redis.delete(keys.job(job_id))
+        self.redis.zrem(keys.tenant_jobs(tenant), job_id)
+        self.redis.zrem(keys.EXPIRIES, job_id)
+
+    def forget_idempotency(self, tenant: str, idempotency_key: str) -> None:
+        self.redis.delete(keys.idempotency(tenant, idempotency_key))
+
+    def get(self, job_id: str) -> Record | None:
+        record: Record = self.redis.hgetall(keys.job(job_id))  # type: ignore[assignment]
+        return record or None
+
+    def get_many(self, job_ids: Iterable[str]) -> list[Record]:
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(keys.job(job_id))
+        return [r for r in pipe.execute() if r]
+
+    def list_ids(self, tenant: str, start: int, count: int) -> list[str]:
+        """Job ids of a tenant, newest first."""
+        ids: list[str] = self.redis.zrevrange(  # type: ignore[assignment]
+            keys.tenant_jobs(tenant), start, start + count - 1
+        )
+        return ids
+
+    def list_jobs(
+        self, tenant: str, status: str | None, limit: int, scan_max: int = 5000
+    ) -> list[Record]:
+        """The tenant's newest jobs, optionally only those with ``status``."""
+        found: list[Record] = []
+        start, page = 0, max(limit, 100)
+        while len(found) < limit and start < scan_max:
+            ids = self.list_ids(tenant, start, page)
+            if not ids:
+                break
+            for record in self.get_many(ids):
+                if status is None or record.get("status") == status:
+                    found.append(record)
+            start += page
+        return found[:limit]
+
+    # ---- workers ------------------------------------------------------------
+
+    def claim(self, job_id: str, token: str, lease_ttl_s: float) -> Claim:
+        """Start running a queued job under a lease; anything else says why not."""
+        now = now_ms()
+        out: list[str] = self._claim(
+            keys=[keys.job(job_id), keys.RUNNING, keys.SCHEDULED],
+            args=[job_id, token, now, now + int(lease_ttl_s * 1000)],
+        )
+        if out[0] != "running":
+            return Claim(out[0])
+        flat = out[1:]
+        return Claim("running", dict(zip(flat[::2], flat[1::2], strict=True)))
+
+    def begin_attempt(self, job_id: str, token: str) -> int:
+        """Count a provider call about to be made: the attempt number, -1 if the lease is
+        lost (cancelled or taken over), -2 if the job has expired."""
+        return int(self._begin_attempt(keys=[keys.job(job_id)], args=[token, now_ms()]))
+
+    def finish(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        token: str = "",
+        allowed: Iterable[str] = ("running",),
+        fields: Mapping[str, Any] | None = None,
+        record: Record | None = None,
+    ) -> tuple[bool, str, bool]:
+        """End a job once: (ended by this call, previous status, a callback is now due)."""
+        assert status in TERMINAL
+        record = record if record is not None else (self.get(job_id) or {})
+        extra: dict[str, Any] = {"finished_at": time.time(), **(fields or {})}
+        callback_due: int | str = ""
+        if record.get("callback_url"):
+            callback = json.loads(record.get("callback") or "{}")
+            callback.update(status="pending", url=record["callback_url"])
+            extra["callback"] = callback
+            # Sent at once by whoever ended the job; the schedule is the safety net should
+            # that process die before sending.
+            callback_due = now_ms() + int(CALLBACK_SAFETY_S * 1000)
+        done, previous = self._finish(
+            keys=[
+                keys.job(job_id),
+                keys.RUNNING,
+                keys.SCHEDULED,
+                keys.EXPIRIES,
+                keys.CALLBACKS_SCHEDULED,
+            ],
+            args=[
+                job_id,
+                token,
+                "," + ",".join(allowed) + ",",
+                status,
+                self.retention_s,
+                keys.JOB_EVENTS,
+                callback_due,
+                *_pairs(extra),
+            ],
+        )
+        return bool(done), str(previous), bool(done) and callback_due != ""
+
+    def requeue(
+        self,
+        job_id: str,
+        token: str,
+        delay_s: float,
+        waiting_for: str,
+        fields: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Hand a running job back to be run again after ``delay_s`` (a retry, a wait)."""
+        return bool(
+            self._requeue(
+                keys=[keys.job(job_id), keys.RUNNING, keys.SCHEDULED],
+                args=[
+                    job_id,
+                    token,
+                    now_ms() + int(delay_s * 1000),
+                    waiting_for,
+                    *_pairs(fields or {}),
+                ],
+            )
+        )
+
+    def renew(self, leases: Mapping[str, str], lease_ttl_s: float) -> list[str]:
+        """Extend the leases a worker holds ({job id: token}); returns the ids it lost."""
+        if not leases:
+            return []
+        job_ids = list(leases)
+        args: list[Any] = [now_ms() + int(lease_ttl_s * 1000)]
+        for job_id in job_ids:
+            args += [job_id, leases[job_id]]
+        lost: list[str] = self._renew(
+            keys=[keys.RUNNING, *(keys.job(j) for j in job_ids)], args=args
+        )
+        return lost
+
+    def set_fields(self, job_id: str, fields: Mapping[str, Any]) -> None:
+        """Fields outside the status machine (callback state, waiting_for)."""
+        flat = _pairs(fields)
+        self.redis.hset(keys.job(job_id), mapping=dict(zip(flat[::2], flat[1::2], strict=True)))
+
+    # ---- sweeper ------------------------------------------------------------
+
+    def recover_lapsed(self, limit: int = 500) -> list[str]:
+        """Running jobs whose lease lapsed (their worker died or was cut off) go back to
+        the queue; returns their ids (they are also scheduled, due now)."""
+        ids: list[str] = self._recover(
+            keys=[keys.RUNNING, keys.SCHEDULED], args=[now_ms(), limit, keys.JOB_PREFIX]
+        )
+        return ids
+
+    def due(self, limit: int = 1000, redo_s: float = 300) -> list[tuple[str, str]]:
+        """Scheduled jobs due now, as (id, priority). Each stays scheduled ``redo_s`` later
+        until claimed, so a crash between this call and the enqueue loses nothing."""
+        flat: list[str] = self._due(
+            keys=[keys.SCHEDULED], args=[now_ms(), limit, int(redo_s * 1000), keys.JOB_PREFIX]
+        )
+        return list(zip(flat[::2], flat[1::2], strict=True))
+
+    def expired_queued(self, limit: int = 500) -> list[str]:
+        """Ids of jobs whose ``expires_at`` has passed (still to be marked expired)."""
+        ids: list[str] = self.redis.zrangebyscore(  # type: ignore[assignment]
+            keys.EXPIRIES, "-inf", now_ms(), start=0, num=limit
+        )
+        return ids
+
+
+def to_view(record: Record) -> dict[str, Any]:
+    """A stored record → the job as SPEC §3 shows it."""
+
+    def loads(name: str) -> Any:
+        raw = record.get(name)
+        return json.loads(raw) if raw else None
+
+    def ts(name: str) -> str | None:
+        raw = record.get(name)
+        return iso(float(raw)) if raw else None
+
+    callback = loads("callback") or {"url": None, "status": "none", "attempts": 0}
+    return {
+        "id": record["id"],
+        "status": record["status"],
+        "model": record["model"],
+        "kind": record.get("kind", "chat"),
+        "priority": record["priority"],
+        "attempts": int(record.get("attempts") or 0),
+        "created_at": ts("created_at"),
+        "started_at": ts("started_at"),
+        "finished_at": ts("finished_at"),
+        "expires_at": ts("expires_at"),
+        "result": loads("result"),
+        "error": loads("error"),
+        "callback": callback,
+        "metadata": loads("metadata") or {},
+        "waiting_for": record.get("waiting_for") or None,
+    }

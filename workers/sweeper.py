@@ -1,0 +1,127 @@
+"""Background loops of each worker process: lease renewal and the shared sweep.
+
+Lease renewal keeps this process's running jobs its own. The sweep, run by one worker
+process at a time (a Redis lock), hands back jobs whose lease lapsed, expires queued
+jobs past ``expires_at``, enqueues scheduled jobs that are due (retries, waits), and
+enqueues callbacks that are due.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import redis
+
+from workers import keys
+from workers.runtime import Runtime
+
+log = logging.getLogger("courier.sweeper")
+
+ACQUIRE_OR_RENEW = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+Hook = Callable[[str], None]
+
+
+@dataclass
+class Sweeper:
+    runtime: Runtime
+    enqueue_job: Callable[[str, str], None]
+    enqueue_callback: Hook
+    on_expired: Callable[[str, bool], None]
+    due_callbacks: Callable[[], list[str]] = lambda: []
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    stop_sweeps_event: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._lock = self.runtime.redis.register_script(ACQUIRE_OR_RENEW)
+
+    def holds_lock(self) -> bool:
+        ttl_ms = int(max(3.0, self.runtime.settings.sweep_interval_s * 5) * 1000)
+        return bool(self._lock(keys=[keys.SWEEPER_LOCK], args=[self.runtime.identity, ttl_ms]))
+
+    def sweep_once(self) -> dict[str, int]:
+        store = self.runtime.store
+        recovered = store.recover_lapsed()
+        if recovered:
+            log.warning("recovered %d job(s) whose worker stopped renewing", len(recovered))
+        expired = 0
+        for job_id in store.expired_queued():
+            ended, _, has_callback = store.finish(
+                job_id,
+                "expired",
+                allowed=("queued",),
+                fields={
+                    "error": {
+                        "type": "expired",
+                        "message": "the job expired before it started",
+                        "retryable": False,
+                    }
+                },
+            )
+            if ended:
+                expired += 1
+                self.on_expired(job_id, has_callback)
+            else:
+                store.redis.zrem(keys.EXPIRIES, job_id)
+        due = store.due()
+        for job_id, priority in due:
+            self.enqueue_job(job_id, priority)
+        callbacks = self.due_callbacks()
+        for job_id in callbacks:
+            self.enqueue_callback(job_id)
+        return {
+            "recovered": len(recovered),
+            "expired": expired,
+            "enqueued": len(due),
+            "callbacks": len(callbacks),
+        }
+
+    def renew_leases(self) -> None:
+        lost = self.runtime.store.renew(
+            self.runtime.leases.snapshot(), self.runtime.settings.lease_ttl_s
+        )
+        for job_id in lost:
+            log.info("job %s: lease no longer ours (cancelled, ended or taken over)", job_id)
+
+    def run_sweeps(self) -> None:
+        interval = self.runtime.settings.sweep_interval_s
+        while not (self.stop_sweeps_event.wait(interval) or self.stop_event.is_set()):
+            try:
+                if self.holds_lock():
+                    self.sweep_once()
+            except redis.RedisError as exc:
+                log.warning("sweep skipped: %s", exc)
+            except Exception:
+                log.exception("sweep failed")
+
+    def run_renewals(self) -> None:
+        interval = self.runtime.settings.lease_ttl_s / 4
+        while not self.stop_event.wait(interval):
+            try:
+                self.renew_leases()
+            except redis.RedisError as exc:
+                log.warning("lease renewal failed: %s", exc)
+            except Exception:
+                log.exception("lease renewal failed")
+
+    def start(self) -> None:
+        for target in (self.run_renewals, self.run_sweeps):
+            threading.Thread(target=target, name=target.__name__, daemon=True).start()
+
+    def stop_sweeps(self) -> None:
+        """On warm shutdown: stop sweeping but keep renewing the leases of running jobs."""
+        self.stop_sweeps_event.set()
+
+    def stop(self) -> None:
+        self.stop_sweeps_event.set()
+        self.stop_event.set()
