@@ -26,7 +26,7 @@ return false
 """
 
 # KEYS: job, running, scheduled   ARGV: id, token, now_ms, lease_deadline_ms
-# → {'running', field, value, ...} when claimed, else {status-or-reason}
+# → {'claimed', field, value, ...} when claimed, else {status-or-reason}
 CLAIM = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing'} end
@@ -43,7 +43,7 @@ end
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 local out = redis.call('HGETALL', KEYS[1])
-table.insert(out, 1, 'running')
+table.insert(out, 1, 'claimed')
 return out
 """
 
@@ -82,7 +82,7 @@ return {1, st}
 REQUEUE = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running'
    or redis.call('HGET', KEYS[1], 'lease') ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'queued', 'lease', '', 'not_before', tostring(ARGV[3] / 1000),
+redis.call('HSET', KEYS[1], 'status', 'queued', 'lease', '', 'not_before', ARGV[3],
            'waiting_for', ARGV[4])
 if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
 redis.call('ZREM', KEYS[2], ARGV[1])

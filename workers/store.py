@@ -156,10 +156,10 @@ class JobStore:
             keys=[keys.job(job_id), keys.RUNNING, keys.SCHEDULED],
             args=[job_id, token, now, now + int(lease_ttl_s * 1000)],
         )
-        if out[0] != "running":
+        if out[0] != "claimed":
             return Claim(out[0])
         flat = out[1:]
-        return Claim("running", dict(zip(flat[::2], flat[1::2], strict=True)))
+        return Claim("claimed", dict(zip(flat[::2], flat[1::2], strict=True)))
 
     def begin_attempt(self, job_id: str, token: str) -> int:
         """Count a provider call about to be made: the attempt number, -1 if the lease is
