@@ -53,7 +53,11 @@ class CourierTask(Task):  # type: ignore[misc]
         return JobRunner(
             runtime=runtime,
             get_provider=get_provider,
-            breaker=CircuitBreaker(runtime.redis),
+            breaker=CircuitBreaker(
+                runtime.redis,
+                threshold=runtime.settings.breaker_threshold,
+                cooldown_s=runtime.settings.breaker_cooldown_s,
+            ),
             limiter=build_limiter(runtime),
             on_ended=send_callback_if_due,
         )

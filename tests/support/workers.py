@@ -1,0 +1,67 @@
+"""Real Celery worker processes (and the env that points them at Redis and the simulator)."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import redis
+
+from tests.support.procs import Proc, wait_until
+from tests.support.simulator import SimulatorHandle
+
+ALL_QUEUES = "jobs.high,jobs.normal,jobs.low,callbacks"
+
+
+def courier_env(redis_url: str, sim: SimulatorHandle | None, **extra: str) -> dict[str, str]:
+    env = {
+        "COURIER_REDIS_URL": redis_url,
+        "COURIER_CALLBACK_ALLOW_PRIVATE": "true",
+        "COURIER_API_KEYS": "t1:key-one,t2:key-two",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if sim is not None:
+        env |= {
+            "OPENAI_BASE_URL": sim.openai_base_url,
+            "OPENAI_API_KEY": "sim-key",
+            "ANTHROPIC_BASE_URL": sim.anthropic_base_url,
+            "ANTHROPIC_API_KEY": "sim-key",
+        }
+    return env | extra
+
+
+def start_worker(
+    redis_url: str,
+    sim: SimulatorHandle | None,
+    *,
+    concurrency: int = 50,
+    queues: str = ALL_QUEUES,
+    name: str = "worker",
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+) -> Proc:
+    """A gevent worker as ``courier worker`` runs it; waits until it consumes."""
+    hostname = f"{name}-{time.monotonic_ns()}@test"
+    proc = Proc(
+        [
+            sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+            "-P", "gevent", "-c", str(concurrency), "-Q", queues, "-n", hostname,
+            "--without-gossip", "--without-mingle", "-l", "INFO",
+        ],
+        env=courier_env(redis_url, sim, **(env or {})),
+        name=name,
+    )  # fmt: skip
+    if wait:
+        try:
+            wait_until(lambda: "ready." in proc.output(), timeout=30)
+        except TimeoutError:
+            proc.stop()
+            raise RuntimeError(f"worker did not start:\n{proc.output()[-3000:]}") from None
+    return proc
+
+
+def flush_queues(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter("jobs.*"):
+        client.delete(key)
+    client.close()
