@@ -1,0 +1,112 @@
+"""Provider adapters and the per-process registry that hands them out.
+
+``get_provider("openai")`` returns this process's one :class:`OpenAIProvider` (built on first
+use, then reused: building an SDK client costs ~55 ms of CPU and owns the connection pool).
+Adapters are imported lazily, so a process that never calls a provider (the HTTP API) does not
+import the SDKs.
+
+Clients read ``OPENAI_API_KEY``/``OPENAI_BASE_URL`` and ``ANTHROPIC_API_KEY``/
+``ANTHROPIC_BASE_URL`` the way the SDKs do, at the time the provider is first built; call
+:func:`reset_providers` after changing them (tests do).
+
+Connection pool: each client gets its own pool of :data:`MAX_CONNECTIONS` connections, of which
+:data:`MAX_KEEPALIVE_CONNECTIONS` are kept alive, sized for a gevent worker at ``-c 1000``
+(the SDK default of 100 keep-alive connections churns TLS connections above that).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from workers.errors import InvalidRequest
+from workers.providers.base import Provider, ProviderResult, Usage, split_model
+
+__all__ = [
+    "MAX_CONNECTIONS",
+    "MAX_KEEPALIVE_CONNECTIONS",
+    "Provider",
+    "ProviderResult",
+    "Usage",
+    "get_provider",
+    "provider_names",
+    "register_provider",
+    "reset_providers",
+    "resolve_model",
+]
+
+MAX_CONNECTIONS = 2000
+MAX_KEEPALIVE_CONNECTIONS = 1000
+
+
+def _build_openai() -> Provider:
+    from workers.providers.openai_adapter import OpenAIProvider
+
+    return OpenAIProvider()
+
+
+def _build_anthropic() -> Provider:
+    from workers.providers.anthropic_adapter import AnthropicProvider
+
+    return AnthropicProvider()
+
+
+_factories: dict[str, Callable[[], Provider]] = {
+    "openai": _build_openai,
+    "anthropic": _build_anthropic,
+}
+_instances: dict[str, Provider] = {}
+_lock = threading.Lock()  # a greenlet-aware lock once gevent has monkey-patched threading
+
+
+def register_provider(name: str, factory: Callable[[], Provider]) -> None:
+    """Make ``name`` a provider built by ``factory`` (replaces any cached instance)."""
+    with _lock:
+        _factories[name] = factory
+        _instances.pop(name, None)
+
+
+def provider_names() -> list[str]:
+    """The provider names :func:`get_provider` knows."""
+    return sorted(_factories)
+
+
+def get_provider(name: str) -> Provider:
+    """This process's shared provider ``name``; ``InvalidRequest`` if there is no such provider.
+
+    Thread- and greenlet-safe: concurrent first calls build exactly one instance. Errors while
+    building (e.g. ``AuthenticationFailed`` for a missing key) propagate and nothing is cached.
+    """
+    provider = _instances.get(name)
+    if provider is not None:
+        return provider
+    with _lock:
+        provider = _instances.get(name)
+        if provider is None:
+            factory = _factories.get(name)
+            if factory is None:
+                known = ", ".join(sorted(_factories))
+                raise InvalidRequest(f"unknown provider {name!r} (known: {known})")
+            provider = factory()
+            _instances[name] = provider
+        return provider
+
+
+def resolve_model(qualified: str) -> tuple[Provider, str]:
+    """``"openai:gpt-4o-mini"`` → (the shared OpenAI provider, ``"gpt-4o-mini"``)."""
+    try:
+        provider_name, model = split_model(qualified)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return get_provider(provider_name), model
+
+
+def reset_providers() -> None:
+    """Forget every cached provider (closing its client); the next call builds anew."""
+    with _lock:
+        instances = list(_instances.values())
+        _instances.clear()
+    for provider in instances:
+        close = getattr(provider, "close", None)
+        if callable(close):
+            close()

@@ -1,0 +1,387 @@
+"""Anthropic through the official SDK's Messages API, fed OpenAI-shaped chat requests.
+
+Request mapping (OpenAI chat fields → Messages API):
+
+* ``system`` (top level) and every ``system``/``developer`` message, in order, are joined by a
+  blank line into ``system`` (Anthropic has no mid-conversation system turns).
+* ``max_tokens`` (or ``max_completion_tokens``) is required by Anthropic: absent, it is
+  :data:`DEFAULT_MAX_TOKENS`.
+* ``stop`` (a string or a list) → ``stop_sequences``; ``temperature`` (clamped to Anthropic's
+  0 to 1 range) and ``top_p`` pass through; ``user`` → ``metadata.user_id``; ``seed`` and the
+  penalties have no Anthropic equivalent and are dropped.
+* ``tools`` ``{"type": "function", "function": {name, description, parameters}}`` →
+  ``{name, description, input_schema}``; ``tool_choice`` ``auto|required|none|{function}`` →
+  ``auto|any|none|{tool}``; ``parallel_tool_calls: false`` → ``disable_parallel_tool_use``.
+* An assistant message's ``tool_calls`` → ``tool_use`` blocks (``arguments`` JSON → ``input``);
+  ``role: tool`` messages → ``tool_result`` blocks in a user message; consecutive messages that
+  land on the same role are merged into one message of content blocks.
+* Content parts: ``text`` → text blocks, ``image_url`` (``data:`` or http URL) → image blocks;
+  any other part is assumed to be Anthropic-shaped already and passes through.
+* ``response_format`` ``json_object``/``json_schema`` → an instruction appended to ``system``
+  (the schema included). Portable across every Claude model and compatible server; Anthropic's
+  native structured outputs depend on the model, so they are not used.
+
+Response: text blocks are concatenated into ``output``; ``tool_use`` blocks come back as
+OpenAI-shaped ``tool_calls``. ``refusal`` is a *result* with finish reason ``content_filter``
+(not an error). ``usage.input_tokens`` includes cache-creation and cache-read input tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import anthropic
+import httpx
+import httpx2
+
+from workers.errors import InvalidRequest
+from workers.providers import MAX_CONNECTIONS, MAX_KEEPALIVE_CONNECTIONS
+from workers.providers.base import ProviderResult, Usage
+from workers.providers.errors_map import NON_SDK_ERRORS, map_sdk_error, rate_limit_headers
+
+DEFAULT_MAX_TOKENS = 4096
+CLIENT_TIMEOUT_S = 600.0
+_CAUGHT: tuple[type[Exception], ...] = (anthropic.AnthropicError, *NON_SDK_ERRORS)
+JSON_OBJECT_INSTRUCTION = (
+    "Respond with a single valid JSON object and nothing else: no prose, no code fences."
+)
+JSON_SCHEMA_INSTRUCTION = (
+    "Respond with a single valid JSON object that conforms to the JSON Schema below, and "
+    "nothing else: no prose, no code fences.\nJSON Schema: {schema}"
+)
+
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+    None: "stop",
+}
+TOOL_CHOICES = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
+
+
+def normalize_finish_reason(reason: str | None) -> str:
+    """Anthropic ``stop_reason`` → ``stop | length | content_filter | tool_calls | error``."""
+    return STOP_REASONS.get(reason, "error")
+
+
+def _text_of(content: Any) -> str:
+    """The text of a system message's content (a string or a list of text parts)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            part if isinstance(part, str) else str(part.get("text", ""))
+            for part in content
+            if isinstance(part, str) or (isinstance(part, Mapping) and "text" in part)
+        )
+    raise InvalidRequest("system content must be a string or a list of text parts")
+
+
+def _image_block(part: Mapping[str, Any]) -> dict[str, Any]:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, Mapping) else image
+    if not isinstance(url, str):
+        raise InvalidRequest("image_url part needs a url")
+    if url.startswith("data:"):
+        header, _, data = url.partition(",")
+        media_type = header[5:].split(";", 1)[0]
+        return {
+            "type": "image",
+            "source": {"type": "base64", "media_type": media_type, "data": data},
+        }
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    """OpenAI message content (string, list of parts, or None) → Anthropic content blocks."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    if not isinstance(content, list):
+        raise InvalidRequest("message content must be a string or a list of parts")
+    blocks: list[dict[str, Any]] = []
+    for part in content:
+        if isinstance(part, str):
+            blocks.extend(_blocks(part))
+        elif not isinstance(part, Mapping):
+            raise InvalidRequest("message content parts must be objects")
+        elif part.get("type") == "text":
+            blocks.extend(_blocks(part.get("text")))
+        elif part.get("type") == "image_url":
+            blocks.append(_image_block(part))
+        else:
+            blocks.append(dict(part))
+    return blocks
+
+
+def _tool_use(call: Mapping[str, Any]) -> dict[str, Any]:
+    function = call.get("function")
+    if not isinstance(function, Mapping) or not function.get("name"):
+        raise InvalidRequest("tool_calls entries need function.name")
+    arguments = function.get("arguments") or "{}"
+    try:
+        tool_input = json.loads(arguments) if isinstance(arguments, str) else arguments
+    except ValueError:
+        raise InvalidRequest(
+            f"tool call {function['name']!r} has arguments that are not JSON"
+        ) from None
+    if not isinstance(tool_input, Mapping):
+        raise InvalidRequest(f"tool call {function['name']!r} arguments must be a JSON object")
+    return {"type": "tool_use", "id": call.get("id"), "name": function["name"], "input": tool_input}
+
+
+def _tool_result(message: Mapping[str, Any]) -> dict[str, Any]:
+    call_id = message.get("tool_call_id")
+    if not call_id:
+        raise InvalidRequest("tool messages need tool_call_id")
+    content = message.get("content")
+    return {
+        "type": "tool_result",
+        "tool_use_id": call_id,
+        "content": content if isinstance(content, str) else _blocks(content),
+    }
+
+
+def _append(messages: list[dict[str, Any]], role: str, content: Any) -> None:
+    """Add a turn, merging it into the previous one if that has the same role."""
+    if messages and messages[-1]["role"] == role:
+        previous = messages[-1]
+        previous["content"] = _blocks_of(previous["content"]) + _blocks_of(content)
+    else:
+        messages.append({"role": role, "content": content})
+
+
+def _blocks_of(content: Any) -> list[dict[str, Any]]:
+    return content if isinstance(content, list) else _blocks(content)
+
+
+def map_messages(
+    openai_messages: list[Any], system: Any = None
+) -> tuple[str, list[dict[str, Any]]]:
+    """OpenAI chat messages (+ top-level system) → (Anthropic ``system``, ``messages``)."""
+    system_parts = [_text_of(system)] if system else []
+    messages: list[dict[str, Any]] = []
+    for message in openai_messages:
+        if not isinstance(message, Mapping):
+            raise InvalidRequest("messages must be objects")
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            text = _text_of(content)
+            if text:
+                system_parts.append(text)
+        elif role == "user":
+            _append(messages, "user", content if isinstance(content, str) else _blocks(content))
+        elif role == "assistant":
+            calls = message.get("tool_calls") or []
+            if calls:
+                blocks = _blocks(content) + [_tool_use(call) for call in calls]
+                _append(messages, "assistant", blocks)
+            elif content:
+                _append(
+                    messages, "assistant", content if isinstance(content, str) else _blocks(content)
+                )
+        elif role == "tool":
+            _append(messages, "user", [_tool_result(message)])
+        else:
+            raise InvalidRequest(f"unsupported message role {role!r} for anthropic")
+    return "\n\n".join(system_parts), messages
+
+
+def _map_tool(tool: Any) -> dict[str, Any]:
+    if not isinstance(tool, Mapping):
+        raise InvalidRequest("tools entries must be objects")
+    function = tool.get("function")
+    if tool.get("type") != "function" or not isinstance(function, Mapping):
+        return dict(tool)  # already Anthropic-shaped (or a server tool)
+    mapped: dict[str, Any] = {
+        "name": function.get("name"),
+        "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+    }
+    if function.get("description"):
+        mapped["description"] = function["description"]
+    return mapped
+
+
+def _map_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    mapped: dict[str, Any] | None
+    if choice is None:
+        mapped = None
+    elif isinstance(choice, str):
+        mapped = dict(TOOL_CHOICES.get(choice) or {"type": "auto"})
+    elif isinstance(choice, Mapping) and isinstance(choice.get("function"), Mapping):
+        mapped = {"type": "tool", "name": choice["function"].get("name")}
+    else:
+        mapped = dict(choice)
+    if parallel is False and (mapped is None or mapped["type"] != "none"):
+        mapped = mapped or {"type": "auto"}
+        mapped["disable_parallel_tool_use"] = True
+    return mapped
+
+
+def _format_instruction(response_format: Any) -> str | None:
+    if not isinstance(response_format, Mapping):
+        return None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return JSON_OBJECT_INSTRUCTION
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema", spec) if isinstance(spec, Mapping) else spec
+        return JSON_SCHEMA_INSTRUCTION.format(schema=json.dumps(schema, separators=(",", ":")))
+    return None
+
+
+def build_message_params(model: str, request: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``messages.create`` for a SPEC (OpenAI-shaped) chat request."""
+    openai_messages = request.get("messages")
+    if not isinstance(openai_messages, list):
+        raise InvalidRequest("chat request needs 'messages' (a list)")
+    system, messages = map_messages(openai_messages, request.get("system"))
+    instruction = _format_instruction(request.get("response_format"))
+    if instruction:
+        system = f"{system}\n\n{instruction}" if system else instruction
+    max_tokens = request.get("max_tokens") or request.get("max_completion_tokens")
+    params: dict[str, Any] = {
+        "model": model,
+        "messages": messages,
+        "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,
+    }
+    if system:
+        params["system"] = system
+    stop = request.get("stop")
+    if stop:
+        params["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    temperature = request.get("temperature")
+    if temperature is not None:
+        if not isinstance(temperature, int | float) or isinstance(temperature, bool):
+            raise InvalidRequest("temperature must be a number")
+        params["temperature"] = min(max(float(temperature), 0.0), 1.0)
+    if request.get("top_p") is not None:
+        params["top_p"] = request["top_p"]
+    tools = request.get("tools")
+    if tools:
+        params["tools"] = [_map_tool(tool) for tool in tools]
+        choice = _map_tool_choice(request.get("tool_choice"), request.get("parallel_tool_calls"))
+        if choice is not None:
+            params["tool_choice"] = choice
+    if request.get("user"):
+        params["metadata"] = {"user_id": str(request["user"])}
+    return params
+
+
+def message_result(message: Any, *, model: str, latency_ms: int) -> ProviderResult:
+    """A ``ProviderResult`` from a parsed ``Message`` (``model`` is "anthropic:<name>")."""
+    texts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    for block in message.content:
+        if block.type == "text":
+            texts.append(block.text)
+        elif block.type == "tool_use":
+            arguments = json.dumps(block.input, separators=(",", ":"), ensure_ascii=False)
+            tool_calls.append(
+                {
+                    "id": block.id,
+                    "type": "function",
+                    "function": {"name": block.name, "arguments": arguments},
+                }
+            )
+    text = "".join(texts)
+    usage = message.usage
+    input_tokens = (
+        (usage.input_tokens or 0)
+        + (getattr(usage, "cache_creation_input_tokens", None) or 0)
+        + (getattr(usage, "cache_read_input_tokens", None) or 0)
+    )
+    return ProviderResult(
+        model=model,
+        finish_reason=normalize_finish_reason(message.stop_reason),
+        usage=Usage(input_tokens=input_tokens, output_tokens=usage.output_tokens or 0),
+        latency_ms=latency_ms,
+        output=text,
+        message={"role": "assistant", "content": text or None, "tool_calls": tool_calls},
+    )
+
+
+def default_http_client() -> httpx2.Client:
+    """The SDK's own default HTTP client, with a pool sized for ~1000 concurrent calls."""
+    limits = httpx2.Limits(
+        max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS
+    )
+    return anthropic.DefaultHttpxClient(limits=limits, timeout=CLIENT_TIMEOUT_S)
+
+
+class AnthropicProvider:
+    """The Messages API on one shared ``anthropic.Anthropic`` client (no embeddings).
+
+    ``api_key``/``base_url`` default to what the SDK reads (``ANTHROPIC_API_KEY``,
+    ``ANTHROPIC_BASE_URL``). SDK retries are off: Courier owns the retry policy.
+    """
+
+    name = "anthropic"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        http_client: httpx2.Client | httpx.Client | None = None,
+    ) -> None:
+        own_client = http_client is None
+        client = default_http_client() if http_client is None else http_client
+        try:
+            self._client = anthropic.Anthropic(
+                api_key=api_key,
+                base_url=base_url,
+                http_client=client,  # type: ignore[arg-type]  # the SDK accepts httpx too
+                max_retries=0,
+                timeout=CLIENT_TIMEOUT_S,
+            )
+        except _CAUGHT as exc:
+            if own_client:
+                client.close()
+            raise map_sdk_error(exc, provider=self.name, secrets=(api_key,)) from None
+        self._secrets: tuple[str | None, ...] = (
+            api_key,
+            getattr(self._client, "api_key", None),
+            getattr(self._client, "auth_token", None),
+        )
+
+    @property
+    def base_url(self) -> str:
+        return str(self._client.base_url)
+
+    def complete(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
+        """One Messages API call; raises only :mod:`workers.errors` exceptions."""
+        params = build_message_params(model, request)
+        started = time.perf_counter()
+        try:
+            raw = self._client.messages.with_raw_response.create(**params, timeout=timeout)
+            latency_ms = int((time.perf_counter() - started) * 1000)
+            result = message_result(
+                raw.parse(), model=f"{self.name}:{model}", latency_ms=latency_ms
+            )
+            result.rate_limit_headers = rate_limit_headers(raw.headers)
+        except _CAUGHT as exc:
+            raise map_sdk_error(exc, provider=self.name, secrets=self._secrets) from None
+        return result
+
+    def embed(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
+        """Anthropic has no embeddings API: always ``InvalidRequest``."""
+        raise InvalidRequest(
+            f"anthropic has no embeddings API (model {model!r}); use an openai embedding model"
+        )
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()

@@ -1,0 +1,203 @@
+"""Provider SDK exceptions → the Courier error tree, and the headers that matter for rate.
+
+Both official SDKs (``openai``, ``anthropic``) raise the same shapes, so one mapping serves both:
+
+    SDK exception                                   Courier error
+    ──────────────────────────────────────────────  ──────────────────────────────────
+    APITimeoutError (before APIConnectionError)     ProviderTimeout
+    APIConnectionError                              ProviderUnavailable
+    APIStatusError 429                              RateLimited(retry_after)
+    APIStatusError 5xx, 529                         ProviderUnavailable
+    APIStatusError 408                              ProviderTimeout (retryable, on purpose)
+    APIStatusError 401, 403                         AuthenticationFailed
+    APIStatusError 400 code content_filter /
+                   content_policy_violation         ContentFiltered
+    APIStatusError any other 4xx                    InvalidRequest
+    APIResponseValidationError, malformed body      ProviderUnavailable
+    missing credentials                             AuthenticationFailed
+
+Adapters catch only the SDK's exceptions and :data:`NON_SDK_ERRORS`: a Celery soft time limit
+or a ``gevent.Timeout`` raised inside a call propagates untouched.
+
+Every error keeps ``status_code`` and the rate-limit headers of the response. Messages are
+redacted: the API key (and anything that looks like one) never appears in them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from workers.errors import (
+    AuthenticationFailed,
+    ContentFiltered,
+    CourierError,
+    InvalidRequest,
+    ProviderTimeout,
+    ProviderUnavailable,
+    RateLimited,
+)
+
+log = logging.getLogger(__name__)
+
+RATE_LIMIT_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
+RETRY_HEADERS = ("retry-after", "retry-after-ms")
+CONTENT_FILTER_CODES = frozenset({"content_filter", "content_policy_violation"})
+MAX_MESSAGE_CHARS = 500
+# Besides the SDK's own exceptions, what a call may raise that is still the provider's doing: a
+# missing key (the anthropic SDK raises TypeError at call time) or a malformed response body.
+# Anything else (Celery's SoftTimeLimitExceeded, gevent.Timeout, ...) is left to propagate.
+NON_SDK_ERRORS: tuple[type[Exception], ...] = (
+    CourierError,
+    TypeError,
+    ValueError,
+    KeyError,
+    IndexError,
+    AttributeError,
+)
+
+_KEY_LIKE = re.compile(r"\b(?:sk|pk|key|sess)-[A-Za-z0-9_\-*]{6,}")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_DURATION_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def rate_limit_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
+    """The response headers that describe rate: ``x-ratelimit-*``, ``anthropic-ratelimit-*``,
+    ``retry-after`` and ``retry-after-ms``; names lower-cased."""
+    if not headers:
+        return {}
+    kept: dict[str, str] = {}
+    for name, value in headers.items():
+        low = name.lower()
+        if low.startswith(RATE_LIMIT_PREFIXES) or low in RETRY_HEADERS:
+            kept[low] = value
+    return kept
+
+
+def parse_duration(value: str) -> float | None:
+    """OpenAI's reset durations (``"1s"``, ``"250ms"``, ``"6m0s"``, ``"1h2m3.5s"``) → seconds."""
+    text = value.strip()
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(num + unit for num, unit in parts) != text:
+        return None
+    return sum(float(num) * _DURATION_UNIT[unit] for num, unit in parts)
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` (milliseconds) or ``retry-after`` (seconds or an
+    HTTP date); failing both, from the reset header of an exhausted OpenAI bucket. ``None`` if
+    no hint. ``headers`` must have lower-case names (as :func:`rate_limit_headers` returns)."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            return max(0.0, float(raw_ms) / 1000.0)
+        except ValueError:
+            pass
+    raw = headers.get("retry-after")
+    if raw is not None:
+        try:
+            return max(0.0, float(raw))
+        except ValueError:
+            pass
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError):
+            when = None
+        if when is not None:
+            current = time.time() if now is None else now
+            return max(0.0, when.timestamp() - current)
+    waits: list[float] = []
+    for bucket in ("requests", "tokens"):
+        if headers.get(f"x-ratelimit-remaining-{bucket}") == "0":
+            reset = parse_duration(headers.get(f"x-ratelimit-reset-{bucket}", ""))
+            if reset is not None:
+                waits.append(reset)
+    return max(waits) if waits else None
+
+
+def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
+    """``text`` without the given secrets or anything shaped like an API key, capped in length."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "[redacted]")
+    text = _KEY_LIKE.sub("[redacted]", text)
+    if len(text) > MAX_MESSAGE_CHARS:
+        text = text[: MAX_MESSAGE_CHARS - 1] + "…"
+    return text
+
+
+def _body_error(body: object) -> Mapping[str, Any]:
+    """The ``error`` object of an error body (both providers nest it), or the body itself."""
+    if isinstance(body, Mapping):
+        inner = body.get("error")
+        if isinstance(inner, Mapping):
+            return inner
+        return body
+    return {}
+
+
+def _detail(exc: BaseException, body: object) -> str:
+    """A human-readable reason: the provider's own ``error.message`` when it sent one."""
+    message = _body_error(body).get("message")
+    if isinstance(message, str) and message:
+        return message
+    if isinstance(body, str) and body:
+        return body
+    return str(getattr(exc, "message", None) or exc) or type(exc).__name__
+
+
+def _is_missing_credentials(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return ("api_key" in text or "credentials" in text or "authentication method" in text) and (
+        "must be set" in text or "missing" in text or "could not resolve" in text
+    )
+
+
+def map_sdk_error(
+    exc: BaseException, *, provider: str, secrets: Iterable[str | None] = ()
+) -> CourierError:
+    """The Courier error for an exception raised by a provider SDK call (never raises)."""
+    if isinstance(exc, CourierError):
+        return exc
+    name = type(exc).__name__
+    status = getattr(exc, "status_code", None)
+    response = getattr(exc, "response", None)
+    headers = rate_limit_headers(getattr(response, "headers", None))
+    body = getattr(exc, "body", None)
+    detail = redact(_detail(exc, body), secrets)
+    status_code = status if isinstance(status, int) else None
+
+    if status_code is None or name == "APIResponseValidationError":
+        # No HTTP error status: transport failures, timeouts, bad payloads, missing keys.
+        if "Timeout" in name:
+            return ProviderTimeout(f"{provider}: request timed out", rate_limit_headers=headers)
+        if "Connection" in name:
+            return ProviderUnavailable(f"{provider}: connection error: {detail}")
+        if _is_missing_credentials(exc):
+            return AuthenticationFailed(f"{provider}: no credentials: {detail}")
+        log.warning("%s: unexpected %s mapped to provider_error: %s", provider, name, detail)
+        return ProviderUnavailable(
+            f"{provider}: unexpected {name}: {detail}",
+            status_code=status_code,
+            rate_limit_headers=headers,
+        )
+
+    message = f"{provider}: HTTP {status_code}: {detail}"
+    kw: dict[str, Any] = {"status_code": status_code, "rate_limit_headers": headers}
+    if status_code == 429:
+        return RateLimited(message, retry_after=parse_retry_after(headers), **kw)
+    if status_code >= 500:
+        return ProviderUnavailable(message, **kw)
+    if status_code in (401, 403):
+        return AuthenticationFailed(message, **kw)
+    if status_code == 408:
+        return ProviderTimeout(message, **kw)
+    error = _body_error(body)
+    codes = {getattr(exc, "code", None), error.get("code"), error.get("type")}
+    if status_code == 400 and codes & CONTENT_FILTER_CODES:
+        return ContentFiltered(message, **kw)
+    return InvalidRequest(message, **kw)
