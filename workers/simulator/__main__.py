@@ -1,0 +1,3 @@
+from workers.simulator.server import main
+
+main()
