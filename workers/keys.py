@@ -25,6 +25,8 @@ THROUGHPUT = PREFIX + "stats:started:{priority}"  # zset: recent start times, fo
 # Webhooks
 WEBHOOK_SECRET = PREFIX + "webhook:secret"  # string: generated signing secret
 CALLBACKS_SCHEDULED = PREFIX + "callbacks:scheduled"  # zset: job id → next attempt (ms)
+CALLBACK_LOCK = PREFIX + "callback:lock:{job_id}"  # string: the delivery now sending a job's event
+CALLBACK_STATS = PREFIX + "stats:callbacks"  # hash: attempts, delivered, failed (dead letters)
 
 # Reliability and rate limits
 BREAKER = PREFIX + "breaker:{model}"  # hash: circuit state per provider:model
@@ -48,6 +50,10 @@ def tenant_jobs(tenant: str) -> str:
 def idempotency(tenant: str, key: str) -> str:
     digest = hashlib.sha256(key.encode()).hexdigest()
     return IDEMPOTENCY.format(tenant=tenant, digest=digest)
+
+
+def callback_lock(job_id: str) -> str:
+    return CALLBACK_LOCK.format(job_id=job_id)
 
 
 def throughput(priority: str) -> str:
