@@ -1,0 +1,104 @@
+"""What routes receive: typed ``Annotated`` dependencies over the per-process services.
+
+``Services`` is built once in the app's lifespan (``main.py``) and kept on
+``app.state``; routes take ``SettingsDep``, ``StoreDep``, ``CeleryDep``, ``WaiterDep``,
+``MetricsDep`` and ``TenantDep`` (the authenticated tenant) instead of globals.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Annotated
+
+import redis
+import redis.asyncio as aioredis
+from celery import Celery
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from config.settings import Settings
+from producers.api.errors import ApiError
+from producers.api.metrics import ApiMetrics
+from producers.api.waiter import JobWaiter
+from workers.store import JobStore
+
+
+@dataclass
+class Services:
+    """The API process's shared resources."""
+
+    settings: Settings
+    redis: redis.Redis
+    aredis: aioredis.Redis
+    store: JobStore
+    celery: Celery
+    waiter: JobWaiter
+    metrics: ApiMetrics
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+def get_settings(request: Request) -> Settings:
+    return get_services(request).settings
+
+
+def get_store(request: Request) -> JobStore:
+    return get_services(request).store
+
+
+def get_celery(request: Request) -> Celery:
+    return get_services(request).celery
+
+
+def get_waiter(request: Request) -> JobWaiter:
+    return get_services(request).waiter
+
+
+def get_metrics(request: Request) -> ApiMetrics:
+    return get_services(request).metrics
+
+
+def resolve_tenant(key: str, settings: Settings) -> str | None:
+    """The tenant an API key authenticates as, or None.
+
+    Compares against every configured key in constant time (no early exit, so the
+    time taken says nothing about which key nearly matched). Managed keys kept in
+    Redis (``workers.keys.API_KEY``, by sha256 digest) would be looked up here too.
+    """
+    presented = key.encode()
+    tenant: str | None = None
+    for candidate, owner in settings.api_keys.items():
+        if hmac.compare_digest(candidate.encode(), presented):
+            tenant = owner
+    return tenant
+
+
+bearer = HTTPBearer(auto_error=False, description="An API key from COURIER_API_KEYS")
+
+
+async def require_tenant(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> str:
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None or not credentials.credentials:
+        raise ApiError(
+            401, "missing API key: send 'Authorization: Bearer <key>'", headers=challenge
+        )
+    tenant = resolve_tenant(credentials.credentials, get_settings(request))
+    if tenant is None:
+        raise ApiError(401, "unknown API key", headers=challenge)
+    return tenant
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[JobStore, Depends(get_store)]
+CeleryDep = Annotated[Celery, Depends(get_celery)]
+WaiterDep = Annotated[JobWaiter, Depends(get_waiter)]
+MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+TenantDep = Annotated[str, Depends(require_tenant)]

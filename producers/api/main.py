@@ -1,0 +1,67 @@
+"""The ASGI app: ``uvicorn producers.api:app`` (or ``courier api``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from config.settings import Settings, get_settings
+from producers.api import errors
+from producers.api.bodylimit import BodyLimitMiddleware
+from producers.api.deps import Services
+from producers.api.metrics import ApiMetrics, RequestMetricsMiddleware
+from producers.api.routes import health, jobs
+from producers.api.waiter import JobWaiter
+from workers.app import app as celery_app
+from workers.runtime import redis_client
+from workers.store import JobStore
+
+THREADS = 200  # sync routes run in anyio's threadpool; each may hold one Redis connection
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
+        client = redis_client(settings.redis_url, THREADS + 20)
+        apool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url,
+            max_connections=500,
+            timeout=10,
+            decode_responses=True,
+            socket_connect_timeout=5,
+        )
+        aclient = aioredis.Redis(connection_pool=apool)
+        waiter = JobWaiter(aclient)
+        waiter.start()
+        metrics = ApiMetrics(client, waiting=lambda: waiter.waiting)
+        store = JobStore(client, settings.job_retention_s)
+        app.state.services = Services(settings, client, aclient, store, celery_app, waiter, metrics)
+        try:
+            yield
+        finally:
+            await waiter.stop()
+            await aclient.aclose()
+            client.close()
+
+    app = FastAPI(
+        title="Courier",
+        version="0.1.0",
+        description="Long AI jobs on Celery + Redis: submit, poll or get a signed webhook.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        RequestMetricsMiddleware,
+        metrics=lambda: getattr(getattr(app.state, "services", None), "metrics", None),
+    )
+    app.include_router(jobs.router)
+    app.include_router(health.router)
+    return app

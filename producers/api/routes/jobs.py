@@ -1,0 +1,206 @@
+"""``/v1/jobs``: submit, read (with long-poll), list, cancel, redeliver (SPEC §3).
+
+Routes that touch the sync job store are plain ``def`` (run in the threadpool); the read
+route is async end to end (an async Redis client and the shared waiter), so a long-poll
+holds no thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse
+
+from producers.api import errors
+from producers.api.callbacks import check_callback_url
+from producers.api.deps import (
+    CeleryDep,
+    MetricsDep,
+    ServicesDep,
+    SettingsDep,
+    StoreDep,
+    TenantDep,
+)
+from producers.api.errors import ApiError
+from workers import keys
+from workers.jobs import TERMINAL, Job, JobList, JobSubmission, Status
+from workers.queues import enqueue_callback, enqueue_job
+from workers.store import JobStore, Record, to_view
+
+log = logging.getLogger("courier.api.jobs")
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+MAX_WAIT_S = 60
+CANCELLED_ERROR = {"type": "cancelled", "message": "cancelled by the client", "retryable": False}
+
+
+def _job(record: Record, status_code: int = 200) -> JSONResponse:
+    return JSONResponse(to_view(record), status_code=status_code)
+
+
+def _not_found(job_id: str) -> ApiError:
+    return ApiError(404, f"no job {job_id!r}")
+
+
+def _owned(store: JobStore, job_id: str, tenant: str) -> Record:
+    """The tenant's job; another tenant's job is as unknown as a missing one."""
+    record = store.get(job_id)
+    if record is None or record.get("tenant") != tenant:
+        raise _not_found(job_id)
+    return record
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=Job,
+    summary="Submit a job",
+    responses={
+        200: {"model": Job, "description": "The job first submitted with this Idempotency-Key"},
+        **errors.responses(400, 401, 413, 422, 503),
+    },
+)
+def submit_job(
+    submission: JobSubmission,
+    tenant: TenantDep,
+    store: StoreDep,
+    celery: CeleryDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+    ] = None,
+) -> JSONResponse:
+    if submission.callback_url is not None:
+        try:
+            check_callback_url(submission.callback_url, settings.callback_allow_private)
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
+    fields: dict[str, Any] = {
+        "model": submission.model,
+        "kind": submission.kind,
+        "priority": submission.priority,
+        "request": submission.request,
+        "callback_url": submission.callback_url,
+        "fallback_models": submission.fallback_models,
+        "metadata": submission.metadata,
+        "max_attempts": submission.max_attempts,
+        "timeout_s": submission.timeout_s,
+        "expires_at": time.time() + submission.expires_in_s if submission.expires_in_s else None,
+    }
+    job_id, created = store.create(tenant, fields, idempotency_key)
+    if created:
+        try:
+            enqueue_job(celery, job_id, submission.priority)
+        except Exception as exc:  # broker down: accept nothing that is not queued
+            log.warning("enqueue of %s failed: %s", job_id, exc)
+            store.delete(job_id, tenant)
+            if idempotency_key:
+                store.forget_idempotency(tenant, idempotency_key)
+            raise ApiError(503, "the queue is unavailable; retry later") from None
+        metrics.jobs_submitted.labels(submission.model, submission.priority, submission.kind).inc()
+    record = store.get(job_id)
+    if record is None:  # expired between the two calls: only an idempotent replay can race
+        raise _not_found(job_id)
+    return _job(record, 202 if created else 200)
+
+
+@router.get(
+    "/{job_id}",
+    response_model=Job,
+    summary="Read a job, optionally waiting until it ends",
+    responses=errors.responses(401, 404, 422, 503),
+)
+async def get_job(
+    job_id: str,
+    tenant: TenantDep,
+    services: ServicesDep,
+    wait: Annotated[
+        float | None,
+        Query(ge=0, le=MAX_WAIT_S, description="Hold the answer until the job ends or N s pass"),
+    ] = None,
+) -> JSONResponse:
+    async def read() -> Record | None:
+        record: Record = await services.aredis.hgetall(keys.job(job_id))  # type: ignore[assignment]
+        return record if record and record.get("tenant") == tenant else None
+
+    if wait:
+        record = await services.waiter.wait(job_id, wait, read)
+    else:
+        record = await read()
+    if record is None:
+        raise _not_found(job_id)
+    return _job(record)
+
+
+@router.get(
+    "",
+    response_model=JobList,
+    summary="List the tenant's jobs, newest first",
+    responses=errors.responses(401, 422, 503),
+)
+def list_jobs(
+    tenant: TenantDep,
+    store: StoreDep,
+    status: Annotated[Status | None, Query(description="Only jobs with this status")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> JSONResponse:
+    records = store.list_jobs(tenant, status, limit)
+    return JSONResponse({"jobs": [to_view(r) for r in records]})
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=Job,
+    summary="Cancel a job that has not ended",
+    responses=errors.responses(401, 404, 409, 422, 503),
+)
+def cancel_job(job_id: str, tenant: TenantDep, store: StoreDep, celery: CeleryDep) -> JSONResponse:
+    record = _owned(store, job_id, tenant)
+    done, previous, callback_due = store.finish(
+        job_id,
+        "cancelled",
+        allowed=("queued", "running"),
+        fields={"error": CANCELLED_ERROR},
+        record=record,
+    )
+    if not done:
+        if previous == "missing":
+            raise _not_found(job_id)
+        raise ApiError(409, f"job {job_id} has already ended ({previous})", "conflict")
+    if callback_due:
+        try:
+            enqueue_callback(celery, job_id)
+        except Exception as exc:  # the store scheduled it too: the sweeper sends it later
+            log.warning("enqueue of the callback of %s failed: %s", job_id, exc)
+    return _job(store.get(job_id) or record)
+
+
+@router.post(
+    "/{job_id}/redeliver",
+    response_model=Job,
+    summary="Queue the job's webhook again",
+    responses=errors.responses(401, 404, 409, 422, 503),
+)
+def redeliver_callback(
+    job_id: str, tenant: TenantDep, store: StoreDep, celery: CeleryDep
+) -> JSONResponse:
+    record = _owned(store, job_id, tenant)
+    if record.get("status") not in TERMINAL:
+        raise ApiError(409, f"job {job_id} has not ended ({record.get('status')})", "conflict")
+    if not record.get("callback_url"):
+        raise ApiError(409, f"job {job_id} has no callback_url", "conflict")
+    before = json.loads(record.get("callback") or "{}")
+    callback = {**before, "url": record["callback_url"], "status": "pending"}
+    store.set_fields(job_id, {"callback": {**callback, "next_attempt_at": None}})
+    try:
+        enqueue_callback(celery, job_id)
+    except Exception as exc:
+        log.warning("enqueue of the callback of %s failed: %s", job_id, exc)
+        store.set_fields(job_id, {"callback": before})
+        raise ApiError(503, "the queue is unavailable; retry later") from None
+    return _job(store.get(job_id) or record)

@@ -1,0 +1,192 @@
+"""The ``courier`` command (SPEC §1): api, worker, simulate, submit, dev."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+
+from config.celery import ALL_QUEUES
+from config.settings import Settings
+
+cli = typer.Typer(
+    name="courier",
+    help="Courier: long AI jobs on Celery + Redis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+@cli.command()
+def api(
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
+) -> None:
+    """Serve the HTTP API (producers.api:app) with uvicorn."""
+    import uvicorn
+
+    uvicorn.run(
+        "producers.api:app",
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,
+    )
+
+
+def _option_name(arg: str) -> str | None:
+    if arg.startswith("--"):
+        return arg.split("=", 1)[0]
+    if arg.startswith("-") and len(arg) >= 2:
+        return arg[:2]
+    return None
+
+
+def worker_argv(user_args: Sequence[str], concurrency: int, high_only: bool = False) -> list[str]:
+    """``celery -A workers.app worker`` arguments: Courier's defaults for I/O-bound jobs,
+    each replaced by the user's own value for the same option."""
+    queues = "jobs.high" if high_only else ",".join(ALL_QUEUES)
+    defaults: list[tuple[tuple[str, ...], list[str]]] = [
+        (("-P", "--pool"), ["-P", "gevent"]),
+        (("-c", "--concurrency"), ["-c", str(concurrency)]),
+        (("-Q", "--queues"), ["-Q", queues]),
+        (("-E", "--task-events", "--events"), ["-E"]),
+        (("--without-gossip",), ["--without-gossip"]),
+        (("--without-mingle",), ["--without-mingle"]),
+        (("-O", "--optimization"), ["-O", "fair"]),
+        (("-l", "--loglevel"), ["--loglevel", "INFO"]),
+    ]
+    if high_only:
+        defaults.append((("-n", "--hostname"), ["-n", "high@%h"]))
+    given = {_option_name(a) for a in user_args}
+    argv = ["-A", "workers.app", "worker"]
+    for names, value in defaults:
+        if not given.intersection(names):
+            argv += value
+    return argv + list(user_args)
+
+
+@cli.command(context_settings=PASS_THROUGH)
+def worker(
+    ctx: typer.Context,
+    high_only: Annotated[
+        bool, typer.Option("--high-only", help="A reserved lane: consume only jobs.high")
+    ] = False,
+) -> None:
+    """Run a Celery worker; any celery worker option overrides Courier's defaults
+    (-P gevent -c <COURIER_WORKER_CONCURRENCY> -Q jobs.high,jobs.normal,jobs.low,callbacks
+    -E --without-gossip --without-mingle -O fair --loglevel INFO)."""
+    argv = worker_argv(ctx.args, Settings().worker_concurrency, high_only)
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "celery", *argv])
+
+
+@cli.command()
+def simulate(
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 9100,
+    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
+    latency: Annotated[float, typer.Option(help="Seconds before each answer")] = 0.0,
+    error_rate: Annotated[float, typer.Option(help="Share of injected 429/500/503")] = 0.0,
+    rpm: Annotated[int, typer.Option(help="Requests per minute (0: no limit)")] = 0,
+    tpm: Annotated[int, typer.Option(help="Tokens per minute (0: no limit)")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the fault dice")] = 0,
+) -> None:
+    """Serve a local provider speaking the OpenAI and Anthropic HTTP APIs."""
+    from workers.simulator import main as simulator_main
+
+    simulator_main(
+        [
+            *("--host", host, "--port", str(port), "--latency", str(latency)),
+            *("--error-rate", str(error_rate), "--rpm", str(rpm), "--tpm", str(tpm)),
+            *("--seed", str(seed)),
+        ]
+    )
+
+
+@cli.command()
+def submit(
+    model: Annotated[str, typer.Option(help="provider:model, e.g. openai:gpt-4o-mini")],
+    prompt: Annotated[str, typer.Option(help="The user message (or the text to embed)")],
+    priority: Annotated[str, typer.Option(help="high, normal or low")] = "normal",
+    callback_url: Annotated[str | None, typer.Option(help="Webhook URL")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait and print the final job")] = False,
+    kind: Annotated[str, typer.Option(help="chat or embedding")] = "chat",
+    system: Annotated[str | None, typer.Option(help="A system prompt (chat)")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Reply length limit (chat)")] = None,
+    idempotency_key: Annotated[str | None, typer.Option(help="Idempotency-Key")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Give up waiting after S")] = None,
+    api_url: Annotated[
+        str | None, typer.Option(envvar="COURIER_API_URL", help="The API's base URL")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="COURIER_API_KEY", help="An API key", show_default=False)
+    ] = None,
+) -> None:
+    """Submit one job and print it as JSON (with --wait, the job once it has ended;
+    exit status 1 unless it succeeded)."""
+    import httpx
+
+    from producers.client import Courier, CourierAPIError, JobWaitTimeout
+
+    request: dict[str, object] | None = None
+    if kind == "chat" and (system or max_tokens):
+        request = {"messages": [{"role": "user", "content": prompt}]}
+        if system:
+            request["system"] = system
+        if max_tokens:
+            request["max_tokens"] = max_tokens
+    try:
+        with Courier(api_url, api_key) as courier:
+            job = courier.submit(
+                model,
+                request,
+                prompt=prompt,
+                kind=kind,
+                priority=priority,
+                callback_url=callback_url,
+                idempotency_key=idempotency_key,
+            )
+            if wait:
+                job = courier.wait(job["id"], timeout=timeout)
+    except CourierAPIError as exc:
+        typer.echo(json.dumps({"error": {"type": exc.type, "message": exc.message}}), err=True)
+        raise typer.Exit(2) from None
+    except JobWaitTimeout as exc:
+        typer.echo(json.dumps(exc.job, indent=2))
+        raise typer.Exit(1) from None
+    except httpx.TransportError as exc:
+        typer.echo(f"courier: cannot reach the API: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(job, indent=2))
+    if wait and job.get("status") != "succeeded":
+        raise typer.Exit(1)
+
+
+@cli.command()
+def dev(
+    port: Annotated[int, typer.Option(help="API port")] = 8000,
+    flower_port: Annotated[int, typer.Option(help="Flower port")] = 5555,
+    demo_only: Annotated[
+        bool,
+        typer.Option("--demo-only", "--exit-after-demo", help="Exit after the demo job"),
+    ] = False,
+) -> None:
+    """Run the whole system on this machine: Redis, simulator, API, worker, Flower."""
+    from producers.dev import run_dev
+
+    raise typer.Exit(run_dev(api_port=port, flower_port=flower_port, demo_only=demo_only))
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

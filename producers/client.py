@@ -1,0 +1,333 @@
+"""The Python client of Courier's HTTP API (SPEC §3), sync and async.
+
+>>> with Courier() as courier:                      # COURIER_API_URL, COURIER_API_KEY
+...     job = courier.submit("openai:gpt-4o-mini", prompt="Hi")
+...     job = courier.wait(job["id"], timeout=300)
+
+Every method returns the job (or ``{"jobs": [...]}``) as the API shows it, and raises
+``CourierAPIError(status, type, message)`` for an error answer. ``wait`` loops on
+``?wait=`` (the server holds each request up to 60 s) until the job ends; transient
+errors (connection refused, 502/503/504) are retried until its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import time
+from types import TracebackType
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+
+from config.settings import Settings
+from workers.jobs import TERMINAL
+
+MAX_WAIT_S = 60.0
+RETRY_STATUSES = frozenset({502, 503, 504})
+RETRY_PAUSE_S = 1.0
+Job = dict[str, Any]
+
+
+class CourierAPIError(Exception):
+    """An error answer of the API: its HTTP status and SPEC error type and message."""
+
+    def __init__(self, status: int, type: str, message: str) -> None:
+        super().__init__(f"{status} {type}: {message}")
+        self.status = status
+        self.type = type
+        self.message = message
+
+
+class JobWaitTimeout(TimeoutError):
+    """``wait`` gave up before the job ended; ``job`` is how it last stood."""
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"job {job.get('id')} still {job.get('status')}")
+        self.job = job
+
+
+def submission_body(
+    model: str,
+    request: dict[str, Any] | None = None,
+    *,
+    prompt: str | None = None,
+    kind: str = "chat",
+    priority: str | None = None,
+    callback_url: str | None = None,
+    fallback_models: list[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    max_attempts: int | None = None,
+    timeout_s: float | None = None,
+    expires_in_s: float | None = None,
+) -> dict[str, Any]:
+    """The JSON body of ``POST /v1/jobs``; ``prompt`` is shorthand for a one-message
+    chat request (or a one-text embedding request)."""
+    if request is None:
+        if prompt is None:
+            raise ValueError("give request= or prompt=")
+        request = (
+            {"input": [prompt]}
+            if kind == "embedding"
+            else {"messages": [{"role": "user", "content": prompt}]}
+        )
+    body: dict[str, Any] = {"model": model, "kind": kind, "request": request}
+    optional = {
+        "priority": priority,
+        "callback_url": callback_url,
+        "fallback_models": fallback_models,
+        "metadata": metadata,
+        "max_attempts": max_attempts,
+        "timeout_s": timeout_s,
+        "expires_in_s": expires_in_s,
+    }
+    body.update({k: v for k, v in optional.items() if v is not None})
+    return body
+
+
+def parse(response: httpx.Response) -> Any:
+    """The JSON of a 2xx answer; ``CourierAPIError`` for anything else."""
+    if response.is_success:
+        return response.json()
+    try:
+        error = response.json()["error"]
+        kind, message = str(error["type"]), str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        kind, message = "http_error", response.text[:500] or response.reason_phrase
+    raise CourierAPIError(response.status_code, kind, message)
+
+
+def job_path(job_id: str, suffix: str = "") -> str:
+    return f"/v1/jobs/{quote(job_id, safe='')}{suffix}"
+
+
+def _transient(exc: Exception) -> bool:
+    if isinstance(exc, CourierAPIError):
+        return exc.status in RETRY_STATUSES
+    return isinstance(exc, httpx.TransportError)
+
+
+class _Base:
+    def __init__(self, base_url: str | None, api_key: str | None, timeout: float) -> None:
+        if base_url is None or api_key is None:
+            settings = Settings()
+            base_url = base_url or settings.api_url
+            api_key = api_key or settings.api_key
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def _get_args(self, wait: float | None) -> tuple[dict[str, Any], float]:
+        if wait is None:
+            return {}, self.timeout
+        wait = max(0.0, min(MAX_WAIT_S, wait))
+        return {"wait": wait}, self.timeout + wait
+
+    @staticmethod
+    def _list_params(status: str | None, limit: int) -> dict[str, Any]:
+        return {"limit": limit, **({"status": status} if status else {})}
+
+    @staticmethod
+    def _submit_headers(idempotency_key: str | None) -> dict[str, str]:
+        return {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+
+
+class Courier(_Base):
+    """A sync client; a context manager closing its connection pool."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, timeout)
+        self.http = httpx.Client(
+            base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport
+        )
+
+    def submit(
+        self,
+        model: str,
+        request: dict[str, Any] | None = None,
+        *,
+        prompt: str | None = None,
+        kind: str = "chat",
+        priority: str | None = None,
+        callback_url: str | None = None,
+        fallback_models: builtins.list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
+        expires_in_s: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        body = submission_body(
+            model,
+            request,
+            prompt=prompt,
+            kind=kind,
+            priority=priority,
+            callback_url=callback_url,
+            fallback_models=fallback_models,
+            metadata=metadata,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            expires_in_s=expires_in_s,
+        )
+        headers = self._submit_headers(idempotency_key)
+        job: Job = parse(self.http.post("/v1/jobs", json=body, headers=headers))
+        return job
+
+    def get(self, job_id: str, wait: float | None = None) -> Job:
+        params, timeout = self._get_args(wait)
+        job: Job = parse(self.http.get(job_path(job_id), params=params, timeout=timeout))
+        return job
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """The job once it has ended; ``JobWaitTimeout`` after ``timeout`` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job: Job = {"id": job_id, "status": "unknown"}
+        while True:
+            remaining = MAX_WAIT_S if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise JobWaitTimeout(job)
+            try:
+                job = self.get(job_id, wait=min(MAX_WAIT_S, remaining))
+            except (CourierAPIError, httpx.TransportError) as exc:
+                if not _transient(exc):
+                    raise
+                time.sleep(min(RETRY_PAUSE_S, max(0.0, remaining)))
+                continue
+            if job.get("status") in TERMINAL:
+                return job
+
+    def cancel(self, job_id: str) -> Job:
+        job: Job = parse(self.http.post(job_path(job_id, "/cancel")))
+        return job
+
+    def redeliver(self, job_id: str) -> Job:
+        job: Job = parse(self.http.post(job_path(job_id, "/redeliver")))
+        return job
+
+    def list(self, status: str | None = None, limit: int = 50) -> builtins.list[Job]:
+        answer = parse(self.http.get("/v1/jobs", params=self._list_params(status, limit)))
+        jobs: builtins.list[Job] = answer["jobs"]
+        return jobs
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncCourier(_Base):
+    """The async twin of :class:`Courier` (``async with AsyncCourier() as courier``)."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, timeout)
+        self.http = httpx.AsyncClient(
+            base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport
+        )
+
+    async def submit(
+        self,
+        model: str,
+        request: dict[str, Any] | None = None,
+        *,
+        prompt: str | None = None,
+        kind: str = "chat",
+        priority: str | None = None,
+        callback_url: str | None = None,
+        fallback_models: builtins.list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
+        expires_in_s: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        body = submission_body(
+            model,
+            request,
+            prompt=prompt,
+            kind=kind,
+            priority=priority,
+            callback_url=callback_url,
+            fallback_models=fallback_models,
+            metadata=metadata,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            expires_in_s=expires_in_s,
+        )
+        headers = self._submit_headers(idempotency_key)
+        job: Job = parse(await self.http.post("/v1/jobs", json=body, headers=headers))
+        return job
+
+    async def get(self, job_id: str, wait: float | None = None) -> Job:
+        params, timeout = self._get_args(wait)
+        response = await self.http.get(job_path(job_id), params=params, timeout=timeout)
+        job: Job = parse(response)
+        return job
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """The job once it has ended; ``JobWaitTimeout`` after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        job: Job = {"id": job_id, "status": "unknown"}
+        while True:
+            remaining = MAX_WAIT_S if deadline is None else deadline - loop.time()
+            if remaining <= 0:
+                raise JobWaitTimeout(job)
+            try:
+                job = await self.get(job_id, wait=min(MAX_WAIT_S, remaining))
+            except (CourierAPIError, httpx.TransportError) as exc:
+                if not _transient(exc):
+                    raise
+                await asyncio.sleep(min(RETRY_PAUSE_S, max(0.0, remaining)))
+                continue
+            if job.get("status") in TERMINAL:
+                return job
+
+    async def cancel(self, job_id: str) -> Job:
+        job: Job = parse(await self.http.post(job_path(job_id, "/cancel")))
+        return job
+
+    async def redeliver(self, job_id: str) -> Job:
+        job: Job = parse(await self.http.post(job_path(job_id, "/redeliver")))
+        return job
+
+    async def list(self, status: str | None = None, limit: int = 50) -> builtins.list[Job]:
+        answer = parse(await self.http.get("/v1/jobs", params=self._list_params(status, limit)))
+        jobs: builtins.list[Job] = answer["jobs"]
+        return jobs
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
