@@ -13,6 +13,7 @@ from workers.app import app
 from workers.queues import enqueue_callback, enqueue_job
 from workers.runtime import get_runtime, reset_runtime
 from workers.sweeper import Sweeper
+from workers.webhooks.schedule import CallbackSchedule
 
 log = logging.getLogger("courier.worker")
 _sweepers: dict[int, Sweeper] = {}
@@ -22,11 +23,13 @@ def start_background() -> Sweeper:
     """Start this process's loops once (per pid: prefork children get their own)."""
     pid = os.getpid()
     if pid not in _sweepers:
+        runtime = get_runtime()
         sweeper = Sweeper(
-            runtime=get_runtime(),
+            runtime=runtime,
             enqueue_job=lambda job_id, priority: enqueue_job(app, job_id, priority),
             enqueue_callback=lambda job_id: enqueue_callback(app, job_id),
             on_expired=send_callback_if_due,
+            due_callbacks=CallbackSchedule(runtime.redis).due,
         )
         sweeper.start()
         _sweepers[pid] = sweeper

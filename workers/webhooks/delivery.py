@@ -1,0 +1,312 @@
+"""Delivering a finished job's webhook: one attempt per task run, the next one scheduled.
+
+Outcomes (SPEC §4): a 2xx delivers; a 410, or a host that now resolves to a non-public
+address, stops (``failed``); anything else (another status, a 3xx, since redirects are
+never followed, a timeout, a refused connection) is retried on the schedule, after which
+the callback is ``failed`` (a dead letter, counted in :data:`keys.CALLBACK_STATS`) until
+redelivered. Every attempt is logged on the job's ``callback`` (the last 20).
+
+One delivery of a job runs at a time (a short lock in Redis); a second message for the
+same job while one is in flight is dropped, and one that arrives before the next attempt
+is due waits for the schedule. Before sending, the job's schedule entry is pushed past
+the lock's lifetime, so a worker dying mid-attempt loses nothing: the sweeper brings it
+back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+import redis
+
+from config.settings import Settings
+from workers import keys
+from workers.jobs import TERMINAL, iso
+from workers.store import CALLBACK_SAFETY_S, JobStore, Record, to_view
+from workers.webhooks import payload, schedule
+from workers.webhooks.signing import event_id, signed_headers, signing_secrets
+from workers.webhooks.ssrf import CallbackHostUnresolved, UnsafeCallbackURL, parse_callback_url
+
+log = logging.getLogger("courier.webhooks")
+
+LOG_KEEP = 20
+RESPONSE_CHARS = 256
+RESPONSE_READ_BYTES = 2048
+EARLY_SLACK_S = 1.0
+
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One POST to the receiver."""
+
+    status_code: int | None
+    latency_ms: int
+    error: str | None = None
+    response: str = ""
+    retry_after: float | None = None
+    final: bool = False  # no point retrying (410, a refused target)
+
+    @property
+    def delivered(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+@dataclass(slots=True)
+class Delivery:
+    """What one task run did, for logs and tests."""
+
+    status: str  # delivered | failed | pending (retry scheduled) | skipped
+    reason: str = ""
+    attempts: int = 0
+    next_attempt_at: float | None = None
+
+
+def _parse_iso(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _callback_state(record: Record) -> dict[str, Any]:
+    raw = record.get("callback")
+    state: dict[str, Any] = json.loads(raw) if raw else {}
+    state.setdefault("attempts", 0)
+    state.setdefault("log", [])
+    state["url"] = record.get("callback_url")
+    return state
+
+
+class WebhookSender:
+    """Sends webhooks for one worker process: a shared HTTP client, the signing secrets."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        settings: Settings,
+        client: httpx.Client,
+        *,
+        secrets: Sequence[str] | None = None,
+        rand: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.redis: redis.Redis = store.redis
+        self.settings = settings
+        self.client = client
+        self._secrets = list(secrets) if secrets else None
+        self.rand = rand or random.Random()
+        self.clock = clock
+        self._release = self.redis.register_script(RELEASE)
+
+    @property
+    def secrets(self) -> list[str]:
+        if self._secrets is None:
+            self._secrets = signing_secrets(
+                self.settings.webhook_secret, self.settings.webhook_secret_previous, self.redis
+            )
+        return self._secrets
+
+    @property
+    def lock_ttl_s(self) -> float:
+        # connect + send + read each bounded by the timeout, plus the pool wait.
+        return self.settings.callback_timeout_s * 4 + 10
+
+    def deliver(self, job_id: str) -> Delivery:
+        """Make the next attempt of the job's pending callback, if one is due now."""
+        token = uuid.uuid4().hex
+        lock = keys.callback_lock(job_id)
+        if not self.redis.set(lock, token, nx=True, px=int(self.lock_ttl_s * 1000)):
+            return Delivery("skipped", "another delivery of this event is in flight")
+        try:
+            return self._deliver_locked(job_id)
+        finally:
+            self._release(keys=[lock], args=[token])
+
+    def _deliver_locked(self, job_id: str) -> Delivery:
+        record = self.store.get(job_id)
+        if record is None or not record.get("callback_url") or record["status"] not in TERMINAL:
+            schedule.unschedule(self.redis, job_id)
+            return Delivery("skipped", "no finished job with a callback_url")
+        state = _callback_state(record)
+        if state.get("status") != "pending":
+            schedule.unschedule(self.redis, job_id)
+            return Delivery("skipped", f"callback is {state.get('status')}")
+        now = self.clock()
+        due = _parse_iso(state.get("next_attempt_at"))
+        if due is not None and due > now + EARLY_SLACK_S:
+            return Delivery("skipped", "next attempt not due yet", next_attempt_at=due)
+        schedule.schedule_at(self.redis, job_id, now + self.lock_ttl_s)
+
+        body, truncated = payload.body(
+            payload.event(record), self.settings.callback_max_payload_bytes
+        )
+        msg_id = event_id(job_id, record["status"])
+        attempt = self.attempt(state["url"], msg_id, body)
+        return self._record(job_id, record, state, attempt, truncated)
+
+    def attempt(self, url: str, msg_id: str, body: bytes) -> Attempt:
+        """POST ``body`` once, freshly signed; never raises for network trouble."""
+        started = time.monotonic()
+
+        def took() -> int:
+            return int((time.monotonic() - started) * 1000)
+
+        try:
+            parse_callback_url(url)
+            headers = signed_headers(self.secrets, msg_id, body)
+            with self.client.stream("POST", url, content=body, headers=headers) as response:
+                head = bytearray()
+                for chunk in response.iter_bytes():
+                    head += chunk
+                    if len(head) >= RESPONSE_READ_BYTES:
+                        break
+                code = response.status_code
+                error = None
+                if 300 <= code < 400:
+                    error = f"redirect to {response.headers.get('location', '?')!r} not followed"
+                elif not 200 <= code < 300:
+                    error = f"HTTP {code}"
+                return Attempt(
+                    status_code=code,
+                    latency_ms=took(),
+                    error=error,
+                    response=head.decode("utf-8", "replace")[:RESPONSE_CHARS],
+                    retry_after=schedule.parse_retry_after(response.headers.get("retry-after")),
+                    final=code == 410,
+                )
+        except CallbackHostUnresolved as exc:
+            return Attempt(None, took(), str(exc))
+        except UnsafeCallbackURL as exc:
+            return Attempt(None, took(), f"refused: {exc}", final=True)
+        except httpx.TimeoutException as exc:
+            limit = self.settings.callback_timeout_s
+            return Attempt(None, took(), f"timed out after {limit:g}s ({type(exc).__name__})")
+        except httpx.HTTPError as exc:
+            return Attempt(None, took(), f"{type(exc).__name__}: {exc}"[:RESPONSE_CHARS])
+
+    def _record(
+        self,
+        job_id: str,
+        record: Record,
+        state: dict[str, Any],
+        attempt: Attempt,
+        truncated: bool,
+    ) -> Delivery:
+        now = self.clock()
+        attempts = int(state["attempts"]) + 1
+        entry = {
+            "at": iso(now),
+            "status_code": attempt.status_code,
+            "latency_ms": attempt.latency_ms,
+            "error": attempt.error,
+            "response": attempt.response,
+        }
+        if truncated:
+            entry["truncated"] = True
+        state.update(
+            attempts=attempts,
+            last_status_code=attempt.status_code,
+            log=[*state["log"], entry][-LOG_KEEP:],
+        )
+        stats = self.redis.pipeline(transaction=False)
+        stats.hincrby(keys.CALLBACK_STATS, "attempts", 1)
+        failures = attempts - int(record.get("callback_round") or 0)
+        delay = None
+        if not attempt.delivered and not attempt.final:
+            delay = schedule.next_delay(
+                self.settings.callback_retry_schedule, failures, attempt.retry_after, self.rand
+            )
+        if attempt.delivered:
+            outcome = Delivery("delivered", attempts=attempts)
+        elif delay is None:
+            why = "stopped by the receiver (410)" if attempt.status_code == 410 else "gave up"
+            outcome = Delivery("failed", attempt.error or why, attempts=attempts)
+        else:
+            outcome = Delivery("pending", attempt.error or "", attempts, now + delay)
+        state["status"] = outcome.status
+        state["next_attempt_at"] = iso(outcome.next_attempt_at)
+        self.store.set_fields(job_id, {"callback": state})
+        if outcome.next_attempt_at is not None:
+            schedule.schedule_at(self.redis, job_id, outcome.next_attempt_at)
+        else:
+            schedule.unschedule(self.redis, job_id)
+            stats.hincrby(keys.CALLBACK_STATS, outcome.status, 1)
+        stats.execute()
+        log_fn = log.warning if outcome.status == "failed" else log.info
+        log_fn(
+            "callback %s of %s: attempt %d → %s (%s)",
+            outcome.status,
+            job_id,
+            attempts,
+            attempt.status_code,
+            attempt.error or "ok",
+        )
+        return outcome
+
+
+# ---- redelivery and counters ----------------------------------------------------------
+
+
+class RedeliverError(ValueError):
+    """The callback cannot be redelivered; ``reason`` is not_found, no_callback or not_ended."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def redeliver(
+    store: JobStore, job_id: str, *, enqueue: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Queue the job's callback again (``POST /v1/jobs/{id}/redeliver``): status back to
+    pending, due now, a fresh retry schedule; attempts keep counting and the event keeps
+    its ``webhook-id``. ``enqueue(job_id)`` sends it at once; whether or not it is given
+    (or fails), the sweeper sends it within :data:`CALLBACK_SAFETY_S`. Returns the job."""
+    record = store.get(job_id)
+    if record is None:
+        raise RedeliverError("not_found", f"job {job_id} not found")
+    if not record.get("callback_url"):
+        raise RedeliverError("no_callback", f"job {job_id} has no callback_url")
+    if record["status"] not in TERMINAL:
+        raise RedeliverError(
+            "not_ended", f"job {job_id} is {record['status']}; its callback is sent when it ends"
+        )
+    state = _callback_state(record)
+    state.update(status="pending", next_attempt_at=None)
+    store.set_fields(job_id, {"callback": state, "callback_round": int(state["attempts"])})
+    schedule.schedule_at(store.redis, job_id, time.time() + CALLBACK_SAFETY_S)
+    if enqueue is not None:
+        enqueue(job_id)
+    return to_view(store.get(job_id) or record)
+
+
+def delivery_stats(client: redis.Redis) -> dict[str, int]:
+    """Cluster-wide counters since the Redis was new: attempts, delivered, failed."""
+    raw: dict[Any, Any] = client.hgetall(keys.CALLBACK_STATS)  # type: ignore[assignment]
+    out = {"attempts": 0, "delivered": 0, "failed": 0}
+    for name, value in raw.items():
+        key = name.decode() if isinstance(name, bytes) else str(name)
+        out[key] = int(value)
+    return out
+
+
+def dead_letters(client: redis.Redis) -> int:
+    """How many callbacks have failed for good (the schedule used up, or a 410)."""
+    return delivery_stats(client)["failed"]
