@@ -100,6 +100,10 @@ def default_port(parts: SplitResult) -> int:
 
 def resolve(host: str, port: int) -> list[IPAddress]:
     """Every address ``host`` resolves to, in the resolver's order (patched in tests)."""
+    try:
+        return [ipaddress.ip_address(host)]  # a literal (dotted or IPv6) needs no lookup
+    except ValueError:
+        pass
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     out: list[IPAddress] = []
     for info in infos:
