@@ -56,7 +56,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_create_missing_queues": False,
         "worker_prefetch_multiplier": 1,
         "worker_disable_prefetch": is_redis,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Job leases, not Celery, prevent twin runs: a redelivered message finds its job
+        # running or ended and does nothing. So a broker blip need not kill calls in flight
+        # (that would only buy duplicate provider calls).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_hijack_root_logger": False,

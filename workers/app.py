@@ -10,6 +10,9 @@ from celery import Celery
 
 from config.celery import celery_config
 from config.settings import get_settings
+from workers import broker
 
 app = Celery("courier")
 app.config_from_object(celery_config(get_settings()))
+
+broker.install()

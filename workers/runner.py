@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import redis
 
@@ -26,6 +26,7 @@ from workers.runtime import Runtime
 from workers.store import Record
 
 log = logging.getLogger("courier.runner")
+T = TypeVar("T")
 
 
 class Reservation(Protocol):
@@ -142,7 +143,7 @@ class JobRunner:
                 last_error = exc
                 if isinstance(exc, FinalError):
                     return self._fail(job_id, token, exc, attempt)
-                self.breaker.record_failure(model)
+                self._best_effort(self.breaker.record_failure, model)
                 failures += 1
                 if failures >= max_attempts:
                     index, failures = index + 1, 0
@@ -156,8 +157,8 @@ class JobRunner:
                 return self._later(job_id, token, delay, "retry", index, failures, exc)
             if self.limiter is not None and reservation is not None:
                 self.limiter.settle(reservation, result, None)
-            self.breaker.record_success(model)
             self._end(job_id, token, "succeeded", {"result": result.to_record()})
+            self._best_effort(self.breaker.record_success, model)
             return Outcome("succeeded", model=model, attempts=attempt)
 
         assert last_error is not None or not route
@@ -175,13 +176,35 @@ class JobRunner:
 
     # ---- endings and hand-backs ---------------------------------------------
 
+    def _best_effort(self, update: Callable[[str], object], model: str) -> None:
+        """Circuit bookkeeping must never cost a job its answer."""
+        try:
+            update(model)
+        except redis.RedisError as exc:
+            log.warning("circuit breaker update for %s failed: %s", model, exc)
+
+    def _patiently(self, write: Callable[[], T]) -> T:
+        """Retry a write of an outcome while Redis is unreachable, for as long as our lease
+        could still be valid: an answer already paid for is worth keeping. Past that the
+        lease has lapsed, the write is refused anyway and another worker runs the job."""
+        deadline = time.monotonic() + self.runtime.settings.lease_ttl_s
+        delay = 0.1
+        while True:
+            try:
+                return write()
+            except redis.ConnectionError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                self.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
     def _release(self, reservation: Reservation | None) -> None:
         if self.limiter is not None and reservation is not None:
             self.limiter.settle(reservation, None, None)
 
     def _end(self, job_id: str, token: str, status: str, fields: dict[str, Any]) -> bool:
-        ended, _, has_callback = self.runtime.store.finish(
-            job_id, status, token=token, fields=fields
+        ended, _, has_callback = self._patiently(
+            lambda: self.runtime.store.finish(job_id, status, token=token, fields=fields)
         )
         if ended:
             self.on_ended(job_id, has_callback)
@@ -220,5 +243,7 @@ class JobRunner:
         fields: dict[str, Any] = {"route_index": index, "route_failures": failures}
         if error is not None:
             fields["last_error"] = json.dumps(error.to_record())
-        self.runtime.store.requeue(job_id, token, delay_s, waiting_for, fields)
+        self._patiently(
+            lambda: self.runtime.store.requeue(job_id, token, delay_s, waiting_for, fields)
+        )
         return Outcome("requeued", reason=waiting_for)
