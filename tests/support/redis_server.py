@@ -33,7 +33,7 @@ class RedisServer:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [
-                self.binary, "--port", str(self.port), "--bind", self.bind,
+                self.binary, "--port", str(self.port), "--bind", *self.bind.split(),
                 "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "always",
                 "--save", "", "--maxmemory-policy", "noeviction", "--protected-mode", "no",
             ],

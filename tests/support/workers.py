@@ -39,12 +39,13 @@ def start_worker(
     name: str = "worker",
     env: dict[str, str] | None = None,
     wait: bool = True,
+    prefix: list[str] | None = None,
 ) -> Proc:
     """A gevent worker as ``courier worker`` runs it; waits until it consumes."""
     hostname = f"{name}-{time.monotonic_ns()}@test"
     proc = Proc(
         [
-            sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+            *(prefix or []), sys.executable, "-m", "celery", "-A", "workers.app", "worker",
             "-P", "gevent", "-c", str(concurrency), "-Q", queues, "-n", hostname,
             "--without-gossip", "--without-mingle", "-l", "INFO",
         ],
