@@ -1,9 +1,16 @@
-"""Worker process lifecycle: start the lease/sweep loops, stop them on shutdown."""
+"""Worker process lifecycle: start the lease/sweep loops; bounded graceful shutdown.
+
+On SIGTERM Celery stops taking work and waits for running tasks. Courier bounds that
+wait: after ``shutdown_grace_s`` the jobs still running are handed back to the queue
+(another worker runs them at once) and the worker is told to stop now (SIGQUIT).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from typing import Any
 
 from celery.signals import worker_process_init, worker_ready, worker_shutting_down
@@ -23,17 +30,37 @@ def start_background() -> Sweeper:
     """Start this process's loops once (per pid: prefork children get their own)."""
     pid = os.getpid()
     if pid not in _sweepers:
-        runtime = get_runtime()
         sweeper = Sweeper(
-            runtime=runtime,
+            runtime=get_runtime(),
             enqueue_job=lambda job_id, priority: enqueue_job(app, job_id, priority),
             enqueue_callback=lambda job_id: enqueue_callback(app, job_id),
             on_expired=send_callback_if_due,
-            due_callbacks=CallbackSchedule(runtime.redis).due,
+            due_callbacks=CallbackSchedule(get_runtime().redis).due,
         )
         sweeper.start()
         _sweepers[pid] = sweeper
     return _sweepers[pid]
+
+
+def hand_back_running_jobs() -> int:
+    """Return every job this process still runs to the queue, due now."""
+    runtime = get_runtime()
+    handed = 0
+    for job_id, token in runtime.leases.snapshot().items():
+        if runtime.store.requeue(job_id, token, 0, "handoff"):
+            handed += 1
+        runtime.leases.remove(job_id)
+    return handed
+
+
+def _bounded_shutdown(grace_s: float) -> None:
+    runtime = get_runtime()
+    stop = threading.Event()
+    if stop.wait(grace_s) or not runtime.leases.snapshot():
+        return
+    handed = hand_back_running_jobs()
+    log.warning("shutdown grace of %.0fs over: handed %d running job(s) back", grace_s, handed)
+    os.kill(os.getpid(), signal.SIGQUIT)
 
 
 @worker_process_init.connect
@@ -51,3 +78,5 @@ def _worker_ready(**_: Any) -> None:
 def _shutting_down(**_: Any) -> None:
     for sweeper in _sweepers.values():
         sweeper.stop_sweeps()
+    grace = get_runtime().settings.shutdown_grace_s
+    threading.Thread(target=_bounded_shutdown, args=(grace,), daemon=True).start()

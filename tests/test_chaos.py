@@ -6,6 +6,7 @@ Figures (recovery time, duplicate provider calls) are printed; run with ``-s`` t
 from __future__ import annotations
 
 import itertools
+import signal
 import time
 import uuid
 from collections import defaultdict
@@ -156,3 +157,28 @@ def test_worker_cut_off_from_redis() -> None:
         if server is not None:
             server.stop()
         host.destroy()
+
+
+def test_sigterm_hands_back_running_jobs_in_bounded_time(
+    redis_url: str, sim: SimulatorHandle, producer: DirectProducer
+) -> None:
+    sim.configure(latency=15)
+    env = {**FAST_RECOVERY, "COURIER_SHUTDOWN_GRACE_S": "2"}
+    worker = start_worker(redis_url, sim, concurrency=10, env=env, name="sigterm")
+    tag = f"sigterm-{uuid.uuid4().hex[:6]}"
+    ids = [producer.submit(f"{tag}-{i}") for i in range(5)]
+    wait_until(lambda: len(calls_by_prompt(sim, tag)) >= 5, timeout=30)
+    stopped_at = time.monotonic()
+    worker.signal(signal.SIGTERM)
+    worker.popen.wait(30)
+    took = time.monotonic() - stopped_at
+    assert took < 15, f"shutdown took {took:.1f}s"
+    assert {producer.job(j)["status"] for j in ids} == {"queued"}
+    sim.configure(latency=0.1)
+    rescuer = start_worker(redis_url, sim, concurrency=10, name="after-sigterm")
+    try:
+        jobs = producer.wait(ids, timeout=60)
+    finally:
+        rescuer.stop()
+    assert [j["status"] for j in jobs] == ["succeeded"] * 5
+    print(f"\nSIGTERM: worker gone {took:.1f}s after the signal; 5 jobs handed back and finished")
