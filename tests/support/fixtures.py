@@ -1,0 +1,56 @@
+"""Fixtures of the running system (see :mod:`tests.support.stack`).
+
+Use from a test module with ``pytest_plugins = ["tests.support.fixtures"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.support.procs import Proc
+from tests.support.simulator import SimulatorHandle
+from tests.support.stack import KEY1, KEY2, stack_env_for, start_api, start_worker
+
+
+@pytest.fixture(scope="session")
+def stack_env(redis_url: str, simulator: SimulatorHandle) -> dict[str, str]:
+    return stack_env_for(redis_url, simulator)
+
+
+@pytest.fixture(scope="session")
+def api_proc(stack_env: dict[str, str]) -> Iterator[tuple[Proc, str]]:
+    proc, url = start_api(stack_env)
+    yield proc, url
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def api_url(api_proc: tuple[Proc, str]) -> str:
+    return api_proc[1]
+
+
+@pytest.fixture(scope="session")
+def worker(stack_env: dict[str, str]) -> Iterator[Proc]:
+    proc = start_worker(stack_env)
+    yield proc
+    proc.stop(timeout=8)
+
+
+@pytest.fixture()
+def t1(api_url: str) -> Iterator[httpx.Client]:
+    """An HTTP client authenticated as tenant t1."""
+    with httpx.Client(
+        base_url=api_url, headers={"Authorization": f"Bearer {KEY1}"}, timeout=30
+    ) as client:
+        yield client
+
+
+@pytest.fixture()
+def t2(api_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(
+        base_url=api_url, headers={"Authorization": f"Bearer {KEY2}"}, timeout=30
+    ) as client:
+        yield client

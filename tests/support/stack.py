@@ -1,0 +1,98 @@
+"""The running system for end-to-end tests: API and worker processes on the test Redis
+and the provider simulator, started through ``courier api`` / ``courier worker``; and
+helpers to drive it. The fixtures are in :mod:`tests.support.fixtures`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+
+from tests.support.procs import Proc, free_port, python_module, wait_http, wait_until
+from tests.support.simulator import SimulatorHandle
+
+KEY1, KEY2 = "key-one", "key-two"
+API_KEYS = f"t1:{KEY1},t2:{KEY2}"
+TERMINAL = ("succeeded", "failed", "cancelled", "expired")
+
+
+def stack_env_for(redis_url: str, sim: SimulatorHandle) -> dict[str, str]:
+    return {
+        "COURIER_REDIS_URL": redis_url,
+        "COURIER_API_KEYS": API_KEYS,
+        "OPENAI_BASE_URL": sim.openai_base_url,
+        "OPENAI_API_KEY": "sim-key",
+        "ANTHROPIC_BASE_URL": sim.anthropic_base_url,
+        "ANTHROPIC_API_KEY": "sim-key",
+        "COURIER_CALLBACK_ALLOW_PRIVATE": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def start_api(env: dict[str, str], name: str = "api") -> tuple[Proc, str]:
+    port = free_port()
+    proc = python_module(
+        "producers.cli", "api", "--port", str(port), "--log-level", "warning", env=env, name=name
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/healthz", timeout=30)
+    except TimeoutError:
+        proc.stop()
+        raise RuntimeError(f"the API did not start:\n{proc.output()}") from None
+    return proc, url
+
+
+def start_worker(env: dict[str, str], *args: str) -> Proc:
+    name = f"test-{uuid.uuid4().hex[:8]}@%h"
+    proc = python_module(
+        "producers.cli", "worker", "-c", "50", "-n", name, *args, env=env, name="worker"
+    )
+    try:
+        wait_until(lambda: " ready." in proc.output(), timeout=40)
+    except TimeoutError:
+        proc.stop()
+        raise RuntimeError(f"the worker did not start:\n{proc.output()}") from None
+    return proc
+
+
+@contextmanager
+def paused(worker: Proc) -> Iterator[Proc]:
+    """The worker frozen (SIGSTOP): nothing submitted meanwhile runs until it resumes.
+    (A message may reach its socket; it is read, and the job claimed, only after.)"""
+    os.killpg(worker.pid, signal.SIGSTOP)
+    try:
+        yield worker
+    finally:
+        os.killpg(worker.pid, signal.SIGCONT)
+
+
+def chat_body(prompt: str, model: str = "openai:gpt-4o-mini", **extra: Any) -> dict[str, Any]:
+    return {
+        "model": model,
+        "request": {"messages": [{"role": "user", "content": prompt}], "max_tokens": 50},
+        **extra,
+    }
+
+
+def unique(text: str = "hello") -> str:
+    """A prompt no other test sends (to find its requests in the simulator log)."""
+    return f"{text} {uuid.uuid4().hex}"
+
+
+def wait_job(client: httpx.Client, job_id: str, timeout: float = 30) -> dict[str, Any]:
+    """Long-poll until the job ends."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job: dict[str, Any] = client.get(f"/v1/jobs/{job_id}", params={"wait": 5}).json()
+        if job.get("status") in TERMINAL:
+            return job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job did not end within {timeout} s: {job}")
