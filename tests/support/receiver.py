@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import standardwebhooks
+import svix.webhooks
+
 from tests.support.procs import wait_until
 
 
@@ -28,6 +31,13 @@ class Received:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    def verify(self, secret: str) -> dict[str, Any]:
+        """Check the Standard Webhooks signature with both ``standardwebhooks`` and
+        ``svix`` (raises if either refuses); returns the event."""
+        svix.webhooks.Webhook(secret).verify(self.body, self.headers)
+        event: dict[str, Any] = standardwebhooks.Webhook(secret).verify(self.body, self.headers)
+        return event
 
 
 @dataclass(frozen=True)

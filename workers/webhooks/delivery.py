@@ -251,12 +251,11 @@ class WebhookSender:
         stats.execute()
         log_fn = log.warning if outcome.status == "failed" else log.info
         log_fn(
-            "callback %s of %s: attempt %d → %s (%s)",
-            outcome.status,
+            "job %s callback attempt %d: %s → %s",
             job_id,
             attempts,
-            attempt.status_code,
-            attempt.error or "ok",
+            attempt.error or attempt.status_code,
+            outcome.status,
         )
         return outcome
 

@@ -9,6 +9,7 @@ stays readable with ``GET /v1/jobs/{id}``.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from workers.jobs import iso
@@ -57,5 +58,6 @@ def body(event_: dict[str, Any], max_bytes: int) -> tuple[bytes, bool]:
         raw = dumps(shortened)
         if len(raw) <= max_bytes or chars == 0:
             return raw, True
-        # Each character cut removes at least one byte (more when JSON escapes it).
-        chars = max(0, chars - (len(raw) - max_bytes))
+        # Cut by the overshoot, in characters at the output's average escaped width.
+        per_char = max(1.0, (len(dumps(output[:chars])) - 2) / chars) if output else 1.0
+        chars = max(0, chars - math.ceil((len(raw) - max_bytes) / per_char))
