@@ -7,7 +7,6 @@ holds no thread.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Annotated, Any
@@ -16,7 +15,6 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
 from producers.api import errors
-from producers.api.callbacks import check_callback_url
 from producers.api.deps import (
     CeleryDep,
     MetricsDep,
@@ -30,6 +28,7 @@ from workers import keys
 from workers.jobs import TERMINAL, Job, JobList, JobSubmission, Status
 from workers.queues import enqueue_callback, enqueue_job
 from workers.store import JobStore, Record, to_view
+from workers.webhooks import check_callback_url, redeliver
 
 log = logging.getLogger("courier.api.jobs")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -194,13 +193,12 @@ def redeliver_callback(
         raise ApiError(409, f"job {job_id} has not ended ({record.get('status')})", "conflict")
     if not record.get("callback_url"):
         raise ApiError(409, f"job {job_id} has no callback_url", "conflict")
-    before = json.loads(record.get("callback") or "{}")
-    callback = {**before, "url": record["callback_url"], "status": "pending"}
-    store.set_fields(job_id, {"callback": {**callback, "next_attempt_at": None}})
-    try:
-        enqueue_callback(celery, job_id)
-    except Exception as exc:
-        log.warning("enqueue of the callback of %s failed: %s", job_id, exc)
-        store.set_fields(job_id, {"callback": before})
-        raise ApiError(503, "the queue is unavailable; retry later") from None
+
+    def enqueue(target: str) -> None:
+        try:
+            enqueue_callback(celery, target)
+        except Exception as exc:  # pending and scheduled already: the sweeper sends it soon
+            log.warning("enqueue of the callback of %s failed: %s", target, exc)
+
+    redeliver(store, job_id, enqueue=enqueue)
     return _job(store.get(job_id) or record)
