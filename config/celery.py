@@ -60,8 +60,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # running or ended and does nothing. So a broker blip need not kill calls in flight
         # (that would only buy duplicate provider calls).
         "worker_cancel_long_running_tasks_on_connection_loss": False,
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "worker_send_task_events": settings.task_events,
+        "task_send_sent_event": settings.task_events,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
         "include": ["tasks.jobs", "tasks.callbacks"],

@@ -6,6 +6,8 @@ imported by the worker through ``include``.
 
 from __future__ import annotations
 
+import logging
+
 from celery import Celery
 
 from config.celery import celery_config
@@ -16,3 +18,15 @@ app = Celery("courier")
 app.config_from_object(celery_config(get_settings()))
 
 broker.install()
+# Per-request INFO lines from the HTTP clients cost CPU on the hot path and say nothing
+# the job's own log line does not.
+# Celery's own "received"/"succeeded" lines are replaced by Courier's job log lines.
+for _name in (
+    "httpx",
+    "httpx2",
+    "openai",
+    "anthropic",
+    "celery.worker.strategy",
+    "celery.app.trace",
+):
+    logging.getLogger(_name).setLevel(logging.WARNING)

@@ -86,7 +86,8 @@ class JobRunner:
         except Exception as exc:  # a bug, not a provider fault: end the job, visibly
             log.exception("job %s: unexpected error", job_id)
             error = {"type": "provider_error", "message": f"internal error: {type(exc).__name__}"}
-            self._end(job_id, token, "failed", {"error": {**error, "retryable": False}})
+            fields = {"error": {**error, "retryable": False}}
+            self._end(job_id, token, "failed", fields, claim.record)
             return Outcome("failed", reason="internal")
         finally:
             leases.remove(job_id)
@@ -130,7 +131,7 @@ class JobRunner:
                 return Outcome("skipped", reason="lease_lost")
             if attempt == -2:
                 self._release(reservation)
-                return self._expire(job_id, token)
+                return self._expire(job_id, token, record=record)
 
             call_timeout = timeout_s
             if expires_at is not None:
@@ -142,7 +143,7 @@ class JobRunner:
                     self.limiter.settle(reservation, None, exc)
                 last_error = exc
                 if isinstance(exc, FinalError):
-                    return self._fail(job_id, token, exc, attempt)
+                    return self._fail(job_id, token, exc, attempt, record)
                 self._best_effort(self.breaker.record_failure, model)
                 failures += 1
                 if failures >= max_attempts:
@@ -157,13 +158,13 @@ class JobRunner:
                 return self._later(job_id, token, delay, "retry", index, failures, exc)
             if self.limiter is not None and reservation is not None:
                 self.limiter.settle(reservation, result, None)
-            self._end(job_id, token, "succeeded", {"result": result.to_record()})
+            self._end(job_id, token, "succeeded", {"result": result.to_record()}, record)
             self._best_effort(self.breaker.record_success, model)
             return Outcome("succeeded", model=model, attempts=attempt)
 
         assert last_error is not None or not route
         error = last_error or ProviderTimeout("no model answered")
-        return self._fail(job_id, token, error, int(record.get("attempts") or 0))
+        return self._fail(job_id, token, error, int(record.get("attempts") or 0), record)
 
     def _call(
         self, model: str, kind: str, request: dict[str, Any], timeout: float
@@ -202,29 +203,41 @@ class JobRunner:
         if self.limiter is not None and reservation is not None:
             self.limiter.settle(reservation, None, None)
 
-    def _end(self, job_id: str, token: str, status: str, fields: dict[str, Any]) -> bool:
+    def _end(
+        self, job_id: str, token: str, status: str, fields: dict[str, Any], record: Record
+    ) -> bool:
         ended, _, has_callback = self._patiently(
-            lambda: self.runtime.store.finish(job_id, status, token=token, fields=fields)
+            lambda: self.runtime.store.finish(
+                job_id, status, token=token, fields=fields, record=record
+            )
         )
         if ended:
             self.on_ended(job_id, has_callback)
         return ended
 
-    def _fail(self, job_id: str, token: str, error: CourierError, attempts: int) -> Outcome:
-        record = error.to_record()
+    def _fail(
+        self, job_id: str, token: str, error: CourierError, attempts: int, record: Record
+    ) -> Outcome:
+        details = error.to_record()
         if isinstance(error, RetryableError):
-            record["retryable"] = True
-        self._end(job_id, token, "failed", {"error": record})
+            details["retryable"] = True
+        self._end(job_id, token, "failed", {"error": details}, record)
         return Outcome("failed", reason=error.error_type, attempts=attempts)
 
-    def _expire(self, job_id: str, token: str, allowed: tuple[str, ...] = ("running",)) -> Outcome:
+    def _expire(
+        self,
+        job_id: str,
+        token: str,
+        allowed: tuple[str, ...] = ("running",),
+        record: Record | None = None,
+    ) -> Outcome:
         error = {
             "type": "expired",
             "message": "the job expired before it finished",
             "retryable": False,
         }
         ended, _, has_callback = self.runtime.store.finish(
-            job_id, "expired", token=token, allowed=allowed, fields={"error": error}
+            job_id, "expired", token=token, allowed=allowed, fields={"error": error}, record=record
         )
         if ended:
             self.on_ended(job_id, has_callback)
