@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
 
 from workers import keys
 from workers.jobs import TERMINAL
@@ -48,8 +49,8 @@ class JobWaiter:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, 5)
             self._task = None
         self._wake_all()
 
@@ -96,15 +97,7 @@ class JobWaiter:
                 self.subscribed.set()
                 self._wake_all()  # events sent while we were not subscribed are lost
                 backoff = 0.1
-                while True:
-                    message = await pubsub.get_message(
-                        ignore_subscribe_messages=True, timeout=KEEPALIVE_S
-                    )
-                    if message is None:
-                        await pubsub.ping()  # notices a dead connection
-                    elif message.get("type") == "message":
-                        data = message["data"]
-                        self._dispatch(data.decode() if isinstance(data, bytes) else str(data))
+                await self._receive(pubsub)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -115,3 +108,22 @@ class JobWaiter:
                     await pubsub.aclose()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
+
+    async def _receive(self, pubsub: PubSub) -> None:
+        """Dispatch messages until the connection fails. ``get_message`` also returns None
+        at once for confirmations and pongs, so a PING (which notices a dead connection)
+        goes out only after ``KEEPALIVE_S`` of silence."""
+        loop = asyncio.get_running_loop()
+        heard = loop.time()
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=KEEPALIVE_S)
+            now = loop.time()
+            if message is None:
+                if now - heard >= KEEPALIVE_S:
+                    heard = now
+                    await pubsub.ping()
+                continue
+            heard = now
+            if message.get("type") == "message":
+                data = message["data"]
+                self._dispatch(data.decode() if isinstance(data, bytes) else str(data))
