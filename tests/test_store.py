@@ -133,3 +133,21 @@ def test_expiry(redis_client: redis.Redis) -> None:
     assert job_id in store.expired_queued()
     ended, _, _ = store.finish(job_id, "expired", allowed=("queued",))
     assert ended and store.get(job_id)["status"] == "expired"  # type: ignore[index]
+
+
+def test_queue_position_and_aging(redis_client: redis.Redis) -> None:
+    store = make_store(redis_client)
+    for key in keys.QUEUED_ALL:
+        redis_client.delete(key)
+    high = [store.create("t1", {**FIELDS, "priority": "high"})[0] for _ in range(2)]
+    low = [store.create("t1", {**FIELDS, "priority": "low"})[0] for _ in range(3)]
+    assert store.queue_position(high[1], "high") == (2, 1)
+    assert store.queue_position(low[0], "low") == (1, 2)
+    assert store.claim(high[0], "tok", 10).status == "claimed"
+    assert store.queue_position(high[0], "high") is None
+    assert store.queue_position(low[2], "low") == (3, 3)
+    time.sleep(0.05)
+    moved = store.age("low", "normal", older_than_s=0.01)
+    assert moved == low
+    assert store.queue_position(low[0], "normal") == (1, 1)
+    assert store.start_rate(window_s=5) >= 0

@@ -7,8 +7,9 @@ sweeper once a lease has lapsed (its worker died). Times are milliseconds.
 
 from __future__ import annotations
 
-# KEYS: job, tenant_jobs, idem, expiries   ARGV: id, retention_s, created_ms, use_idem,
-# expires_ms ('' for none), job key prefix, field, value, ...
+# KEYS: job, tenant_jobs, idem, expiries, queued(priority)
+# ARGV: id, retention_s, created_ms, use_idem, expires_ms ('' for none), job key prefix,
+#       field, value, ...
 # → nil if created, else the id of the job that Idempotency-Key already made
 CREATE = """
 if ARGV[4] == '1' then
@@ -22,10 +23,12 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[3]) - tonumber(ARG
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 if ARGV[4] == '1' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2]) end
 if ARGV[5] ~= '' then redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1]) end
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
 return false
 """
 
-# KEYS: job, running, scheduled   ARGV: id, token, now_ms, lease_deadline_ms
+# KEYS: job, running, scheduled, queued:high, queued:normal, queued:low
+# ARGV: id, token, now_ms, lease_deadline_ms, starts counter key for this second
 # → {'claimed', field, value, ...} when claimed, else {status-or-reason}
 CLAIM = """
 local st = redis.call('HGET', KEYS[1], 'status')
@@ -42,6 +45,9 @@ if (redis.call('HGET', KEYS[1], 'started_at') or '') == '' then
 end
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
+for i = 4, 6 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+redis.call('INCR', ARGV[5])
+redis.call('EXPIRE', ARGV[5], 120)
 local out = redis.call('HGETALL', KEYS[1])
 table.insert(out, 1, 'claimed')
 return out
@@ -56,7 +62,7 @@ if exp and exp * 1000 <= tonumber(ARGV[2]) then return -2 end
 return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 """
 
-# KEYS: job, running, scheduled, expiries, callbacks_scheduled
+# KEYS: job, running, scheduled, expiries, callbacks_scheduled, queued:high|normal|low
 # ARGV: id, token ('' = any holder), allowed statuses ',a,b,', new status, retention_s,
 #       channel, callback_due_ms ('' = no callback), field, value, ...
 # → {1, previous status} when the job ended now, {0, status} when it could not
@@ -71,6 +77,7 @@ redis.call('HSET', KEYS[1], 'status', ARGV[4], 'lease', '', 'waiting_for', '', u
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
+for i = 6, 8 do redis.call('ZREM', KEYS[i], ARGV[1]) end
 if ARGV[7] ~= '' then redis.call('ZADD', KEYS[5], ARGV[7], ARGV[1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('PUBLISH', ARGV[6], ARGV[1])
@@ -122,7 +129,7 @@ end
 return out
 """
 
-# KEYS: scheduled   ARGV: now_ms, limit, redo_ms, job key prefix
+# KEYS: scheduled   ARGV: now_ms, limit, redo_ms, job key prefix, queued key prefix
 # → {id, priority, ...} due now; each stays scheduled at now+redo until a worker claims it,
 #   so a crash between this and the enqueue loses nothing.
 DUE = """
@@ -133,10 +140,28 @@ for _, id in ipairs(ids) do
   local st = redis.call('HGET', k, 'status')
   if st == 'queued' then
     redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), id)
+    local priority = redis.call('HGET', k, 'priority') or 'normal'
+    redis.call('ZADD', ARGV[5] .. priority, 'NX', ARGV[1], id)
     table.insert(out, id)
-    table.insert(out, redis.call('HGET', k, 'priority') or 'normal')
+    table.insert(out, priority)
   else
     redis.call('ZREM', KEYS[1], id)
+  end
+end
+return out
+"""
+
+# KEYS: queued:<from>, queued:<to>   ARGV: now_ms, older_than_ms, limit, job key prefix
+# → ids moved up one queue because they waited longer than the aging bound
+AGE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - tonumber(ARGV[2]),
+                       'LIMIT', 0, ARGV[3])
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  if redis.call('HGET', ARGV[4] .. id, 'status') == 'queued' then
+    redis.call('ZADD', KEYS[2], ARGV[1], id)
+    table.insert(out, id)
   end
 end
 return out

@@ -65,6 +65,7 @@ class JobStore:
         self._renew = client.register_script(scripts.RENEW)
         self._recover = client.register_script(scripts.RECOVER)
         self._due = client.register_script(scripts.DUE)
+        self._age = client.register_script(scripts.AGE)
 
     # ---- producers ----------------------------------------------------------
 
@@ -92,6 +93,7 @@ class JobStore:
                 keys.tenant_jobs(tenant),
                 keys.idempotency(tenant, idempotency_key or ""),
                 keys.EXPIRIES,
+                keys.queued(str(fields.get("priority", "normal"))),
             ],
             args=[
                 job_id,
@@ -153,8 +155,8 @@ class JobStore:
         """Start running a queued job under a lease; anything else says why not."""
         now = now_ms()
         out: list[str] = self._claim(
-            keys=[keys.job(job_id), keys.RUNNING, keys.SCHEDULED],
-            args=[job_id, token, now, now + int(lease_ttl_s * 1000)],
+            keys=[keys.job(job_id), keys.RUNNING, keys.SCHEDULED, *keys.QUEUED_ALL],
+            args=[job_id, token, now, now + int(lease_ttl_s * 1000), keys.starts(now // 1000)],
         )
         if out[0] != "claimed":
             return Claim(out[0])
@@ -195,6 +197,7 @@ class JobStore:
                 keys.SCHEDULED,
                 keys.EXPIRIES,
                 keys.CALLBACKS_SCHEDULED,
+                *keys.QUEUED_ALL,
             ],
             args=[
                 job_id,
@@ -263,7 +266,8 @@ class JobStore:
         """Scheduled jobs due now, as (id, priority). Each stays scheduled ``redo_s`` later
         until claimed, so a crash between this call and the enqueue loses nothing."""
         flat: list[str] = self._due(
-            keys=[keys.SCHEDULED], args=[now_ms(), limit, int(redo_s * 1000), keys.JOB_PREFIX]
+            keys=[keys.SCHEDULED],
+            args=[now_ms(), limit, int(redo_s * 1000), keys.JOB_PREFIX, keys.queued("")],
         )
         return list(zip(flat[::2], flat[1::2], strict=True))
 
@@ -271,6 +275,39 @@ class JobStore:
         """Ids of jobs whose ``expires_at`` has passed (still to be marked expired)."""
         ids: list[str] = self.redis.zrangebyscore(  # type: ignore[assignment]
             keys.EXPIRIES, "-inf", now_ms(), start=0, num=limit
+        )
+        return ids
+
+    # ---- queue position and aging -----------------------------------------
+
+    def queue_position(self, job_id: str, priority: str) -> tuple[int, int] | None:
+        """(position in its queue, 1 = next; jobs ahead of it in all queues), or None when
+        the job is not waiting in a queue (scheduled for later, running, ended)."""
+        order = ("high", "normal", "low")
+        pipe = self.redis.pipeline(transaction=False)
+        for name in order:
+            pipe.zrank(keys.queued(name), job_id)
+        for name in order:
+            pipe.zcard(keys.queued(name))
+        found = pipe.execute()
+        ranks, sizes = found[:3], found[3:]
+        for index, rank in enumerate(ranks):
+            if rank is not None:
+                return rank + 1, rank + sum(sizes[:index])
+        return None
+
+    def start_rate(self, window_s: int = 60) -> float:
+        """Jobs started per second over the last ``window_s`` seconds, cluster-wide."""
+        now = int(time.time())
+        counts = self.redis.mget([keys.starts(now - i) for i in range(1, window_s + 1)])
+        return sum(int(c) for c in counts if c) / window_s  # type: ignore[union-attr]
+
+    def age(self, source: str, target: str, older_than_s: float, limit: int = 500) -> list[str]:
+        """Move jobs that waited in ``source`` longer than ``older_than_s`` up to ``target``;
+        returns their ids (the caller enqueues them on the target queue)."""
+        ids: list[str] = self._age(
+            keys=[keys.queued(source), keys.queued(target)],
+            args=[now_ms(), int(older_than_s * 1000), limit, keys.JOB_PREFIX],
         )
         return ids
 

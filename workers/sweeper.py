@@ -2,8 +2,9 @@
 
 Lease renewal keeps this process's running jobs its own. The sweep, run by one worker
 process at a time (a Redis lock), hands back jobs whose lease lapsed, expires queued
-jobs past ``expires_at``, enqueues scheduled jobs that are due (retries, waits), and
-enqueues callbacks that are due.
+jobs past ``expires_at``, enqueues scheduled jobs that are due (retries, waits), moves
+jobs that waited longer than ``priority_aging_s`` one queue up (low → normal → high, so
+low work is delayed but never starved), and enqueues callbacks that are due.
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ class Sweeper:
                 self.on_expired(job_id, has_callback)
             else:
                 store.redis.zrem(keys.EXPIRIES, job_id)
+        aged = 0
+        for source, target in (("normal", "high"), ("low", "normal")):
+            for job_id in store.age(source, target, self.runtime.settings.priority_aging_s):
+                self.enqueue_job(job_id, target)
+                aged += 1
         due = store.due()
         for job_id, priority in due:
             self.enqueue_job(job_id, priority)
@@ -84,6 +90,7 @@ class Sweeper:
             "expired": expired,
             "enqueued": len(due),
             "callbacks": len(callbacks),
+            "aged": aged,
         }
 
     def renew_leases(self) -> None:

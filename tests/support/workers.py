@@ -19,6 +19,7 @@ def courier_env(redis_url: str, sim: SimulatorHandle | None, **extra: str) -> di
         "COURIER_CALLBACK_ALLOW_PRIVATE": "true",
         "COURIER_API_KEYS": "t1:key-one,t2:key-two",
         "PYTHONUNBUFFERED": "1",
+        "COURIER_SHUTDOWN_GRACE_S": "1",
     }
     if sim is not None:
         env |= {

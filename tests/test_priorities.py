@@ -1,0 +1,57 @@
+"""Strict priorities under a backlog, the reserved high lane, and queue positions."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.jobs import DirectProducer
+from tests.support.simulator import SimulatorHandle
+from tests.support.workers import flush_queues, start_worker
+
+
+@pytest.fixture()
+def producer(redis_url: str) -> Iterator[DirectProducer]:
+    flush_queues(redis_url)
+    p = DirectProducer(redis_url)
+    yield p
+    p.close()
+
+
+def test_high_jobs_overtake_a_low_backlog(
+    redis_url: str, sim: SimulatorHandle, producer: DirectProducer
+) -> None:
+    sim.configure(latency=0.2)
+    tag = uuid.uuid4().hex[:6]
+    low = [producer.submit(f"low-{tag}-{i}", priority="low") for i in range(60)]
+    high = [producer.submit(f"high-{tag}-{i}", priority="high") for i in range(6)]
+    assert producer.store.queue_position(high[0], "high") == (1, 0)
+    assert producer.store.queue_position(low[59], "low") == (60, 65)
+    worker = start_worker(redis_url, sim, concurrency=2, name="prio")
+    try:
+        jobs = {j["id"]: j for j in producer.wait(low + high, timeout=120)}
+    finally:
+        worker.stop()
+    low_finishes = sorted(jobs[j]["finished_at"] for j in low)
+    last_high = max(jobs[j]["finished_at"] for j in high)
+    assert last_high < low_finishes[19], "a high job finished after the 20th low one"
+
+
+def test_reserved_lane_serves_high_while_low_work_hogs_the_pool(
+    redis_url: str, sim: SimulatorHandle, producer: DirectProducer
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    sim.faults([{"delay": 20}] * 4, match=f"slow-{tag}")
+    general = start_worker(redis_url, sim, concurrency=4, name="general")
+    lane = start_worker(redis_url, sim, concurrency=4, queues="jobs.high", name="lane")
+    try:
+        slow = [producer.submit(f"slow-{tag}-{i}", priority="low") for i in range(4)]
+        high = [producer.submit(f"urgent-{tag}-{i}", priority="high") for i in range(4)]
+        done = producer.wait(high, timeout=15)
+        assert {j["status"] for j in done} == {"succeeded"}
+        assert {producer.job(j)["status"] for j in slow} == {"running"}
+    finally:
+        lane.stop()
+        general.stop()
