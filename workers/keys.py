@@ -20,8 +20,7 @@ EXPIRIES = PREFIX + "expiries"  # zset: job id → expires_at (ms), for jobs wit
 JOB_PREFIX = JOB.removesuffix("{job_id}")
 JOB_EVENTS = PREFIX + "events:job-ended"  # pub/sub channel: job id when a job ends
 SWEEPER_LOCK = PREFIX + "lock:sweeper"  # string: which worker process sweeps now
-QUEUED = PREFIX + "queued:{priority}"  # zset: job id → when it entered that queue (ms)
-STARTS = PREFIX + "stats:starts:{second}"  # counter: jobs started in that second, for ETAs
+THROUGHPUT = PREFIX + "stats:started:{priority}"  # zset: recent start times, for queue ETAs
 
 # Webhooks
 WEBHOOK_SECRET = PREFIX + "webhook:secret"  # string: generated signing secret
@@ -58,16 +57,8 @@ def callback_lock(job_id: str) -> str:
     return CALLBACK_LOCK.format(job_id=job_id)
 
 
-def queued(priority: str) -> str:
-    return QUEUED.format(priority=priority)
-
-
-QUEUED_ALL = tuple(queued(p) for p in ("high", "normal", "low"))
-STARTS_PREFIX = STARTS.removesuffix("{second}")
-
-
-def starts(second: int) -> str:
-    return STARTS.format(second=second)
+def throughput(priority: str) -> str:
+    return THROUGHPUT.format(priority=priority)
 
 
 def breaker(model: str) -> str:
