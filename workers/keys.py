@@ -20,7 +20,8 @@ EXPIRIES = PREFIX + "expiries"  # zset: job id → expires_at (ms), for jobs wit
 JOB_PREFIX = JOB.removesuffix("{job_id}")
 JOB_EVENTS = PREFIX + "events:job-ended"  # pub/sub channel: job id when a job ends
 SWEEPER_LOCK = PREFIX + "lock:sweeper"  # string: which worker process sweeps now
-THROUGHPUT = PREFIX + "stats:started:{priority}"  # zset: recent start times, for queue ETAs
+QUEUED = PREFIX + "queued:{priority}"  # zset: job id → when it entered that queue (ms)
+STARTS = PREFIX + "stats:starts:{second}"  # counter: jobs started in that second, for ETAs
 
 # Webhooks
 WEBHOOK_SECRET = PREFIX + "webhook:secret"  # string: generated signing secret
@@ -32,6 +33,7 @@ CALLBACK_STATS = PREFIX + "stats:callbacks"  # hash: attempts, delivered, failed
 BREAKER = PREFIX + "breaker:{model}"  # hash: circuit state per provider:model
 LIMIT = PREFIX + "limit:{name}:{resource}"  # limiter state per limit key and resource
 LIMIT_COOLDOWN = PREFIX + "limit:{name}:cooldown"  # string: set after a 429 until Retry-After
+LIMIT_NAMES = PREFIX + "limits"  # set: every limit key name in use, for limiter_state
 LIMIT_NAMES = PREFIX + "limits"  # set: every limit key name in use, for limiter_state
 
 # Security
@@ -57,8 +59,16 @@ def callback_lock(job_id: str) -> str:
     return CALLBACK_LOCK.format(job_id=job_id)
 
 
-def throughput(priority: str) -> str:
-    return THROUGHPUT.format(priority=priority)
+def queued(priority: str) -> str:
+    return QUEUED.format(priority=priority)
+
+
+QUEUED_ALL = tuple(queued(p) for p in ("high", "normal", "low"))
+STARTS_PREFIX = STARTS.removesuffix("{second}")
+
+
+def starts(second: int) -> str:
+    return STARTS.format(second=second)
 
 
 def breaker(model: str) -> str:
