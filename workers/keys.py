@@ -34,7 +34,6 @@ BREAKER = PREFIX + "breaker:{model}"  # hash: circuit state per provider:model
 LIMIT = PREFIX + "limit:{name}:{resource}"  # limiter state per limit key and resource
 LIMIT_COOLDOWN = PREFIX + "limit:{name}:cooldown"  # string: set after a 429 until Retry-After
 LIMIT_NAMES = PREFIX + "limits"  # set: every limit key name in use, for limiter_state
-LIMIT_NAMES = PREFIX + "limits"  # set: every limit key name in use, for limiter_state
 
 # Security
 API_KEY = PREFIX + "apikey:{digest}"  # hash: managed API key (sha256 of the key)
