@@ -37,7 +37,11 @@ class Reservation(Protocol):
 class Limiter(Protocol):
     """Cluster-wide rate limits (see workers.ratelimit); the runner only asks and settles."""
 
-    def reserve(self, model: str, request: dict[str, Any], priority: str) -> Reservation: ...
+    def reserve(
+        self, model: str, request: dict[str, Any], priority: str, job_id: str | None = None
+    ) -> Reservation:
+        """``job_id`` keeps a refused job's place in the limiter's line across hand-backs."""
+        ...
 
     def settle(
         self,
@@ -117,7 +121,9 @@ class JobRunner:
                 return self._later(job_id, token, open_s, "circuit_open", index, failures)
 
             if self.limiter is not None:
-                reservation = self.limiter.reserve(model, request, record["priority"])
+                reservation = self.limiter.reserve(
+                    model, request, record["priority"], job_id=job_id
+                )
                 if not reservation.granted:
                     return self._later(
                         job_id, token, reservation.wait_s, "rate_limit", index, failures
