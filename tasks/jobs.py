@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 from tasks import lifecycle  # noqa: F401  (connects the worker's background loops)
 from tasks.base import CourierTask
 from workers.app import app
+from workers.logs import job_event
+
+log = logging.getLogger("courier.jobs")
 
 
 @app.task(name="courier.run_job", base=CourierTask, bind=True, acks_late=True)
 def run_job(self: CourierTask, job_id: str) -> None:
-    self.runner.run(job_id)
+    started = time.monotonic()
+    outcome = self.runner.run(job_id)
+    if outcome.status == "skipped":
+        return  # a duplicate or stale message: the job is not this run's to change
+    job_event(
+        log,
+        f"job.{outcome.status}",
+        job_id=job_id,
+        tenant=outcome.tenant,
+        model=outcome.model,
+        attempt=outcome.attempts,
+        reason=outcome.reason or None,
+        duration_ms=round((time.monotonic() - started) * 1000),
+    )

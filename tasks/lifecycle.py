@@ -13,10 +13,16 @@ import signal
 import threading
 from typing import Any
 
-from celery.signals import worker_process_init, worker_ready, worker_shutting_down
+from celery.signals import (
+    setup_logging,
+    worker_process_init,
+    worker_ready,
+    worker_shutting_down,
+)
 
 from tasks.base import send_callback_if_due
 from workers.app import app
+from workers.logs import configure_logging
 from workers.queues import enqueue_callback, enqueue_job
 from workers.runtime import get_runtime, reset_runtime
 from workers.sweeper import Sweeper
@@ -61,6 +67,15 @@ def _bounded_shutdown(grace_s: float) -> None:
     handed = hand_back_running_jobs()
     log.warning("shutdown grace of %.0fs over: handed %d running job(s) back", grace_s, handed)
     os.kill(os.getpid(), signal.SIGQUIT)
+
+
+@setup_logging.connect
+def _setup_logging(loglevel: str | int | None = None, **_: Any) -> None:
+    """Courier's JSON lines (redacted) instead of Celery's own log format."""
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
+    configure_logging(
+        str(level or "INFO"), json_lines=os.environ.get("COURIER_LOG_FORMAT") != "text"
+    )
 
 
 @worker_process_init.connect

@@ -20,6 +20,7 @@ import redis
 
 from workers.breaker import CircuitBreaker
 from workers.errors import CourierError, FinalError, ProviderTimeout, RetryableError
+from workers.logs import job_event
 from workers.providers.base import Provider, ProviderResult, split_model
 from workers.retry import RetryPolicy
 from workers.runtime import Runtime
@@ -59,6 +60,7 @@ class Outcome:
     reason: str = ""
     model: str | None = None
     attempts: int = 0
+    tenant: str | None = None
 
 
 @dataclass
@@ -80,8 +82,21 @@ class JobRunner:
         if claim.record is None:
             return Outcome("skipped", reason=claim.status)
         leases.add(job_id, token)
+        record = claim.record
+        job_event(
+            log,
+            "job.started",
+            job_id=job_id,
+            tenant=record.get("tenant"),
+            model=record.get("model"),
+            priority=record.get("priority"),
+            attempt=int(record.get("attempts") or 0) + 1,
+        )
         try:
-            return self._run_route(job_id, token, claim.record)
+            outcome = self._run_route(job_id, token, record)
+            outcome.tenant = record.get("tenant")
+            outcome.model = outcome.model or record.get("model")
+            return outcome
         except redis.RedisError:
             # The store is unreachable: leave the lease to lapse; the sweeper hands the
             # job to another worker once Redis answers again.

@@ -1,0 +1,55 @@
+"""Structured logs: JSON lines with job ids, never prompts or secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from tests.support.jobs import DirectProducer
+from tests.support.simulator import SimulatorHandle
+from tests.support.workers import start_worker
+from workers.logs import JsonFormatter, Redactor, secrets_from_env
+
+
+def test_redactor_hides_configured_and_shaped_secrets() -> None:
+    env = {"OPENAI_API_KEY": "prov-key-123456", "COURIER_API_KEYS": "t1:tenant-key-1,t2:k2k2k2"}
+    redact = Redactor(secrets_from_env(env))
+    text = redact(
+        "key prov-key-123456, tenant-key-1, sk-abcdefghijkl, Bearer abcdefghij, whsec_AAAAAAAAAA"
+    )
+    assert "prov-key" not in text and "tenant-key" not in text
+    assert "sk-abc" not in text and "abcdefghij" not in text and "whsec_A" not in text
+
+
+def test_formatter_emits_one_json_object_with_extras() -> None:
+    record = logging.LogRecord("courier", logging.INFO, __file__, 1, "job %s", ("x",), None)
+    record.job_id = "job_1"
+    line = JsonFormatter(Redactor([])).format(record)
+    entry = json.loads(line)
+    assert entry["msg"] == "job x" and entry["job_id"] == "job_1" and entry["level"] == "info"
+
+
+def test_worker_logs_are_json_with_job_ids_and_no_prompt_or_secret(
+    redis_url: str, sim: SimulatorHandle
+) -> None:
+    secret_prompt = f"top secret prompt {uuid.uuid4().hex}"
+    worker = start_worker(
+        redis_url, sim, concurrency=5, name="logs", env={"OPENAI_API_KEY": "sim-key-do-not-log"}
+    )
+    producer = DirectProducer(redis_url)
+    try:
+        job_id = producer.submit(secret_prompt)
+        assert producer.wait([job_id])[0]["status"] == "succeeded"
+    finally:
+        worker.stop()
+        producer.close()
+    output = worker.output()
+    assert secret_prompt not in output
+    assert "sim-key-do-not-log" not in output
+    entries = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    events = {e.get("event") for e in entries if e.get("job_id") == job_id}
+    assert {"job.started", "job.succeeded"} <= events
+    ended = next(e for e in entries if e.get("event") == "job.succeeded" and e["job_id"] == job_id)
+    assert ended["tenant"] == "t1" and ended["model"] == "openai:gpt-4o-mini"
+    assert ended["attempt"] == 1 and isinstance(ended["duration_ms"], int)
