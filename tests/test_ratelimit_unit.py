@@ -293,11 +293,14 @@ def test_redis_matches_memory(algorithm: str, redis_url: str, seed: int) -> None
                 limit_tokens=rng.choice([None, None, None, 2000, 5000]),
                 cooldown_s=rng.choice([None] * 12 + [0.5]),
                 latency_s=0.2,
+                output_tokens=rng.choice([None, 10, 40]),
             )
             mem.settle(r, s)
             red.settle(r, s)
         else:
-            a = Ask(rng.randint(1, 400), rng.randint(0, 2), f"job{rng.randint(0, 15)}", f"r{step}")
+            tokens = rng.randint(1, 400)
+            prompt = rng.choice([None, tokens // 4])
+            a = Ask(tokens, rng.randint(0, 2), f"job{rng.randint(0, 15)}", f"r{step}", prompt)
             vm, vr = mem.reserve(r, a), red.reserve(r, a)
             assert vm.granted == vr.granted and vm.reason == vr.reason, step
             assert vm.wait_s == pytest.approx(vr.wait_s, rel=1e-6, abs=1e-6), step
@@ -476,3 +479,16 @@ def test_limiter_state_on_redis_server_time(redis_client: redis.Redis) -> None:
     assert s["remaining_requests"] < 100 and s["remaining_tokens"] < 1000
     assert s["in_flight"] == 1 and s["waiters"] == {"high": 0, "normal": 0, "low": 0}
     assert 29 < s["cooldown_s"] <= 30
+
+
+def test_line_counts_net_tokens_once_outputs_are_known(make: Factory, algorithm: str) -> None:
+    b, r = make(None), rule(tpm=6000)  # 100 tokens a second
+    first = Ask(3000, NORMAL, "a", "ra", input_tokens=100)
+    assert b.reserve(r, first).granted
+    b.settle(r, Settlement("ra", give_tokens=2900 - 50, output_tokens=50))
+    for i in range(2):
+        b.reserve(r, Ask(3000, NORMAL, f"fill{i}", f"f{i}", input_tokens=100))
+    waits = [b.reserve(r, Ask(3000, NORMAL, f"w{i}", f"w{i}", 100)).wait_s for i in range(4)]
+    assert waits == sorted(waits)
+    if algorithm == "bucket":  # each waiter ahead is expected to use 100 + 50, not 3000
+        assert waits[3] - waits[2] == pytest.approx(1.5, abs=0.01)

@@ -115,7 +115,8 @@ class RateLimiter:
         estimate = estimate_request(request)
         rank = PRIORITIES.index(priority) if priority in PRIORITIES else 1
         reservation_id = uuid.uuid4().hex
-        ask = Ask(estimate.total, rank, job_id or reservation_id, reservation_id)
+        waiter = job_id or reservation_id
+        ask = Ask(estimate.total, rank, waiter, reservation_id, estimate.input_tokens)
         verdict = self.backend.reserve(rule, ask)
         return Reservation(
             verdict.granted,
@@ -183,6 +184,7 @@ def settlement_for(
         limit_tokens=facts.limit_tokens if facts else None,
         cooldown_s=cooldown_for(error, now) if error is not None else None,
         latency_s=time.monotonic() - reservation.started if reached else None,
+        output_tokens=result.usage.output_tokens if result is not None else None,
     )
 
 

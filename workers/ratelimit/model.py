@@ -72,6 +72,7 @@ class Ask:
     priority: int  # index in PRIORITIES: 0 is the highest
     waiter: str  # stable across attempts of one job: its place in the line
     reservation: str  # unique per attempt: its in-flight slot
+    input_tokens: int | None = None  # of ``tokens``, the prompt part (None: all of it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,7 @@ class Settlement:
     limit_tokens: int | None = None
     cooldown_s: float | None = None
     latency_s: float | None = None
+    output_tokens: int | None = None  # the answer's true output, for the line's token cost
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ class _Key:
     cooldown_until: float = 0.0
     learned: dict[str, tuple[int, float]] = field(default_factory=dict)  # → (limit, until)
     latency: float | None = None
+    output_avg: float | None = None
 
 
 class MemoryBackend:
@@ -114,6 +115,11 @@ class MemoryBackend:
         elif rule.max_in_flight > 0 and len(key.in_flight) >= rule.max_in_flight:
             reason = "in_flight"
         costs = (1.0, float(ask.tokens))
+        prompt = float(ask.tokens if ask.input_tokens is None else ask.input_tokens)
+        output = costs[1] - prompt
+        if key.output_avg is not None:
+            output = min(output, key.output_avg)
+        line = (1.0, prompt + output)  # what each waiter ahead will use, net
         floors: list[float] = []
         for i, resource in enumerate(RESOURCES):
             floor = pol.high_share * caps[i] if prio > 0 and others > 0 else 0.0
@@ -136,7 +142,7 @@ class MemoryBackend:
         for i, resource in enumerate(RESOURCES):
             if caps[i] > 0:
                 unit = min(costs[i], caps[i] - floors[i])
-                need = (ahead + 1) * unit + floors[i]
+                need = ahead * min(line[i], unit) + unit + floors[i]
                 first = alg.wait(key.states[resource], now, caps[i], min(need, caps[i]))
                 wait = max(wait, first + max(0.0, need - caps[i]) * alg.period / caps[i])
         if rule.max_in_flight > 0 and len(key.in_flight) >= rule.max_in_flight:
@@ -155,6 +161,8 @@ class MemoryBackend:
         now = self.clock()
         key = self._key(rule)
         key.in_flight.pop(s.reservation, None)
+        key.in_flight = {r: exp for r, exp in key.in_flight.items() if exp > now}
+        others = float(len(key.in_flight))  # granted, maybe not yet counted by the provider
         before = self._caps(key, now)
         for resource, limit, configured in zip(
             RESOURCES, (s.limit_requests, s.limit_tokens), rule.caps(), strict=True
@@ -167,7 +175,10 @@ class MemoryBackend:
                 key.learned.pop(resource, None)
         caps = self._caps(key, now)
         gives = (float(s.give_requests), s.give_tokens)
-        remaining = (s.remaining_requests, s.remaining_tokens)
+        remaining = (
+            None if s.remaining_requests is None else s.remaining_requests - others,
+            s.remaining_tokens,
+        )
         cooldown_until = 0.0
         if s.cooldown_s is not None and s.cooldown_s > 0:
             cooldown_until = now + min(s.cooldown_s, pol.max_cooldown_s)
@@ -188,6 +199,9 @@ class MemoryBackend:
         if s.latency_s is not None:
             old = key.latency
             key.latency = s.latency_s if old is None else 0.8 * old + 0.2 * s.latency_s
+        if s.output_tokens is not None:
+            out = key.output_avg
+            key.output_avg = s.output_tokens if out is None else 0.8 * out + 0.2 * s.output_tokens
 
     def snapshot(self, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
         with self._lock:

@@ -67,6 +67,11 @@ local prio = tonumber(ARGV[9])
 local waiter, rid = ARGV[10], ARGV[11]
 local ttl, share, grace = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
 local minwait, deflat = tonumber(ARGV[15]), tonumber(ARGV[16])
+local prompt = tonumber(ARGV[18]) or cost[2]
+local output = cost[2] - prompt
+local oavg = tonumber(redis.call('HGET', KEYS[8], 'output_avg'))
+if oavg then output = math.min(output, oavg) end
+local line = {1, prompt + output}
 redis.call('SADD', KEYS[9], ARGV[6])
 redis.call('HSET', KEYS[8], 'rpm', cfg[1], 'tpm', cfg[2], 'max_in_flight', mif,
   'algorithm', ARGV[17])
@@ -128,7 +133,7 @@ local wait = 0
 for i = 1, 2 do
   if sts[i] then
     local unit = math.min(cost[i], caps[i] - floors[i])
-    local need = (ahead + 1) * unit + floors[i]
+    local need = ahead * math.min(line[i], unit) + unit + floors[i]
     local first = alg_wait(sts[i], NOW, caps[i], math.min(need, caps[i]))
     wait = math.max(wait, first + math.max(0, need - caps[i]) * PERIOD / caps[i])
   end
@@ -151,6 +156,8 @@ local lim = {tonumber(ARGV[13]), tonumber(ARGV[14])}
 local cds, lat = tonumber(ARGV[15]), tonumber(ARGV[16])
 local share, learn_ttl, maxcd = tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19])
 redis.call('ZREM', KEYS[3], rid)
+local others = redis.call('ZCOUNT', KEYS[3], '(' .. num(NOW), '+inf')
+if rem[1] then rem[1] = rem[1] - others end
 local before = caps_now(KEYS[8], NOW)
 local fields = {'learned_requests', 'learned_tokens'}
 for i = 1, 2 do
@@ -188,6 +195,12 @@ if lat then
   local old = tonumber(redis.call('HGET', KEYS[8], 'latency'))
   if old then lat = 0.8 * old + 0.2 * lat end
   redis.call('HSET', KEYS[8], 'latency', num(lat))
+end
+local out = tonumber(ARGV[20])
+if out then
+  local old = tonumber(redis.call('HGET', KEYS[8], 'output_avg'))
+  if old then out = 0.8 * old + 0.2 * out end
+  redis.call('HSET', KEYS[8], 'output_avg', num(out))
 end
 return 1
 """
@@ -251,6 +264,7 @@ class RedisBackend:
             pol.min_wait_s,
             pol.default_latency_s,
             self.algorithm.name,
+            _opt(ask.input_tokens),
         ]
         granted, wait, reason = self._reserve(keys=key_list(rule.name), args=args)
         return Verdict(bool(int(granted)), float(wait), _text(reason))
@@ -271,6 +285,7 @@ class RedisBackend:
             pol.high_share,
             pol.learn_ttl_s,
             pol.max_cooldown_s,
+            _opt(s.output_tokens),
         ]
         self._settle(keys=key_list(rule.name), args=args)
 
