@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from tests.support.procs import Proc, free_port, wait_until
 from tests.support.simulator import SimulatorHandle
@@ -20,6 +21,7 @@ from tests.support.stack import (
     unique,
     wait_job,
 )
+from workers import keys
 
 pytest_plugins = ["tests.support.fixtures"]
 pytestmark = pytest.mark.timeout(60)
@@ -273,7 +275,9 @@ def test_malformed_requests(t1: httpx.Client) -> None:
     long_key = {"Idempotency-Key": "k" * 256}
     assert_error(t1.post("/v1/jobs", json=chat_body("x"), headers=long_key), 422)
     assert_error(t1.get("/v1/nothing"), 404, "not_found")
-    assert_error(t1.delete("/v1/jobs"), 405, "method_not_allowed")
+    not_allowed = t1.delete("/v1/jobs")
+    assert_error(not_allowed, 405, "method_not_allowed")
+    assert not_allowed.headers["Allow"] == "GET, HEAD, POST"
     assert_error(t1.get("/v1/jobs/job_unknown"), 404, "not_found")
 
 
@@ -346,6 +350,11 @@ def test_health_metrics_and_openapi(api_url: str, t1: httpx.Client, worker: Proc
     submit = spec["paths"]["/v1/jobs"]["post"]["responses"]
     assert {"200", "202", "401", "413", "422"} <= set(submit)
     assert submit["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    variants = spec["components"]["schemas"]["JobSubmission"]["anyOf"]
+    assert [v["properties"]["request"]["$ref"].rsplit("/", 1)[1] for v in variants] == [
+        "ChatRequest",
+        "EmbeddingRequest",
+    ]
 
 
 def test_queue_depth_counts_priority_lists(api_url: str, t1: httpx.Client, worker: Proc) -> None:
@@ -373,5 +382,24 @@ def test_redis_down_is_503_not_500(simulator: SimulatorHandle) -> None:
         assert_error(httpx.get(f"{url}/v1/jobs/job_x?wait=1", headers=auth), 503, "unavailable")
         assert_error(httpx.get(f"{url}/v1/jobs", headers=auth), 503, "unavailable")
         assert httpx.get(f"{url}/metrics").status_code == 200
+    finally:
+        proc.stop()
+
+
+def test_broker_down_accepts_nothing(
+    redis_url: str, simulator: SimulatorHandle, redis_client: redis.Redis
+) -> None:
+    env = {
+        **stack_env_for(redis_url, simulator),
+        "COURIER_BROKER_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "COURIER_API_KEYS": "t3:key-three",
+    }
+    proc, url = start_api(env, name="api-no-broker")
+    try:
+        auth = {"Authorization": "Bearer key-three", "Idempotency-Key": "k-broker"}
+        response = httpx.post(f"{url}/v1/jobs", json=chat_body("x"), headers=auth, timeout=30)
+        assert_error(response, 503, "unavailable")
+        assert httpx.get(f"{url}/v1/jobs", headers=auth).json() == {"jobs": []}
+        assert not redis_client.exists(keys.idempotency("t3", "k-broker"))
     finally:
         proc.stop()

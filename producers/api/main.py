@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from config.settings import Settings, get_settings
-from producers.api import errors
+from producers.api import errors, openapi
 from producers.api.bodylimit import BodyLimitMiddleware
 from producers.api.deps import Services
 from producers.api.metrics import ApiMetrics, RequestMetricsMiddleware
@@ -57,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    openapi.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         RequestMetricsMiddleware,
