@@ -96,3 +96,13 @@ def wait_job(client: httpx.Client, job_id: str, timeout: float = 30) -> dict[str
             return job
         if time.monotonic() > deadline:
             raise AssertionError(f"job did not end within {timeout} s: {job}")
+
+
+def assert_error(response: httpx.Response, status: int, type_: str | None = None) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    if type_:
+        assert body["error"]["type"] == type_, body
+    return str(body["error"]["message"])
