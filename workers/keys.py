@@ -35,6 +35,9 @@ LIMIT = PREFIX + "limit:{name}:{resource}"  # limiter state per limit key and re
 LIMIT_COOLDOWN = PREFIX + "limit:{name}:cooldown"  # string: set after a 429 until Retry-After
 LIMIT_NAMES = PREFIX + "limits"  # set: every limit key name in use, for limiter_state
 
+# Metrics (workers.metrics): cluster-wide counters that every API process renders at /metrics
+METRICS = PREFIX + "metrics:{family}"  # hash: label values joined by "|" → count (or sum)
+
 # Security
 API_KEY = PREFIX + "apikey:{digest}"  # hash: managed API key (sha256 of the key)
 API_KEYS = PREFIX + "apikeys"  # set: managed key digests
@@ -80,6 +83,10 @@ def limit(name: str, resource: str) -> str:
 
 def limit_cooldown(name: str) -> str:
     return LIMIT_COOLDOWN.format(name=name)
+
+
+def metrics(family: str) -> str:
+    return METRICS.format(family=family)
 
 
 def api_key(digest: str) -> str:
