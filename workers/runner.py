@@ -61,6 +61,7 @@ class Outcome:
     model: str | None = None
     attempts: int = 0
     tenant: str | None = None
+    priority: str | None = None
 
 
 @dataclass
@@ -95,6 +96,7 @@ class JobRunner:
         try:
             outcome = self._run_route(job_id, token, record)
             outcome.tenant = record.get("tenant")
+            outcome.priority = record.get("priority")
             outcome.model = outcome.model or record.get("model")
             return outcome
         except redis.RedisError:
