@@ -21,14 +21,42 @@ ALL_QUEUES = (*JOB_QUEUES, CALLBACK_QUEUE)
 # held by a dead worker stays invisible.
 VISIBILITY_TIMEOUT_S = 900
 
+# Message priorities, per broker, in this one place. kombu's Redis transport delivers 0 first
+# (one list per priority step); AMQP (RabbitMQ) delivers the *higher* number first, up to the
+# queue's ``x-max-priority``. Each job priority also has its own queue (strict queue order on
+# Redis; on RabbitMQ the queues are consumed side by side, so the message priority orders a
+# queue that holds several priorities, e.g. after aging).
+REDIS_PRIORITIES = {"high": 0, "normal": 5, "low": 9}
+AMQP_MAX_PRIORITY = 9
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://", "librabbitmq://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "sentinel://")
+
 
 def queue_for(priority: str) -> str:
     return f"jobs.{priority}"
 
 
+def is_amqp(broker_url: str) -> bool:
+    return broker_url.startswith(AMQP_SCHEMES)
+
+
+def message_priority(priority: str, broker_url: str) -> int:
+    """The message priority of a job priority on this broker."""
+    value = REDIS_PRIORITIES.get(priority, REDIS_PRIORITIES["normal"])
+    return AMQP_MAX_PRIORITY - value if is_amqp(broker_url) else value
+
+
+def task_queues(broker_url: str) -> list[Queue]:
+    """The queues; on AMQP the job queues are declared with ``x-max-priority``."""
+    args = {"x-max-priority": AMQP_MAX_PRIORITY} if is_amqp(broker_url) else None
+    return [
+        Queue(name, queue_arguments=args if name in JOB_QUEUES else None) for name in ALL_QUEUES
+    ]
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     broker = settings.celery_broker_url
-    is_redis = broker.startswith(("redis://", "rediss://", "unix://", "sentinel://"))
+    is_redis = broker.startswith(REDIS_SCHEMES)
     pool_size = settings.worker_concurrency + 100
     transport: dict[str, Any] = {}
     if is_redis:
@@ -52,7 +80,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "task_default_queue": "jobs.normal",
-        "task_queues": [Queue(name) for name in ALL_QUEUES],
+        "task_queues": task_queues(broker),
         "task_create_missing_queues": False,
         "worker_prefetch_multiplier": 1,
         "worker_disable_prefetch": is_redis,

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from celery import Celery
 
-from config.celery import CALLBACK_QUEUE, queue_for
+from config.celery import CALLBACK_QUEUE, message_priority, queue_for
 
 RUN_JOB = "courier.run_job"
 DELIVER_CALLBACK = "courier.deliver_callback"
-PRIORITY_VALUES = {"high": 0, "normal": 5, "low": 9}  # kombu/Redis: 0 is the highest
 
 
 def enqueue_job(app: Celery, job_id: str, priority: str) -> None:
@@ -16,7 +15,7 @@ def enqueue_job(app: Celery, job_id: str, priority: str) -> None:
         RUN_JOB,
         args=[job_id],
         queue=queue_for(priority),
-        priority=PRIORITY_VALUES.get(priority, 5),
+        priority=message_priority(priority, app.conf.broker_url or ""),
     )
 
 
