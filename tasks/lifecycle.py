@@ -94,4 +94,18 @@ def _shutting_down(**_: Any) -> None:
     for sweeper in _sweepers.values():
         sweeper.stop_sweeps()
     grace = get_runtime().settings.shutdown_grace_s
-    threading.Thread(target=_bounded_shutdown, args=(grace,), daemon=True).start()
+    _in_background(_bounded_shutdown, grace)
+
+
+def _in_background(target: Any, *args: Any) -> None:
+    """Start ``target`` without blocking: this runs inside a signal handler, where a gevent
+    worker must not switch (starting a patched Thread waits, and raises
+    BlockingSwitchOutError there), so under gevent it is a plain greenlet."""
+    from gevent import monkey
+
+    if monkey.is_module_patched("threading"):
+        import gevent
+
+        gevent.spawn(target, *args)
+    else:
+        threading.Thread(target=target, args=args, daemon=True).start()
