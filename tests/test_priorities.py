@@ -5,11 +5,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.support.jobs import DirectProducer
 from tests.support.simulator import SimulatorHandle
+from tests.support.stack import KEY1, chat_body
 from tests.support.workers import flush_queues, start_worker
+
+pytest_plugins = ["tests.support.fixtures"]
 
 
 @pytest.fixture()
@@ -55,3 +59,17 @@ def test_reserved_lane_serves_high_while_low_work_hogs_the_pool(
     finally:
         lane.stop()
         general.stop()
+
+
+def test_api_shows_queue_position(redis_url: str, api_url: str) -> None:
+    flush_queues(redis_url)
+    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {KEY1}"}) as client:
+        ids = []
+        for i in range(3):
+            response = client.post("/v1/jobs", json=chat_body(f"queued {i}", priority="high"))
+            assert response.status_code == 202
+            ids.append(response.json()["id"])
+        job = client.get(f"/v1/jobs/{ids[2]}").json()
+    assert job["status"] == "queued"
+    assert job["queue"]["position"] == 3 and job["queue"]["ahead"] == 2
+    flush_queues(redis_url)

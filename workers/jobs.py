@@ -168,6 +168,7 @@ class QueueInfo(BaseModel):
     """Added to SPEC: where a queued job stands."""
 
     position: int
+    ahead: int = 0
     estimated_start_at: str | None = None
 
 

@@ -32,8 +32,9 @@ def api_url(api_proc: tuple[Proc, str]) -> str:
     return api_proc[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def worker(stack_env: dict[str, str]) -> Iterator[Proc]:
+    """A worker for one test module only: other modules count the workers they run."""
     proc = start_worker(stack_env)
     yield proc
     proc.stop(timeout=8)

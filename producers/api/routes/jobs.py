@@ -11,6 +11,7 @@ import logging
 import time
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
@@ -25,7 +26,7 @@ from producers.api.deps import (
 )
 from producers.api.errors import ApiError
 from workers import keys
-from workers.jobs import TERMINAL, Job, JobList, JobSubmission, Status
+from workers.jobs import TERMINAL, Job, JobList, JobSubmission, Status, iso
 from workers.queues import enqueue_callback, enqueue_job
 from workers.store import JobStore, Record, to_view
 from workers.webhooks import check_callback_url, redeliver
@@ -133,7 +134,22 @@ async def get_job(
         record = await read()
     if record is None:
         raise _not_found(job_id)
-    return _job(record)
+    view = to_view(record)
+    if record.get("status") == "queued" and not record.get("waiting_for"):
+        view["queue"] = await anyio.to_thread.run_sync(queue_info, services.store, record)
+    return JSONResponse(view)
+
+
+def queue_info(store: JobStore, record: Record) -> dict[str, Any] | None:
+    """Where a queued job stands: its place in its queue and an estimated start from the
+    cluster's start rate over the last minute (None while nothing has started lately)."""
+    place = store.queue_position(record["id"], record["priority"])
+    if place is None:
+        return None
+    position, ahead = place
+    rate = store.start_rate()
+    eta = iso(time.time() + (ahead + 1) / rate) if rate > 0 else None
+    return {"position": position, "ahead": ahead, "estimated_start_at": eta}
 
 
 @router.get(
