@@ -14,6 +14,7 @@ from celery import Task
 
 from workers.app import app
 from workers.breaker import CircuitBreaker
+from workers.metrics import WorkerMetrics, metered, worker_metrics
 from workers.providers import get_provider
 from workers.queues import enqueue_callback
 from workers.runner import JobRunner, Limiter
@@ -47,12 +48,16 @@ class CourierTask(Task):  # type: ignore[misc]
     def runtime(self) -> Runtime:
         return get_runtime()
 
+    @property
+    def metrics(self) -> WorkerMetrics:
+        return worker_metrics()  # per process (a forked child counts its own)
+
     @cached_property
     def runner(self) -> JobRunner:
         runtime = self.runtime
         return JobRunner(
             runtime=runtime,
-            get_provider=get_provider,
+            get_provider=metered(get_provider, worker_metrics),
             breaker=CircuitBreaker(
                 runtime.redis,
                 threshold=runtime.settings.breaker_threshold,

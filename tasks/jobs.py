@@ -9,6 +9,7 @@ from tasks import lifecycle  # noqa: F401  (connects the worker's background loo
 from tasks.base import CourierTask
 from workers.app import app
 from workers.logs import job_event
+from workers.metrics import count_finished
 
 log = logging.getLogger("courier.jobs")
 
@@ -19,6 +20,12 @@ def run_job(self: CourierTask, job_id: str) -> None:
     outcome = self.runner.run(job_id)
     if outcome.status == "skipped":
         return  # a duplicate or stale message: the job is not this run's to change
+    if outcome.status == "requeued":
+        self.metrics.job_requeued(outcome.reason)
+    elif outcome.model is None:  # expired before its claim: the record names model, priority
+        count_finished(self.runtime.redis, job_id, outcome.status)
+    else:
+        self.metrics.job_finished(outcome.status, outcome.model, outcome.priority)
     job_event(
         log,
         f"job.{outcome.status}",

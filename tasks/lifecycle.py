@@ -17,12 +17,14 @@ from celery.signals import (
     setup_logging,
     worker_process_init,
     worker_ready,
+    worker_shutdown,
     worker_shutting_down,
 )
 
 from tasks.base import send_callback_if_due
 from workers.app import app
 from workers.logs import configure_logging
+from workers.metrics import Flusher, count_finished, worker_metrics
 from workers.queues import enqueue_callback, enqueue_job
 from workers.runtime import get_runtime, reset_runtime
 from workers.sweeper import Sweeper
@@ -30,6 +32,15 @@ from workers.webhooks.schedule import CallbackSchedule
 
 log = logging.getLogger("courier.worker")
 _sweepers: dict[int, Sweeper] = {}
+_flushers: dict[int, Flusher] = {}
+
+
+def _expired_while_queued(job_id: str, has_callback: bool) -> None:
+    try:
+        count_finished(get_runtime().redis, job_id, "expired")
+    except Exception as exc:  # a metric must never cost the job its callback
+        log.warning("expiry of %s not counted: %s", job_id, exc)
+    send_callback_if_due(job_id, has_callback)
 
 
 def start_background() -> Sweeper:
@@ -40,11 +51,14 @@ def start_background() -> Sweeper:
             runtime=get_runtime(),
             enqueue_job=lambda job_id, priority: enqueue_job(app, job_id, priority),
             enqueue_callback=lambda job_id: enqueue_callback(app, job_id),
-            on_expired=send_callback_if_due,
+            on_expired=_expired_while_queued,
             due_callbacks=CallbackSchedule(get_runtime().redis).due,
         )
         sweeper.start()
         _sweepers[pid] = sweeper
+        flusher = Flusher(worker_metrics().buffer, get_runtime().redis)
+        flusher.start()
+        _flushers[pid] = flusher
     return _sweepers[pid]
 
 
@@ -109,3 +123,14 @@ def _in_background(target: Any, *args: Any) -> None:
         gevent.spawn(target, *args)
     else:
         threading.Thread(target=target, args=args, daemon=True).start()
+
+
+@worker_shutdown.connect
+def _shut_down(**_: Any) -> None:
+    """The last flush of the metrics, once running jobs are done."""
+    flusher = _flushers.pop(os.getpid(), None)
+    if flusher is not None:
+        try:
+            flusher.stop()
+        except Exception as exc:  # at most the last second of counts is lost
+            log.warning("last metrics flush failed: %s", exc)
