@@ -39,9 +39,11 @@ LIMIT_NAMES = PREFIX + "limits"  # set: every limit key name in use, for limiter
 METRICS = PREFIX + "metrics:{family}"  # hash: label values joined by "|" → count (or sum)
 
 # Security
-API_KEY = PREFIX + "apikey:{digest}"  # hash: managed API key (sha256 of the key)
-API_KEYS = PREFIX + "apikeys"  # set: managed key digests
-TENANT_QUOTA = PREFIX + "quota:{tenant}:{resource}"
+API_KEY = PREFIX + "apikey:{digest}"  # hash: managed API key by sha256 hex of the key
+API_KEYS = PREFIX + "apikeys"  # hash: managed key id → sha256 hex digest (for list, revoke)
+TENANT_QUOTA = PREFIX + "quota:{tenant}:{resource}"  # per-tenant quota state, see below
+# resource "unfinished": zset of the tenant's queued/running job ids → created (ms)
+# resource "rate": hash (level, ts) of the tenant's submission token bucket
 
 
 def job(job_id: str) -> str:
@@ -91,3 +93,16 @@ def metrics(family: str) -> str:
 
 def api_key(digest: str) -> str:
     return API_KEY.format(digest=digest)
+
+
+def tenant_quota(tenant: str, resource: str) -> str:
+    return TENANT_QUOTA.format(tenant=tenant, resource=resource)
+
+
+def tenant_unfinished(tenant: str) -> str:
+    """zset: the tenant's jobs that have not ended (added at create, removed at the end)."""
+    return tenant_quota(tenant, "unfinished")
+
+
+def tenant_rate(tenant: str) -> str:
+    return tenant_quota(tenant, "rate")

@@ -7,16 +7,24 @@ sweeper once a lease has lapsed (its worker died). Times are milliseconds.
 
 from __future__ import annotations
 
-# KEYS: job, tenant_jobs, idem, expiries, queued(priority)
+# KEYS: job, tenant_jobs, idem, expiries, queued(priority), tenant unfinished (zset)
 # ARGV: id, retention_s, created_ms, use_idem, expires_ms ('' for none), job key prefix,
-#       field, value, ...
-# → nil if created, else the id of the job that Idempotency-Key already made
+#       max unfinished jobs of the tenant ('' = no limit), field, value, ...
+# → nil if created, else the id of the job that Idempotency-Key already made, or
+#   {'quota_exceeded', unfinished count} (nothing stored) when the tenant is at its limit
 CREATE = """
 if ARGV[4] == '1' then
   local existing = redis.call('GET', KEYS[3])
   if existing and redis.call('EXISTS', ARGV[6] .. existing) == 1 then return existing end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[2]) * 1000)
+if ARGV[7] ~= '' then
+  local unfinished = redis.call('ZCARD', KEYS[6])
+  if unfinished >= tonumber(ARGV[7]) then return {'quota_exceeded', unfinished} end
+end
+redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
+redis.call('EXPIRE', KEYS[6], ARGV[2])
+redis.call('HSET', KEYS[1], unpack(ARGV, 8))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[3]) - tonumber(ARGV[2]) * 1000)
@@ -62,7 +70,8 @@ if exp and exp * 1000 <= tonumber(ARGV[2]) then return -2 end
 return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 """
 
-# KEYS: job, running, scheduled, expiries, callbacks_scheduled, queued:high|normal|low
+# KEYS: job, running, scheduled, expiries, callbacks_scheduled, queued:high|normal|low,
+#       tenant unfinished (zset; the job leaves it)
 # ARGV: id, token ('' = any holder), allowed statuses ',a,b,', new status, retention_s,
 #       channel, callback_due_ms ('' = no callback), field, value, ...
 # → {1, previous status} when the job ended now, {0, status} when it could not
@@ -77,7 +86,7 @@ redis.call('HSET', KEYS[1], 'status', ARGV[4], 'lease', '', 'waiting_for', '', u
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
-for i = 6, 8 do redis.call('ZREM', KEYS[i], ARGV[1]) end
+for i = 6, 9 do redis.call('ZREM', KEYS[i], ARGV[1]) end
 if ARGV[7] ~= '' then redis.call('ZADD', KEYS[5], ARGV[7], ARGV[1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('PUBLISH', ARGV[6], ARGV[1])

@@ -43,6 +43,15 @@ def _pairs(fields: Mapping[str, Any]) -> list[str]:
     return out
 
 
+class QuotaExceeded(Exception):
+    """The tenant has as many unfinished jobs as it may; nothing was stored."""
+
+    def __init__(self, unfinished: int, limit: int) -> None:
+        super().__init__(f"{unfinished} unfinished jobs; the limit is {limit}")
+        self.unfinished = unfinished
+        self.limit = limit
+
+
 @dataclass(slots=True)
 class Claim:
     """The outcome of trying to start a job: ``record`` is set only when it is ours to run."""
@@ -70,10 +79,16 @@ class JobStore:
     # ---- producers ----------------------------------------------------------
 
     def create(
-        self, tenant: str, fields: Mapping[str, Any], idempotency_key: str | None = None
+        self,
+        tenant: str,
+        fields: Mapping[str, Any],
+        idempotency_key: str | None = None,
+        max_unfinished: int | None = None,
     ) -> tuple[str, bool]:
         """Store a new queued job. Returns (job id, created); an Idempotency-Key the tenant
-        used before returns the first job's id and created=False."""
+        used before returns the first job's id and created=False. Raises
+        :class:`QuotaExceeded` (storing nothing) when the tenant already has
+        ``max_unfinished`` jobs that have not ended; a replay is never refused."""
         job_id = new_job_id()
         created = now_ms()
         expires_at = fields.get("expires_at")
@@ -94,6 +109,7 @@ class JobStore:
                 keys.idempotency(tenant, idempotency_key or ""),
                 keys.EXPIRIES,
                 keys.queued(str(fields.get("priority", "normal"))),
+                keys.tenant_unfinished(tenant),
             ],
             args=[
                 job_id,
@@ -102,9 +118,12 @@ class JobStore:
                 "1" if idempotency_key else "0",
                 int(float(expires_at) * 1000) if expires_at else "",
                 keys.JOB_PREFIX,
+                "" if max_unfinished is None else max_unfinished,
                 *_pairs(record),
             ],
         )
+        if isinstance(existing, list):
+            raise QuotaExceeded(int(existing[1]), int(max_unfinished or 0))
         return (existing, False) if existing else (job_id, True)
 
     def delete(self, job_id: str, tenant: str) -> None:
@@ -112,6 +131,7 @@ class JobStore:
         self.redis.delete(keys.job(job_id))
         self.redis.zrem(keys.tenant_jobs(tenant), job_id)
         self.redis.zrem(keys.EXPIRIES, job_id)
+        self.redis.zrem(keys.tenant_unfinished(tenant), job_id)
 
     def forget_idempotency(self, tenant: str, idempotency_key: str) -> None:
         self.redis.delete(keys.idempotency(tenant, idempotency_key))
@@ -198,6 +218,7 @@ class JobStore:
                 keys.EXPIRIES,
                 keys.CALLBACKS_SCHEDULED,
                 *keys.QUEUED_ALL,
+                keys.tenant_unfinished(record.get("tenant", "")),
             ],
             args=[
                 job_id,
