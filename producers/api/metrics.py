@@ -1,96 +1,127 @@
-"""Prometheus metrics of the API process, served at ``GET /metrics``.
+"""Prometheus metrics, served by the API at ``GET /metrics``.
 
-Each app has its own registry (no module-level collectors, so several apps can live in
-one process). Queue depth is read from Redis at scrape time: kombu's Redis transport
-emulates message priorities with one list per priority step (``jobs.normal``,
-``jobs.normal\\x06\\x163`` …), so a queue's depth is the sum of its lists.
+Two kinds of series:
+
+- **Cluster-wide**, read from Redis at scrape time (so every API process renders the same
+  values and Prometheus needs one target, however many workers run): jobs submitted and
+  finished (status, model, priority), requeues, provider call latency, errors by type and
+  tokens by model (:mod:`workers.metrics`); jobs running, scheduled and queued, the oldest
+  queued job's age per priority; broker queue depth; webhook deliveries; limiter state.
+- **Per process**: HTTP requests by route and status, and long-polls in progress. When the
+  API runs several processes (``uvicorn --workers N``, gunicorn), point
+  ``PROMETHEUS_MULTIPROC_DIR`` at an empty directory, wiped at each start, shared by them:
+  the request counters are then summed over the processes.
+
+Each app has its own registry (no module-level collectors, so several apps can live in one
+process). Redis being down never fails a scrape: ``courier_redis_up`` says 0 instead.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterable
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from config.celery import ALL_QUEUES
+from config.settings import Settings, get_settings
+from producers.api.collectors import (
+    ClusterCollector,
+    QueueDepthCollector,
+    queue_depths,
+    queue_lists,
+)
+from workers import metrics as wm
 
 log = logging.getLogger("courier.api.metrics")
-
-KOMBU_PRIORITY_SEP = "\x06\x16"
-KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+__all__ = ["ApiMetrics", "RequestMetricsMiddleware", "queue_depths", "queue_lists"]
 
 
-def queue_lists(queue: str) -> list[str]:
-    """The Redis lists kombu uses for one queue, one per priority step."""
-    return [
-        queue if step == 0 else f"{queue}{KOMBU_PRIORITY_SEP}{step}"
-        for step in KOMBU_PRIORITY_STEPS
-    ]
+class LocalCollector(Collector):
+    """This process's long-polls in progress."""
 
-
-def queue_depths(client: redis.Redis, queues: Iterable[str] = ALL_QUEUES) -> dict[str, int]:
-    """Messages waiting in each Celery queue (not counting those a worker holds)."""
-    names = list(queues)
-    pipe = client.pipeline(transaction=False)
-    for queue in names:
-        for name in queue_lists(queue):
-            pipe.llen(name)
-    lengths = [int(n) for n in pipe.execute()]
-    steps = len(KOMBU_PRIORITY_STEPS)
-    return {q: sum(lengths[i * steps : (i + 1) * steps]) for i, q in enumerate(names)}
-
-
-class QueueDepthCollector(Collector):
-    def __init__(self, client: redis.Redis) -> None:
-        self.client = client
+    def __init__(self, waiting: Callable[[], float] | None) -> None:
+        self.waiting = waiting
 
     def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily(
-            "courier_queue_depth", "Messages waiting in each Celery queue", labels=["queue"]
-        )
-        try:
-            depths = queue_depths(self.client)
-        except redis.RedisError as exc:
-            log.warning("queue depth unavailable: %s", exc)
+        if self.waiting is None:
             return []
-        for queue, depth in depths.items():
-            family.add_metric([queue], depth)
-        return [family]
+        return [
+            GaugeMetricFamily(
+                "courier_api_long_polls",
+                "Requests waiting on ?wait= (this API process)",
+                value=self.waiting(),
+            )
+        ]
+
+
+class ClusterCounter:
+    """A counter kept in Redis (``HINCRBY``), used like prometheus_client's:
+    ``counter.labels(*values).inc()``; rendered by :class:`ClusterCollector`."""
+
+    def __init__(self, client: redis.Redis, family: str) -> None:
+        self.client = client
+        self.family = family
+
+    def labels(self, *values: object) -> _ClusterChild:
+        return _ClusterChild(self, values)
+
+
+class _ClusterChild:
+    def __init__(self, parent: ClusterCounter, values: tuple[object, ...]) -> None:
+        self.parent = parent
+        self.values = values
+
+    def inc(self, amount: int = 1) -> None:
+        try:
+            wm.count_now(self.parent.client, self.parent.family, *self.values, amount=amount)
+        except redis.RedisError as exc:  # the job is accepted: a lost count is the lesser harm
+            log.warning("%s not counted: %s", self.parent.family, exc)
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
 
 class ApiMetrics:
-    def __init__(self, client: redis.Redis, waiting: Callable[[], float] | None = None) -> None:
-        self.registry = CollectorRegistry()
-        self.jobs_submitted = Counter(
-            "courier_jobs_submitted",
-            "Jobs accepted by the API",
-            ["model", "priority", "kind"],
-            registry=self.registry,
-        )
+    def __init__(
+        self,
+        client: redis.Redis,
+        waiting: Callable[[], float] | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        settings = settings or get_settings()
+        self.registry = CollectorRegistry()  # what /metrics renders
+        own = self.registry
+        if multiprocess_dir():
+            # Per-process counters live in mmap files; the renderer sums every process's.
+            own = CollectorRegistry()
+            MultiProcessCollector(self.registry)
         self.requests = Counter(
             "courier_api_requests",
             "HTTP requests answered by the API",
             ["route", "method", "status"],
-            registry=self.registry,
+            registry=own,
         )
-        self.long_polls = Gauge(
-            "courier_api_long_polls", "Requests waiting on ?wait=", registry=self.registry
+        self.jobs_submitted = ClusterCounter(client, wm.SUBMITTED)
+        self.registry.register(LocalCollector(waiting))
+        self.registry.register(ClusterCollector(client))
+        self.registry.register(
+            QueueDepthCollector(client, settings.celery_broker_url, settings.redis_url)
         )
-        if waiting is not None:
-            self.long_polls.set_function(waiting)
-        self.registry.register(QueueDepthCollector(client))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
 class RequestMetricsMiddleware:
-    """Counts every answered request by route template (not raw path), method and status."""
+    """Counts every answered request by route template (not raw path), method and status,
+    and writes the audit line of the job actions (:mod:`producers.api.audit`)."""
 
     def __init__(self, app: ASGIApp, metrics: Callable[[], ApiMetrics | None]) -> None:
         self.app = app
@@ -100,19 +131,26 @@ class RequestMetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        from producers.api.audit import Audit
+
+        audit = Audit.begin(scope)
         status = 500
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+            elif audit is not None and message["type"] == "http.response.body":
+                audit.body(message.get("body", b""))
             await send(message)
 
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
+            route = scope.get("route")
+            label = getattr(route, "path", None) or "unmatched"
             metrics = self.metrics()
             if metrics is not None:
-                route = scope.get("route")
-                label = getattr(route, "path", None) or "unmatched"
                 metrics.requests.labels(label, scope["method"], str(status)).inc()
+            if audit is not None:
+                await audit.end(scope, label, status)

@@ -1,0 +1,263 @@
+"""The collectors behind ``/metrics`` that read cluster-wide state at scrape time: Redis
+(jobs, queues, webhooks, limiter, :mod:`workers.metrics` counters) and the broker's queues."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Mapping
+
+import redis
+from kombu.connection import Connection
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from config.celery import ALL_QUEUES
+from workers import keys
+from workers import metrics as wm
+from workers.ratelimit import limiter_state
+from workers.runtime import redis_client
+from workers.webhooks import delivery_stats
+
+log = logging.getLogger("courier.api.metrics")
+
+KOMBU_PRIORITY_SEP = "\x06\x16"
+KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+PRIORITIES = ("high", "normal", "low")
+MAX_SERIES = 500  # per family: beyond it the smallest series are summed as "_other"
+OTHER = "_other"
+
+
+def queue_lists(queue: str) -> list[str]:
+    """The Redis lists kombu uses for one queue, one per priority step."""
+    return [
+        queue if step == 0 else f"{queue}{KOMBU_PRIORITY_SEP}{step}"
+        for step in KOMBU_PRIORITY_STEPS
+    ]
+
+
+def queue_depths(client: redis.Redis, queues: Iterable[str] = ALL_QUEUES) -> dict[str, int]:
+    """Messages waiting in each Celery queue on a Redis broker (not those a worker holds)."""
+    names = list(queues)
+    pipe = client.pipeline(transaction=False)
+    for queue in names:
+        for name in queue_lists(queue):
+            pipe.llen(name)
+    lengths = [int(n) for n in pipe.execute()]
+    steps = len(KOMBU_PRIORITY_STEPS)
+    return {q: sum(lengths[i * steps : (i + 1) * steps]) for i, q in enumerate(names)}
+
+
+def broker_queue_depths(url: str, queues: Iterable[str] = ALL_QUEUES) -> dict[str, int]:
+    """The same on any other kombu broker (RabbitMQ, Sentinel): a passive declare per queue."""
+    out: dict[str, int] = {}
+    with Connection(url, connect_timeout=2) as conn:
+        conn.ensure_connection(max_retries=1)
+        for queue in queues:
+            channel = conn.channel()
+            try:
+                out[queue] = int(channel.queue_declare(queue=queue, passive=True).message_count)
+            except Exception:  # not declared yet (404 closes the channel): nothing waits
+                out[queue] = 0
+            finally:
+                with contextlib.suppress(Exception):
+                    channel.close()
+    return out
+
+
+class QueueDepthCollector(Collector):
+    """``courier_queue_depth{queue}``, from whichever broker Celery uses."""
+
+    def __init__(self, client: redis.Redis, broker_url: str, store_url: str) -> None:
+        self.url = broker_url
+        self.client: redis.Redis | None = None
+        if broker_url == store_url:
+            self.client = client
+        elif broker_url.startswith(("redis://", "rediss://", "unix://")):
+            self.client = redis_client(broker_url, max_connections=4)
+
+    def collect(self) -> Iterable[Metric]:
+        family = GaugeMetricFamily(
+            "courier_queue_depth", "Messages waiting in each Celery queue", labels=["queue"]
+        )
+        try:
+            if self.client is not None:
+                depths = queue_depths(self.client)
+            else:
+                depths = broker_queue_depths(self.url)
+        except Exception as exc:
+            log.warning("queue depth unavailable: %s", exc)
+            return []
+        for queue, depth in depths.items():
+            family.add_metric([queue], depth)
+        return [family]
+
+
+def capped(series: Mapping[tuple[str, ...], float]) -> dict[tuple[str, ...], float]:
+    """At most :data:`MAX_SERIES` series: the rest (a flood of made-up model names, say)
+    are summed into one whose labels are all ``_other``."""
+    if len(series) <= MAX_SERIES:
+        return dict(series)
+    ordered = sorted(series.items(), key=lambda item: item[1], reverse=True)
+    kept = dict(ordered[: MAX_SERIES - 1])
+    rest = sum(value for _, value in ordered[MAX_SERIES - 1 :])
+    width = len(next(iter(series)))
+    kept[(OTHER,) * width] = kept.get((OTHER,) * width, 0.0) + rest
+    return kept
+
+
+def counter(
+    name: str, doc: str, family: str, families: Mapping[str, Mapping[tuple[str, ...], float]]
+) -> CounterMetricFamily:
+    metric = CounterMetricFamily(name, doc, labels=list(wm.LABELS[family]))
+    for labels, value in capped(families.get(family, {})).items():
+        metric.add_metric(list(labels), value)
+    return metric
+
+
+class ClusterCollector(Collector):
+    """Everything cluster-wide that lives in Redis, read in one round trip per scrape
+    (plus the limiter's own)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily("courier_redis_up", "1 when Redis answered this scrape")
+        try:
+            out = self._jobs() + self._webhooks()
+        except redis.RedisError as exc:
+            log.warning("cluster metrics unavailable: %s", exc)
+            up.add_metric([], 0)
+            return [up]
+        up.add_metric([], 1)
+        try:
+            out += self._limiter()
+        except redis.RedisError as exc:
+            log.warning("limiter state unavailable: %s", exc)
+        return [up, *out]
+
+    def _jobs(self) -> list[Metric]:
+        families = wm.read_families(self.client)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zcard(keys.RUNNING)
+        pipe.zcard(keys.SCHEDULED)
+        for priority in PRIORITIES:
+            pipe.zcard(keys.queued(priority))
+            pipe.zrange(keys.queued(priority), 0, 0, withscores=True)
+        running, scheduled, *per_priority = pipe.execute()
+        now_ms = time.time() * 1000
+
+        queued = GaugeMetricFamily(
+            "courier_jobs_queued", "Jobs waiting in a queue, by priority", labels=["priority"]
+        )
+        oldest = GaugeMetricFamily(
+            "courier_queue_oldest_age_seconds",
+            "How long the oldest queued job of each priority has waited (0: none waits)",
+            labels=["priority"],
+        )
+        for index, priority in enumerate(PRIORITIES):
+            size, first = per_priority[2 * index], per_priority[2 * index + 1]
+            queued.add_metric([priority], int(size))
+            age = max(0.0, (now_ms - float(first[0][1])) / 1000) if first else 0.0
+            oldest.add_metric([priority], round(age, 3))
+
+        latency = HistogramMetricFamily(
+            "courier_provider_call_seconds",
+            "Provider call latency (every call, answered or failed), by model",
+            labels=["model"],
+        )
+        histograms = wm.latency_histograms(families.get(wm.LATENCY, {}))
+        for model, (buckets, total) in list(histograms.items())[:MAX_SERIES]:
+            latency.add_metric([model], buckets, total)
+        return [
+            counter("courier_jobs_submitted", "Jobs accepted by the API", wm.SUBMITTED, families),
+            counter(
+                "courier_jobs_finished",
+                "Jobs that reached an end status (succeeded, failed, cancelled, expired)",
+                wm.FINISHED,
+                families,
+            ),
+            counter(
+                "courier_jobs_requeued",
+                "Runs that handed their job back for later, by reason",
+                wm.REQUEUED,
+                families,
+            ),
+            counter(
+                "courier_provider_errors",
+                "Provider calls that failed, by model and error type",
+                wm.PROVIDER_ERRORS,
+                families,
+            ),
+            counter("courier_tokens", "Tokens used, by model and direction", wm.TOKENS, families),
+            latency,
+            GaugeMetricFamily("courier_jobs_running", "Jobs a worker runs now", value=running),
+            GaugeMetricFamily(
+                "courier_jobs_scheduled",
+                "Jobs waiting for a retry, a rate limit or a circuit to close",
+                value=scheduled,
+            ),
+            queued,
+            oldest,
+        ]
+
+    def _webhooks(self) -> list[Metric]:
+        stats = delivery_stats(self.client)
+        pending = int(self.client.zcard(keys.CALLBACKS_SCHEDULED))  # type: ignore[arg-type]
+        attempts = CounterMetricFamily(
+            "courier_webhook_attempts", "Webhook delivery attempts", value=stats["attempts"]
+        )
+        deliveries = CounterMetricFamily(
+            "courier_webhook_deliveries",
+            "Webhook events by final outcome (failed: the schedule used up or a 410; "
+            "the dead letters)",
+            labels=["outcome"],
+        )
+        for outcome in ("delivered", "failed"):
+            deliveries.add_metric([outcome], stats[outcome])
+        scheduled = GaugeMetricFamily(
+            "courier_webhooks_scheduled", "Webhook events waiting for an attempt", value=pending
+        )
+        return [attempts, deliveries, scheduled]
+
+    def _limiter(self) -> list[Metric]:
+        labels = ["pattern", "api_key"]
+        gauges = {
+            name: GaugeMetricFamily(f"courier_ratelimit_{name}", doc, labels=[*labels, "resource"])
+            for name, doc in (
+                ("limit", "Effective limit per minute (configured, or lower as learned)"),
+                ("remaining", "Requests or tokens left in the shared budget now"),
+            )
+        }
+        in_flight = GaugeMetricFamily(
+            "courier_ratelimit_in_flight", "Provider calls in flight", labels=labels
+        )
+        waiters = GaugeMetricFamily(
+            "courier_ratelimit_waiters",
+            "Jobs waiting for the budget, by priority",
+            labels=[*labels, "priority"],
+        )
+        cooldown = GaugeMetricFamily(
+            "courier_ratelimit_cooldown_seconds",
+            "Time left of a cool-down set by a provider 429",
+            labels=labels,
+        )
+        for state in limiter_state(self.client):
+            key = [str(state["pattern"]), str(state["api_key"])]
+            for resource in ("requests", "tokens"):
+                if state[f"limit_{resource}"] is not None:
+                    gauges["limit"].add_metric([*key, resource], state[f"limit_{resource}"])
+                if state[f"remaining_{resource}"] is not None:
+                    gauges["remaining"].add_metric([*key, resource], state[f"remaining_{resource}"])
+            in_flight.add_metric(key, state["in_flight"])
+            for priority, count in state["waiters"].items():
+                waiters.add_metric([*key, priority], count)
+            cooldown.add_metric(key, state["cooldown_s"])
+        return [*gauges.values(), in_flight, waiters, cooldown]
