@@ -220,13 +220,15 @@ class DevStack:
         py = sys.executable
         self.start("api", [py, "-m", "producers.cli", "api", "--port", str(self.api_port)])
         self.start("worker", [py, "-m", "producers.cli", "worker", "-c", "100"])
+        # Flower reads FLOWER_BASIC_AUTH (and every FLOWER_* option) from the environment
+        # itself: credentials stay off the command line, where `ps` would show them.
         flower = [py, "-m", "celery", "-A", "workers.app", "flower"]
         flower += ["--port=" + str(self.flower_port), "--address=127.0.0.1"]
-        if self.env.get("FLOWER_BASIC_AUTH"):
-            flower.append("--basic_auth=" + self.env["FLOWER_BASIC_AUTH"])
         self.start("flower", flower)
         ready = f"http://127.0.0.1:{self.api_port}/readyz"
         wait_for(lambda: httpx.get(ready).is_success, START_TIMEOUT_S, "the API")
+        health = f"http://127.0.0.1:{self.flower_port}/healthcheck"
+        wait_for(lambda: httpx.get(health).is_success, START_TIMEOUT_S, "Flower")
 
     def check_children(self) -> None:
         for child in self.children:
@@ -270,6 +272,7 @@ class DevStack:
             "\nCourier is running.\n"
             f"  API docs:  {api}/docs\n"
             f"  Flower:    http://127.0.0.1:{self.flower_port}\n"
+            f"  Metrics:   {api}/metrics\n"
             f"  API key:   {self.api_key}   (tenant 'dev')\n"
             "  Try:\n"
             f"    curl -s {api}/v1/jobs -H 'Authorization: Bearer {self.api_key}' \\\n"
