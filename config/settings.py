@@ -6,14 +6,18 @@ field names (``redis_url = "..."``); the environment wins over the file.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
+import sys
 import tomllib
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -55,22 +59,24 @@ def _field_name(key: str) -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="COURIER_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="COURIER_", extra="ignore", hide_input_in_errors=True
+    )
 
     redis_url: str = "redis://localhost:6379/0"
     broker_url: str | None = None
     api_keys: Annotated[dict[str, str], NoDecode] = Field(
-        default_factory=dict, description="key → tenant"
+        default_factory=dict, description="key → tenant", repr=False
     )
-    webhook_secret: str | None = None
-    webhook_secret_previous: str | None = None
+    webhook_secret: str | None = Field(default=None, repr=False)
+    webhook_secret_previous: str | None = Field(default=None, repr=False)
     callback_allow_private: bool = False
     callback_retry_schedule: Annotated[tuple[float, ...], NoDecode] = DEFAULT_RETRY_SCHEDULE
     callback_timeout_s: float = Field(default=10.0, gt=0, le=120)
     callback_max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
     limits: Annotated[dict[str, ModelLimit], NoDecode] = Field(default_factory=dict)
     api_url: str = "http://localhost:8000"
-    api_key: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
 
     # Additions to SPEC §2 (documented in the README).
     profile: Literal["development", "production"] = "development"
@@ -85,6 +91,14 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     breaker_threshold: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
+
+    # Security (SECURITY.md): quotas per tenant, header limit, production checks.
+    tenant_max_unfinished: int = Field(default=10_000, ge=0)  # 0: no limit
+    tenant_submit_rate: float = Field(default=100.0, ge=0)  # submissions/s; 0: no limit
+    tenant_submit_burst: int = Field(default=200, ge=1)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024)  # 431 past it
+    callback_require_https: bool | None = None  # None: true in production, else false
+    flower: bool = False  # this deployment runs Flower: production then needs its auth
 
     @classmethod
     def settings_customise_sources(
@@ -126,9 +140,107 @@ class Settings(BaseSettings):
             return json.loads(value) if value.strip() else {}
         return value
 
+    @model_validator(mode="after")
+    def _safe_in_production(self) -> Settings:
+        if self.profile == "production":
+            problems = production_problems(self)
+            if problems:
+                raise ValueError(unsafe_message(problems))
+        return self
+
     @property
     def celery_broker_url(self) -> str:
         return self.broker_url or self.redis_url
+
+    @property
+    def callbacks_need_https(self) -> bool:
+        """Whether callback URLs must be ``https://`` (COURIER_CALLBACK_REQUIRE_HTTPS)."""
+        if self.callback_require_https is None:
+            return self.profile == "production"
+        return self.callback_require_https
+
+
+# ---- the production profile -----------------------------------------------------
+
+MIN_SECRET_BYTES = 24
+FLOWER_AUTH_ENV = ("FLOWER_BASIC_AUTH", "FLOWER_AUTH_PROVIDER")
+FLOWER_AUTH_ARGS = ("--basic_auth", "--basic-auth", "--auth_provider", "--auth-provider")
+
+
+def webhook_secret_problem(secret: str) -> str | None:
+    """Why a Standard Webhooks secret is unsafe (not ``whsec_`` + base64, fewer than 24
+    bytes, or every byte the same), or None."""
+    raw = secret.removeprefix("whsec_")
+    try:
+        decoded = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        return "is not 'whsec_' + base64"
+    if len(decoded) < MIN_SECRET_BYTES:
+        return f"decodes to {len(decoded)} bytes; at least {MIN_SECRET_BYTES} random bytes needed"
+    if len(set(decoded)) == 1:
+        return "has every byte the same (not random)"
+    return None
+
+
+def runs_flower(argv: Sequence[str]) -> bool:
+    """Whether this process is ``celery … flower``."""
+    return any(os.path.basename(a) in ("celery", "flower") for a in argv[:1]) and (
+        "flower" in argv[1:]
+    )
+
+
+def flower_auth_configured(environ: Mapping[str, str], argv: Sequence[str]) -> bool:
+    return any(environ.get(name) for name in FLOWER_AUTH_ENV) or any(
+        a.split("=", 1)[0] in FLOWER_AUTH_ARGS for a in argv
+    )
+
+
+def production_problems(
+    settings: Settings,
+    environ: Mapping[str, str] | None = None,
+    argv: Sequence[str] | None = None,
+) -> list[str]:
+    """Every unsafe setting the production profile refuses (API keys are checked by
+    ``courier api``, which can also count the managed keys in Redis)."""
+    env = os.environ if environ is None else environ
+    args = sys.argv if argv is None else argv
+    problems: list[str] = []
+    if settings.callback_allow_private:
+        problems.append(
+            "COURIER_CALLBACK_ALLOW_PRIVATE=true lets callbacks reach loopback, private and "
+            "metadata addresses (SSRF); unset it"
+        )
+    if settings.callback_require_https is False:
+        problems.append(
+            "COURIER_CALLBACK_REQUIRE_HTTPS=false allows plain-http callbacks; unset it"
+        )
+    for name, secret in (
+        ("COURIER_WEBHOOK_SECRET", settings.webhook_secret),
+        ("COURIER_WEBHOOK_SECRET_PREVIOUS", settings.webhook_secret_previous),
+    ):
+        reason = webhook_secret_problem(secret) if secret is not None else None
+        if reason:
+            problems.append(f"{name} {reason}; generate one with 'courier keys webhook-secret'")
+    if (settings.flower or runs_flower(args)) and not flower_auth_configured(env, args):
+        problems.append(
+            "Flower runs without authentication (COURIER_FLOWER=true or a flower process); "
+            "set FLOWER_BASIC_AUTH=user:password (or FLOWER_AUTH_PROVIDER)"
+        )
+    return problems
+
+
+def api_keys_problem(settings: Settings, managed_active: int) -> str | None:
+    if settings.api_keys or managed_active > 0:
+        return None
+    return (
+        "no API keys: set COURIER_API_KEYS or create one with "
+        "'courier keys create --tenant T' (every request would be refused)"
+    )
+
+
+def unsafe_message(problems: Sequence[str]) -> str:
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return f"COURIER_PROFILE=production refuses this configuration:\n{lines}"
 
 
 @lru_cache(maxsize=1)

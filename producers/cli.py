@@ -1,4 +1,4 @@
-"""The ``courier`` command (SPEC §1): api, worker, simulate, submit, dev."""
+"""The ``courier`` command (SPEC §1): api, worker, simulate, submit, dev, keys."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from collections.abc import Sequence
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from config.celery import ALL_QUEUES
-from config.settings import Settings
+from config.settings import Settings, api_keys_problem, production_problems, unsafe_message
+from workers.apikeys import ManagedKeys
 
 cli = typer.Typer(
     name="courier",
@@ -21,6 +23,61 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
 )
 PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+keys_cli = typer.Typer(
+    help="Managed API keys (stored in Redis as SHA-256 digests) and webhook secrets.",
+    no_args_is_help=True,
+)
+cli.add_typer(keys_cli, name="keys")
+
+
+def _managed_keys() -> ManagedKeys:
+    """A ManagedKeys on the configured Redis (the production checks do not apply: the keys
+    commands are how an operator fixes a missing key)."""
+    import redis
+
+    try:
+        settings = Settings(profile="development")
+    except ValidationError as exc:
+        typer.echo(f"courier: invalid configuration:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    return ManagedKeys(redis.Redis.from_url(settings.redis_url, decode_responses=True))
+
+
+def checked_settings(serves_api: bool) -> Settings:
+    """The settings, or exit 2 naming every problem: invalid values, or (with
+    COURIER_PROFILE=production) every unsafe one, API keys included for the API."""
+    problems: list[str] = []
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        try:  # was it the production profile? list its problems with the API key check
+            settings = Settings(profile="development")
+        except ValidationError:
+            typer.echo(f"courier: invalid configuration:\n{exc}", err=True)
+            raise typer.Exit(2) from None
+        problems = production_problems(settings)
+        settings = settings.model_copy(update={"profile": "production"})
+    if settings.profile == "production" and serves_api:
+        problem = api_keys_problem(settings, _active_managed_keys(settings))
+        problems += [problem] if problem else []
+    if problems:
+        typer.echo(f"courier: {unsafe_message(problems)}", err=True)
+        raise typer.Exit(2)
+    return settings
+
+
+def _active_managed_keys(settings: Settings) -> int:
+    if settings.api_keys:
+        return 0  # not needed
+    import redis
+
+    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5)
+    try:
+        return ManagedKeys(client).active_count()
+    except redis.RedisError:
+        return 0
+    finally:
+        client.close()
 
 
 @cli.command()
@@ -31,6 +88,8 @@ def api(
 ) -> None:
     """Serve the HTTP API (producers.api:app) with uvicorn."""
     import uvicorn
+
+    checked_settings(serves_api=True)
 
     uvicorn.run(
         "producers.api:app",
@@ -83,7 +142,7 @@ def worker(
     """Run a Celery worker; any celery worker option overrides Courier's defaults
     (-P gevent -c <COURIER_WORKER_CONCURRENCY> -Q jobs.high,jobs.normal,jobs.low,callbacks
     -E --without-gossip --without-mingle -O fair --loglevel INFO)."""
-    argv = worker_argv(ctx.args, Settings().worker_concurrency, high_only)
+    argv = worker_argv(ctx.args, checked_settings(serves_api=False).worker_concurrency, high_only)
     sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, "-m", "celery", *argv])
 
@@ -182,6 +241,63 @@ def dev(
     from producers.dev import run_dev
 
     raise typer.Exit(run_dev(api_port=port, flower_port=flower_port, demo_only=demo_only))
+
+
+@keys_cli.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="The tenant the key authenticates as")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print id, tenant, key as JSON")] = False,
+) -> None:
+    """Create a key and print it: this is the only time it is shown."""
+    store = _managed_keys()
+    try:
+        info, key = store.create(tenant)
+    except ValueError as exc:
+        typer.echo(f"courier: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps({**info.to_json(), "key": key}))
+        return
+    typer.echo(key)
+    typer.echo(f"created key {info.id} for tenant {tenant!r}; it is not shown again", err=True)
+
+
+@keys_cli.command("list")
+def keys_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list")] = False,
+) -> None:
+    """List managed keys: id, tenant, created, revoked (never the key)."""
+    store = _managed_keys()
+    infos = [info.to_json() for info in store.list()]
+    if as_json:
+        typer.echo(json.dumps(infos))
+        return
+    typer.echo(f"{'ID':<14}{'TENANT':<24}{'CREATED':<22}REVOKED")
+    for row in infos:
+        revoked = row["revoked"] or "-"
+        typer.echo(f"{row['id']:<14}{row['tenant']:<24}{row['created']:<22}{revoked}")
+
+
+@keys_cli.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (courier keys list)")],
+) -> None:
+    """Revoke a key: requests with it fail from now on."""
+    store = _managed_keys()
+    info = store.revoke(key_id)
+    if info is None:
+        typer.echo(f"courier: no managed key {key_id!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked key {info.id} of tenant {info.tenant!r}")
+
+
+@keys_cli.command("webhook-secret")
+def keys_webhook_secret() -> None:
+    """Print a new Standard Webhooks secret (whsec_ + 32 random bytes) for
+    COURIER_WEBHOOK_SECRET."""
+    from workers.webhooks.signing import generate_secret
+
+    typer.echo(generate_secret())
 
 
 def main() -> None:

@@ -28,7 +28,8 @@ SECRET_ENV = (
     "FLOWER_BASIC_AUTH",
 )
 SECRET_SHAPES = re.compile(
-    r"(sk-[A-Za-z0-9_\-]{8,}|whsec_[A-Za-z0-9+/=]{8,}|(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{8,})"
+    r"(sk-[A-Za-z0-9_\-]{8,}|whsec_[A-Za-z0-9+/=]{8,}|(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{8,}"
+    r"|ck_[0-9a-f]{12}_[A-Za-z0-9_\-]{16,})"  # managed API keys (workers.apikeys)
 )
 STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
 

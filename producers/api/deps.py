@@ -21,6 +21,7 @@ from config.settings import Settings
 from producers.api.errors import ApiError
 from producers.api.metrics import ApiMetrics
 from producers.api.waiter import JobWaiter
+from workers import apikeys
 from workers.store import JobStore
 
 
@@ -63,13 +64,13 @@ def get_metrics(request: Request) -> ApiMetrics:
 
 
 def resolve_tenant(key: str, settings: Settings) -> str | None:
-    """The tenant an API key authenticates as, or None.
+    """The tenant a ``COURIER_API_KEYS`` key authenticates as, or None.
 
     Compares against every configured key in constant time (no early exit, so the
-    time taken says nothing about which key nearly matched). Managed keys kept in
-    Redis (``workers.keys.API_KEY``, by sha256 digest) would be looked up here too.
+    time taken says nothing about which key nearly matched). Managed keys (kept in
+    Redis by SHA-256 digest, :mod:`workers.apikeys`) are looked up by ``require_tenant``.
     """
-    presented = key.encode()
+    presented = key.encode("utf-8", "surrogateescape")
     tenant: str | None = None
     for candidate, owner in settings.api_keys.items():
         if hmac.compare_digest(candidate.encode(), presented):
@@ -77,7 +78,10 @@ def resolve_tenant(key: str, settings: Settings) -> str | None:
     return tenant
 
 
-bearer = HTTPBearer(auto_error=False, description="An API key from COURIER_API_KEYS")
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key: from COURIER_API_KEYS, or a managed key (`courier keys create`)",
+)
 
 
 async def require_tenant(
@@ -89,7 +93,11 @@ async def require_tenant(
         raise ApiError(
             401, "missing API key: send 'Authorization: Bearer <key>'", headers=challenge
         )
-    tenant = resolve_tenant(credentials.credentials, get_settings(request))
+    key = credentials.credentials
+    tenant = resolve_tenant(key, get_settings(request))
+    if tenant is None and apikeys.looks_managed(key):
+        # no cache: a revoked key fails on its next request
+        tenant = await apikeys.tenant_for_async(get_services(request).aredis, key)
     if tenant is None:
         raise ApiError(401, "unknown API key", headers=challenge)
     return tenant
