@@ -6,6 +6,7 @@ Shared by the API (validation, OpenAPI schema) and the workers (the record).
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -28,6 +29,38 @@ MAX_EMBEDDING_INPUTS = 2048
 MAX_CALLBACK_URL = 2048
 MAX_FALLBACKS = 5
 MAX_EXPIRES_S = 7 * 24 * 3600
+MAX_JSON_DEPTH = 32  # nesting of metadata, tools, response_format, message parts
+
+
+def check_json_values(value: Any, where: str = "", depth: int = 0) -> None:
+    """Refuse what JSON cannot carry back out: NaN/Infinity (Python's parser accepts
+    them; no JSON encoder emits them) and lone surrogates (not encodable as UTF-8), and
+    nesting deeper than MAX_JSON_DEPTH. Stored, either would break every later read of
+    the job (and the tenant's listing)."""
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"{where} is nested deeper than the limit of {MAX_JSON_DEPTH} levels")
+    where = where or "the body"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} is {value}: only finite numbers are valid JSON")
+    elif isinstance(value, str):
+        _check_text(value, where)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            _check_text(str(name), where)
+            key = str(name)[:40]
+            check_json_values(item, f"{where}.{key}" if depth else key, depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_json_values(item, f"{where}[{index}]", depth + 1)
+
+
+def _check_text(text: str, where: str) -> None:
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{where} is not valid Unicode (a lone surrogate)") from None
 
 
 def validate_model_name(value: str) -> str:
@@ -86,6 +119,14 @@ class EmbeddingRequest(BaseModel):
     def _one_string_is_a_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("input")
+    @classmethod
+    def _bounded_input(cls, value: list[str]) -> list[str]:
+        chars = sum(len(text) for text in value)
+        if chars > MAX_PROMPT_CHARS:
+            raise ValueError(f"input is {chars} characters; the limit is {MAX_PROMPT_CHARS}")
+        return value
+
 
 class JobSubmission(BaseModel):
     """The body of ``POST /v1/jobs``."""
@@ -103,10 +144,24 @@ class JobSubmission(BaseModel):
     timeout_s: float = Field(default=120, gt=0, le=3600)
     expires_in_s: float | None = Field(default=None, gt=0, le=MAX_EXPIRES_S)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _json_values(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            check_json_values(data)
+        return data
+
     @field_validator("model")
     @classmethod
     def _model(cls, value: str) -> str:
         return validate_model_name(value)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _printable_url(cls, value: str | None) -> str | None:
+        if value is not None and any(ord(c) < 0x21 or ord(c) == 0x7F for c in value):
+            raise ValueError("callback_url must not contain spaces or control characters")
+        return value
 
     @field_validator("fallback_models")
     @classmethod

@@ -13,6 +13,7 @@ from config.settings import Settings, get_settings
 from producers.api import errors, openapi
 from producers.api.bodylimit import BodyLimitMiddleware
 from producers.api.deps import Services
+from producers.api.limits import HeaderLimitMiddleware
 from producers.api.metrics import ApiMetrics, RequestMetricsMiddleware
 from producers.api.routes import health, jobs
 from producers.api.waiter import JobWaiter
@@ -59,6 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     openapi.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(HeaderLimitMiddleware, max_bytes=settings.max_header_bytes)
     app.add_middleware(
         RequestMetricsMiddleware,
         metrics=lambda: getattr(getattr(app.state, "services", None), "metrics", None),

@@ -41,6 +41,7 @@ from workers.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+from workers.logs import SECRET_SHAPES, secrets_from_env
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +121,12 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -
 
 
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """``text`` without the given secrets or anything shaped like an API key, capped in length."""
-    for secret in secrets:
+    """``text`` without the given secrets, the process's own (webhook secrets, API keys:
+    :func:`workers.logs.secrets_from_env`) or anything shaped like a key, capped in length."""
+    for secret in (*secrets, *secrets_from_env()):
         if secret and len(secret) >= 4:
             text = text.replace(secret, "[redacted]")
-    text = _KEY_LIKE.sub("[redacted]", text)
+    text = SECRET_SHAPES.sub("[redacted]", _KEY_LIKE.sub("[redacted]", text))
     if len(text) > MAX_MESSAGE_CHARS:
         text = text[: MAX_MESSAGE_CHARS - 1] + "…"
     return text

@@ -15,7 +15,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 
-from producers.api import errors
+from producers.api import errors, quotas
 from producers.api.deps import (
     CeleryDep,
     MetricsDep,
@@ -28,7 +28,7 @@ from producers.api.errors import ApiError
 from workers import keys
 from workers.jobs import TERMINAL, Job, JobList, JobSubmission, Status, iso
 from workers.queues import enqueue_callback, enqueue_job
-from workers.store import JobStore, Record, to_view
+from workers.store import JobStore, QuotaExceeded, Record, to_view
 from workers.webhooks import check_callback_url, redeliver
 
 log = logging.getLogger("courier.api.jobs")
@@ -62,11 +62,13 @@ def _owned(store: JobStore, job_id: str, tenant: str) -> Record:
     responses={
         200: {"model": Job, "description": "The job first submitted with this Idempotency-Key"},
         **errors.responses(400, 401, 413, 422, 503),
+        **quotas.RESPONSES_429,
     },
 )
 def submit_job(
     submission: JobSubmission,
     tenant: TenantDep,
+    _rate: quotas.SubmitRateDep,
     store: StoreDep,
     celery: CeleryDep,
     settings: SettingsDep,
@@ -77,7 +79,11 @@ def submit_job(
 ) -> JSONResponse:
     if submission.callback_url is not None:
         try:
-            check_callback_url(submission.callback_url, settings.callback_allow_private)
+            check_callback_url(
+                submission.callback_url,
+                settings.callback_allow_private,
+                require_https=settings.callbacks_need_https,
+            )
         except ValueError as exc:
             raise ApiError(422, str(exc)) from None
     fields: dict[str, Any] = {
@@ -92,7 +98,12 @@ def submit_job(
         "timeout_s": submission.timeout_s,
         "expires_at": time.time() + submission.expires_in_s if submission.expires_in_s else None,
     }
-    job_id, created = store.create(tenant, fields, idempotency_key)
+    try:
+        job_id, created = store.create(
+            tenant, fields, idempotency_key, quotas.max_unfinished(settings.tenant_max_unfinished)
+        )
+    except QuotaExceeded as exc:
+        raise quotas.quota_error(tenant, exc) from None
     if created:
         try:
             enqueue_job(celery, job_id, submission.priority)

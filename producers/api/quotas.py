@@ -1,0 +1,111 @@
+"""Tenant quotas: a submission rate and a cap on unfinished jobs, both answered 429.
+
+- **Rate** (``COURIER_TENANT_SUBMIT_RATE`` per second, bursts up to
+  ``COURIER_TENANT_SUBMIT_BURST``): a token bucket per tenant in Redis
+  (``courier:quota:<tenant>:rate``), one atomic Lua call per ``POST /v1/jobs`` on Redis's
+  own clock, so every API process shares it. Over it: 429 ``rate_limited`` with
+  ``Retry-After`` = when the next token is due.
+- **Unfinished jobs** (``COURIER_TENANT_MAX_UNFINISHED``): the create script itself
+  counts the tenant's queued and running jobs (``courier:quota:<tenant>:unfinished``, a
+  zset the job enters when created and leaves when it ends) and refuses atomically, so
+  concurrent submissions cannot overshoot and an idempotent replay, answered before the
+  count, never counts twice. Over it: 429 ``quota_exceeded``.
+
+Either way nothing is stored and nothing is queued.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+import redis.asyncio as aioredis
+from fastapi import Depends
+
+from producers.api.deps import ServicesDep, TenantDep
+from producers.api.errors import ApiError, ErrorBody
+from workers import keys
+from workers.store import QuotaExceeded
+
+QUOTA_RETRY_AFTER_S = 5  # when to try again at the unfinished-jobs cap: jobs end at their pace
+
+# KEYS: bucket   ARGV: rate per s, burst  → {1, '0'} allowed, or {0, seconds until a token}
+TOKEN_BUCKET = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local v = redis.call('HMGET', KEYS[1], 'level', 'ts')
+local level = tonumber(v[1]) or burst
+local ts = tonumber(v[2]) or now
+level = math.min(burst, level + math.max(0, now - ts) * rate)
+local allowed, wait = 0, 0
+if level >= 1 then
+  level = level - 1
+  allowed = 1
+else
+  wait = (1 - level) / rate
+end
+redis.call('HSET', KEYS[1], 'level', tostring(level), 'ts', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+return {allowed, tostring(wait)}
+"""
+
+RESPONSES_429: dict[int | str, dict[str, Any]] = {
+    429: {
+        "model": ErrorBody,
+        "description": "Over the tenant's submission rate (`rate_limited`) or its cap on "
+        "unfinished jobs (`quota_exceeded`); `Retry-After` says when to try again",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}},
+    }
+}
+
+
+async def take_submit_token(client: aioredis.Redis, tenant: str, rate: float, burst: int) -> float:
+    """Take one submission token from the tenant's bucket: 0 when taken, else the
+    seconds until one is due (nothing taken)."""
+    allowed, wait = await client.eval(  # type: ignore[misc]
+        TOKEN_BUCKET, 1, keys.tenant_rate(tenant), repr(rate), burst
+    )
+    return 0.0 if int(allowed) else float(wait)
+
+
+def retry_after(seconds: float) -> str:
+    return str(max(1, math.ceil(seconds)))
+
+
+async def enforce_submit_rate(tenant: TenantDep, services: ServicesDep) -> None:
+    """Dependency of ``POST /v1/jobs``: 429 ``rate_limited`` past the tenant's rate."""
+    settings = services.settings
+    if settings.tenant_submit_rate <= 0:
+        return
+    wait = await take_submit_token(
+        services.aredis, tenant, settings.tenant_submit_rate, settings.tenant_submit_burst
+    )
+    if wait > 0:
+        raise ApiError(
+            429,
+            f"tenant {tenant!r} is over its submission rate limit of "
+            f"{settings.tenant_submit_rate:g}/s (burst {settings.tenant_submit_burst}); "
+            f"retry in {wait:.2f} s",
+            "rate_limited",
+            headers={"Retry-After": retry_after(wait)},
+        )
+
+
+def quota_error(tenant: str, exc: QuotaExceeded) -> ApiError:
+    """429 ``quota_exceeded`` for a create refused at the unfinished-jobs cap."""
+    return ApiError(
+        429,
+        f"tenant {tenant!r} has {exc.unfinished} unfinished jobs; the limit is {exc.limit} "
+        "(COURIER_TENANT_MAX_UNFINISHED): wait for jobs to end",
+        "quota_exceeded",
+        headers={"Retry-After": str(QUOTA_RETRY_AFTER_S)},
+    )
+
+
+def max_unfinished(limit: int) -> int | None:
+    """The create script's argument: None when there is no cap (0)."""
+    return limit if limit > 0 else None
+
+
+SubmitRateDep = Annotated[None, Depends(enforce_submit_rate)]
