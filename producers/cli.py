@@ -86,16 +86,21 @@ def api(
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
     log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
 ) -> None:
-    """Serve the HTTP API (producers.api:app) with uvicorn."""
+    """Serve the HTTP API (producers.api:app) with uvicorn. Logs are JSON lines, redacted
+    (COURIER_LOG_FORMAT=text for plain text); the audit trail is on logger courier.audit."""
     import uvicorn
+
+    from workers.logs import configure_logging
 
     checked_settings(serves_api=True)
 
+    configure_logging(log_level, json_lines=os.environ.get("COURIER_LOG_FORMAT") != "text")
     uvicorn.run(
         "producers.api:app",
         host=host,
         port=port,
         log_level=log_level,
+        log_config=None,  # uvicorn's own loggers propagate to the JSON handler
         timeout_graceful_shutdown=5,
     )
 
