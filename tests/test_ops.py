@@ -315,3 +315,19 @@ def _as_list(value: Any) -> list[str]:
 
 def _cmd(service: dict[str, Any]) -> str:
     return " ".join(_as_list(service["command"]))
+
+
+def test_series_are_capped_and_histograms_cumulative() -> None:
+    from producers.api.collectors import MAX_SERIES, capped
+    from workers import metrics as wm
+
+    flood = {(f"openai:made-up-{i}", "normal", "chat"): float(i) for i in range(MAX_SERIES * 2)}
+    kept = capped(flood)
+    assert len(kept) == MAX_SERIES and sum(kept.values()) == sum(flood.values())
+    assert ("_other", "_other", "_other") in kept
+
+    series = {("m", "0.1"): 2.0, ("m", "1.0"): 1.0, ("m", "+Inf"): 1.0, ("m", "sum"): 400.5}
+    buckets, total = wm.latency_histograms(series)["m"]
+    assert dict(buckets)["0.1"] == 2 and dict(buckets)["1.0"] == 3 and buckets[-1] == ("+Inf", 4)
+    assert total == 400.5
+    assert wm.bucket_for(0.05) == "0.1" and wm.bucket_for(1e6) == "+Inf"
