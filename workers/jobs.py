@@ -32,6 +32,14 @@ MAX_EXPIRES_S = 7 * 24 * 3600
 MAX_JSON_DEPTH = 32  # nesting of metadata, tools, response_format, message parts
 
 
+def json_integer(value: Any) -> Any:
+    """A JSON Schema integer is 3 or 3.0, never true or "3": integer fields are lax (for
+    3.0) behind this check; every other field is strict."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise ValueError("Input should be a valid integer")
+    return value
+
+
 def check_json_values(value: Any, where: str = "", depth: int = 0) -> None:
     """Refuse what JSON cannot carry back out: NaN/Infinity (Python's parser accepts
     them; no JSON encoder emits them) and lone surrogates (not encodable as UTF-8), and
@@ -73,7 +81,7 @@ def validate_model_name(value: str) -> str:
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
@@ -85,16 +93,18 @@ class ChatMessage(BaseModel):
 class ChatRequest(BaseModel):
     """OpenAI chat fields; Courier maps them for Anthropic."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented
 
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     system: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT, strict=False)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     stop: str | list[str] | None = None
     tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
     response_format: dict[str, Any] | None = None
+
+    _integer = field_validator("max_tokens", mode="before")(json_integer)
 
     @model_validator(mode="after")
     def _bounded_prompt(self) -> ChatRequest:
@@ -110,7 +120,7 @@ class ChatRequest(BaseModel):
 
 
 class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented
 
     input: list[str] = Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)
 
@@ -131,7 +141,7 @@ class EmbeddingRequest(BaseModel):
 class JobSubmission(BaseModel):
     """The body of ``POST /v1/jobs``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented
 
     model: str = Field(examples=["openai:gpt-4o-mini"])
     kind: Kind = "chat"
@@ -140,7 +150,7 @@ class JobSubmission(BaseModel):
     callback_url: str | None = Field(default=None, max_length=MAX_CALLBACK_URL)
     fallback_models: list[str] = Field(default_factory=list, max_length=MAX_FALLBACKS)
     metadata: dict[str, Any] = Field(default_factory=dict)
-    max_attempts: int = Field(default=5, ge=1, le=MAX_ATTEMPTS_LIMIT)
+    max_attempts: int = Field(default=5, ge=1, le=MAX_ATTEMPTS_LIMIT, strict=False)
     timeout_s: float = Field(default=120, gt=0, le=3600)
     expires_in_s: float | None = Field(default=None, gt=0, le=MAX_EXPIRES_S)
 
@@ -150,6 +160,8 @@ class JobSubmission(BaseModel):
         if isinstance(data, dict):
             check_json_values(data)
         return data
+
+    _integer = field_validator("max_attempts", mode="before")(json_integer)
 
     @field_validator("model")
     @classmethod

@@ -1,4 +1,6 @@
-"""Refuse requests whose headers are too large with 431, before any route runs.
+"""Limits on the request outside its body: header size (431) and unknown query parameters.
+
+Headers too large are refused with 431 before any route runs.
 
 uvicorn's default HTTP parser (httptools) sets no bound on header size, so the API sets
 its own: the request line's target plus every header name and value, at most
@@ -9,9 +11,13 @@ termination, SECURITY.md) should bound raw header size too, as nginx and others 
 
 from __future__ import annotations
 
+from typing import Any
+
+from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from producers.api.errors import error_response
+from producers.api.deps import TenantDep
+from producers.api.errors import ApiError, error_response
 
 
 def header_bytes(scope: Scope) -> int:
@@ -40,3 +46,28 @@ class HeaderLimitMiddleware:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def query_names(dependant: Any) -> set[str]:
+    """The query parameters a route takes, its dependencies' included."""
+    names = {str(getattr(p, "alias", p.name)) for p in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= query_names(sub)
+    return names
+
+
+async def reject_unknown_query(request: Request, _tenant: TenantDep) -> None:
+    """A router dependency (after authentication): 422 for a query parameter the route
+    does not take (a typo such as ``?limt=5`` would otherwise be ignored in silence),
+    naming the ones it takes."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None or not request.query_params:
+        return
+    known = query_names(dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "none"
+        raise ApiError(
+            422, f"unknown query parameter {unknown[0][:100]!r}; this route takes: {takes}"
+        )

@@ -20,8 +20,13 @@ from workers.jobs import PROVIDERS, ChatRequest, EmbeddingRequest
 
 REF = "#/components/schemas/{model}"
 PORT = r"(:([0-9]{0,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
-# http(s)://host[:port][/path…]: an ASCII host, no credentials, a port in range
-CALLBACK_URL = r"^[hH][tT][tT][pP][sS]?://[A-Za-z0-9._~%!$&'()*+,;=-]+" + PORT + r"([/?#].*)?$"
+# http(s)://host[:port][/path…]: an ASCII host, no credentials, a port in range, no
+# spaces or control characters (workers.jobs refuses them)
+CALLBACK_URL = (
+    r"^[hH][tT][tT][pP][sS]?://[A-Za-z0-9._~%!$&'()*+,;=-]+"
+    + PORT
+    + r"([/?#][^\u0000-\u0020\u007f]*)?$"
+)
 
 
 def _model_name(providers: list[str]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import time
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 
 from producers.api import errors, quotas
@@ -25,6 +25,7 @@ from producers.api.deps import (
     TenantDep,
 )
 from producers.api.errors import ApiError
+from producers.api.limits import reject_unknown_query
 from workers import keys
 from workers.jobs import TERMINAL, Job, JobList, JobSubmission, Status, iso
 from workers.queues import enqueue_callback, enqueue_job
@@ -32,7 +33,7 @@ from workers.store import JobStore, QuotaExceeded, Record, to_view
 from workers.webhooks import check_callback_url, redeliver
 
 log = logging.getLogger("courier.api.jobs")
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(reject_unknown_query)])
 
 MAX_WAIT_S = 60
 CANCELLED_ERROR = {"type": "cancelled", "message": "cancelled by the client", "retryable": False}
