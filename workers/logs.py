@@ -31,7 +31,10 @@ SECRET_SHAPES = re.compile(
     r"(sk-[A-Za-z0-9_\-]{8,}|whsec_[A-Za-z0-9+/=]{8,}|(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{8,}"
     r"|ck_[0-9a-f]{12}_[A-Za-z0-9_\-]{16,})"  # managed API keys (workers.apikeys)
 )
-STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
+STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "color_message",  # uvicorn's copy of the message with terminal colours
+}
 
 
 def secrets_from_env(environ: dict[str, str] | None = None) -> list[str]:
