@@ -34,6 +34,10 @@ fmt: install
 
 check: lint typecheck test
 
+# Schemathesis against the API's own /openapi.json (also part of `make test`); prints the case count.
+fuzz: install
+	$(BIN)/pytest -q -s tests/test_fuzz.py
+
 bench: install
 	$(BIN)/python -m bench.run
 
