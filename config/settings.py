@@ -183,10 +183,12 @@ def webhook_secret_problem(secret: str) -> str | None:
 
 
 def runs_flower(argv: Sequence[str]) -> bool:
-    """Whether this process is ``celery … flower``."""
-    return any(os.path.basename(a) in ("celery", "flower") for a in argv[:1]) and (
-        "flower" in argv[1:]
+    """Whether this process is ``celery … flower`` (or ``python -m celery … flower``)."""
+    program = argv[0] if argv else ""
+    celery = os.path.basename(program) in ("celery", "flower") or program.endswith(
+        os.path.join("celery", "__main__.py")
     )
+    return celery and "flower" in argv[1:]
 
 
 def flower_auth_configured(environ: Mapping[str, str], argv: Sequence[str]) -> bool:
@@ -218,7 +220,7 @@ def production_problems(
         ("COURIER_WEBHOOK_SECRET", settings.webhook_secret),
         ("COURIER_WEBHOOK_SECRET_PREVIOUS", settings.webhook_secret_previous),
     ):
-        reason = webhook_secret_problem(secret) if secret is not None else None
+        reason = webhook_secret_problem(secret) if secret else None  # empty: generated
         if reason:
             problems.append(f"{name} {reason}; generate one with 'courier keys webhook-secret'")
     if (settings.flower or runs_flower(args)) and not flower_auth_configured(env, args):

@@ -270,6 +270,9 @@ def test_production_problems_each_named() -> None:
     settings = Settings(profile="development")
     assert "Flower" in production_problems(settings, {}, flower_argv)[0]
     assert production_problems(settings, {}, [*flower_argv, "--basic_auth=ops:pw"]) == []
+    python_m = ["/venv/lib/python3.11/site-packages/celery/__main__.py", "-A", "w", "flower"]
+    assert production_problems(settings, {}, python_m)
+    assert problems(webhook_secret="") == ""  # empty: the generated secret is used
     assert webhook_secret_problem(generate_secret()) is None
 
     assert Settings(profile="production").callbacks_need_https
