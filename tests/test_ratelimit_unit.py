@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -213,8 +214,10 @@ def test_cooldown_pauses_every_reserve(make: Factory, clock: Clock) -> None:
         assert not refused.granted and refused.reason == "cooldown"
         assert refused.wait_s >= 2.0
     clock.advance(2.01)
-    for priority in (HIGH, NORMAL, LOW):
-        assert until_granted(b, r, ask(priority=priority, waiter=f"p{priority}"), clock) < 61
+    for priority in (HIGH, NORMAL, LOW):  # one at a time: probing after the 429
+        again = ask(priority=priority, waiter=f"p{priority}")
+        assert until_granted(b, r, again, clock) < 61
+        b.settle(r, Settlement(again.reservation))
 
 
 def test_waits_follow_the_line(make: Factory, algorithm: str) -> None:
@@ -290,10 +293,12 @@ def test_redis_matches_memory(algorithm: str, redis_url: str, seed: int) -> None
                 give_requests=rng.choice([0, 0, 1]),
                 give_tokens=rng.choice([0, 50, -30, 200]),
                 remaining_requests=rng.choice([None, None, rng.randint(0, 30)]),
+                remaining_tokens=rng.choice([None, None, rng.randint(0, 3000)]),
                 limit_tokens=rng.choice([None, None, None, 2000, 5000]),
                 cooldown_s=rng.choice([None] * 12 + [0.5]),
                 latency_s=0.2,
                 output_tokens=rng.choice([None, 10, 40]),
+                call_tokens=rng.choice([None, 100.0]),
             )
             mem.settle(r, s)
             red.settle(r, s)
@@ -492,3 +497,53 @@ def test_line_counts_net_tokens_once_outputs_are_known(make: Factory, algorithm:
     assert waits == sorted(waits)
     if algorithm == "bucket":  # each waiter ahead is expected to use 100 + 50, not 3000
         assert waits[3] - waits[2] == pytest.approx(1.5, abs=0.01)
+
+
+def test_probe_one_call_at_a_time_after_the_provider_says_none_left(
+    make: Factory, clock: Clock, algorithm: str
+) -> None:
+    b, r = make(Policy(grace_s=300)), rule(rpm=100)
+    first, second = ask(), ask()
+    assert b.reserve(r, first).granted and b.reserve(r, second).granted
+    clock.advance(0.1)
+    b.settle(r, Settlement(first.reservation, remaining_requests=0, latency_s=0.3))
+    assert state(b, r.name)["probing"]
+    refused = b.reserve(r, ask(waiter="w"))
+    assert not refused.granted and refused.reason == "probe" and refused.wait_s >= 0.3
+    b.settle(r, Settlement(second.reservation, remaining_requests=40))
+    assert state(b, r.name)["probing"]  # a late answer to a call from before: still probing
+    clock.advance(5 if algorithm == "bucket" else 120)  # corrected to none left; it refills
+    probe = ask(waiter="w")
+    assert b.reserve(r, probe).granted
+    assert b.reserve(r, ask()).reason == "probe"
+    b.settle(r, Settlement(probe.reservation, remaining_requests=39))
+    assert not state(b, r.name)["probing"]
+    assert b.reserve(r, ask(priority=HIGH)).granted and b.reserve(r, ask(priority=HIGH)).granted
+
+
+def test_after_a_cooldown_one_probe_goes_first(make: Factory, clock: Clock, algorithm: str) -> None:
+    b, r = make(None), rule(rpm=600)
+    a = ask()
+    assert b.reserve(r, a).granted
+    b.settle(r, Settlement(a.reservation, cooldown_s=1.0))
+    clock.advance(1.5 if algorithm == "bucket" else 120)  # a window held full slides out
+    probe = ask(priority=HIGH)
+    assert b.reserve(r, probe).granted
+    assert b.reserve(r, ask(priority=HIGH)).reason == "probe"
+    b.settle(r, Settlement(probe.reservation, remaining_requests=500))
+    assert b.reserve(r, ask(priority=HIGH)).granted
+
+
+@pytest.mark.parametrize(
+    ("remaining_requests", "remaining_tokens", "probing"),
+    [(1, None, True), (2, None, False), (None, 99, True), (None, 500, False), (5, 50, True)],
+)
+def test_probe_when_the_provider_has_room_for_at_most_one_more(
+    make: Factory, remaining_requests: int | None, remaining_tokens: int | None, probing: bool
+) -> None:
+    b, r = make(None), rule(rpm=100, tpm=10_000)
+    a = ask(tokens=100)
+    assert b.reserve(r, a).granted
+    s = Settlement(a.reservation, remaining_requests=remaining_requests, call_tokens=100.0)
+    b.settle(r, replace(s, remaining_tokens=remaining_tokens))
+    assert state(b, r.name)["probing"] is probing

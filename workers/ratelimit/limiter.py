@@ -152,6 +152,7 @@ def settlement_for(
     assert estimate is not None
     reserved = estimate.total
     give_requests, give_tokens = 0, 0.0
+    used = 0
     if result is not None:
         used = result.usage.input_tokens + result.usage.output_tokens
         give_tokens = float(reserved - used) if used > 0 else 0.0
@@ -185,6 +186,7 @@ def settlement_for(
         cooldown_s=cooldown_for(error, now) if error is not None else None,
         latency_s=time.monotonic() - reservation.started if reached else None,
         output_tokens=result.usage.output_tokens if result is not None else None,
+        call_tokens=float(used or estimate.input_tokens),
     )
 
 

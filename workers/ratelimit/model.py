@@ -96,6 +96,7 @@ class Settlement:
     cooldown_s: float | None = None
     latency_s: float | None = None
     output_tokens: int | None = None  # the answer's true output, for the line's token cost
+    call_tokens: float | None = None  # what this call used: "no room for another" below it
 
 
 @dataclass(frozen=True, slots=True)

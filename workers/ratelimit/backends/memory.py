@@ -34,6 +34,7 @@ class _Key:
     learned: dict[str, tuple[int, float]] = field(default_factory=dict)  # → (limit, until)
     latency: float | None = None
     output_avg: float | None = None
+    probe: float | None = None  # since when the provider said "none left": one call at a time
 
 
 class MemoryBackend:
@@ -114,6 +115,8 @@ class MemoryBackend:
             reason = "queue"
         elif rule.max_in_flight > 0 and len(key.in_flight) >= rule.max_in_flight:
             reason = "in_flight"
+        elif key.probe is not None and key.in_flight:
+            reason = "probe"
         costs = (1.0, float(ask.tokens))
         prompt = float(ask.tokens if ask.input_tokens is None else ask.input_tokens)
         output = costs[1] - prompt
@@ -145,9 +148,11 @@ class MemoryBackend:
                 need = ahead * min(line[i], unit) + unit + floors[i]
                 first = alg.wait(key.states[resource], now, caps[i], min(need, caps[i]))
                 wait = max(wait, first + max(0.0, need - caps[i]) * alg.period / caps[i])
+        latency = key.latency if key.latency is not None else pol.default_latency_s
         if rule.max_in_flight > 0 and len(key.in_flight) >= rule.max_in_flight:
-            latency = key.latency if key.latency is not None else pol.default_latency_s
             wait = max(wait, latency * (ahead + 1) / rule.max_in_flight)
+        if reason == "probe":
+            wait = max(wait, latency)
         wait = max(wait, key.cooldown_until - now, pol.min_wait_s)
         lane[ask.waiter] = now + wait
         return Verdict(False, wait, reason)
@@ -160,7 +165,8 @@ class MemoryBackend:
         alg, pol = self.algorithm, self.policy
         now = self.clock()
         key = self._key(rule)
-        key.in_flight.pop(s.reservation, None)
+        expiry = key.in_flight.pop(s.reservation, None)
+        granted_at = None if expiry is None else expiry - pol.in_flight_ttl_s
         key.in_flight = {r: exp for r, exp in key.in_flight.items() if exp > now}
         others = float(len(key.in_flight))  # granted, maybe not yet counted by the provider
         before = self._caps(key, now)
@@ -196,6 +202,16 @@ class MemoryBackend:
                 alg.correct(state, now, caps[i], float(remaining[i]))  # type: ignore[arg-type]
             if cooldown_until > now:
                 alg.hold(state, now, caps[i], cooldown_until, pol.high_share * caps[i])
+        reported = [r for r in (s.remaining_requests, s.remaining_tokens) if r is not None]
+        empty = cooldown_until > now
+        if s.remaining_requests is not None and s.remaining_requests - others <= 1:
+            empty = True  # at most one left: one call at a time
+        if s.remaining_tokens is not None and s.remaining_tokens < (s.call_tokens or 1):
+            empty = True  # not enough for another call like this one
+        if empty:
+            key.probe = now
+        elif reported and key.probe is not None and (granted_at or 0.0) >= key.probe:
+            key.probe = None  # an answer to a probe, not a late one from before probing
         if s.latency_s is not None:
             old = key.latency
             key.latency = s.latency_s if old is None else 0.8 * old + 0.2 * s.latency_s
@@ -226,6 +242,7 @@ class MemoryBackend:
                         len(key.in_flight),
                         [len(w) for w in key.waiters],
                         max(0.0, key.cooldown_until - now),
+                        key.probe is not None,
                     )
                 )
             return out
@@ -238,6 +255,7 @@ def describe(
     in_flight: int,
     waiters: list[int],
     cooldown_s: float,
+    probing: bool = False,
 ) -> dict[str, Any]:
     """One limit key's state, as :func:`workers.ratelimit.limiter_state` reports it."""
     pattern, _, key_hash = rule.name.rpartition("|")
@@ -255,4 +273,5 @@ def describe(
         "in_flight": in_flight,
         "waiters": dict(zip(PRIORITIES, waiters, strict=True)),
         "cooldown_s": round(cooldown_s, 3),
+        "probing": probing,  # the provider said "none left": one call at a time
     }

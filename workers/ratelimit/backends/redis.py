@@ -105,7 +105,8 @@ local reason = ''
 if cd > NOW then reason = 'cooldown'
 elseif due_higher > 0 then reason = 'priority'
 elseif due_same > 0 then reason = 'queue'
-elseif mif > 0 and nif >= mif then reason = 'in_flight' end
+elseif mif > 0 and nif >= mif then reason = 'in_flight'
+elseif nif > 0 and redis.call('HGET', KEYS[8], 'probe') then reason = 'probe' end
 local names = {'requests', 'tokens'}
 local sts, floors = {}, {}
 for i = 1, 2 do
@@ -138,10 +139,9 @@ for i = 1, 2 do
     wait = math.max(wait, first + math.max(0, need - caps[i]) * PERIOD / caps[i])
   end
 end
-if mif > 0 and nif >= mif then
-  local lat = tonumber(redis.call('HGET', KEYS[8], 'latency')) or deflat
-  wait = math.max(wait, lat * (ahead + 1) / mif)
-end
+local lat = tonumber(redis.call('HGET', KEYS[8], 'latency')) or deflat
+if mif > 0 and nif >= mif then wait = math.max(wait, lat * (ahead + 1) / mif) end
+if reason == 'probe' then wait = math.max(wait, lat) end
 wait = math.max(wait, cd - NOW, minwait)
 redis.call('ZADD', lane, NOW + wait, waiter)
 redis.call('EXPIRE', lane, keep)
@@ -150,11 +150,14 @@ return {0, num(wait), reason}
 
 SETTLE = """
 local rid = ARGV[8]
+local reported = {tonumber(ARGV[11]), tonumber(ARGV[12])}
 local give = {tonumber(ARGV[9]), tonumber(ARGV[10])}
 local rem = {tonumber(ARGV[11]), tonumber(ARGV[12])}
 local lim = {tonumber(ARGV[13]), tonumber(ARGV[14])}
 local cds, lat = tonumber(ARGV[15]), tonumber(ARGV[16])
 local share, learn_ttl, maxcd = tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber(ARGV[19])
+local granted_at = tonumber(redis.call('ZSCORE', KEYS[3], rid))
+if granted_at then granted_at = granted_at - tonumber(ARGV[21]) end
 redis.call('ZREM', KEYS[3], rid)
 local others = redis.call('ZCOUNT', KEYS[3], '(' .. num(NOW), '+inf')
 if rem[1] then rem[1] = rem[1] - others end
@@ -190,6 +193,15 @@ for i = 1, 2 do
     if untilt > NOW then alg_hold(st, NOW, caps[i], untilt, share * caps[i]) end
     alg_save(KEYS[i], st, keep)
   end
+end
+local empty, any = untilt > NOW, false
+local calltok = tonumber(ARGV[22]) or 1
+if reported[1] then any = true; if reported[1] - others <= 1 then empty = true end end
+if reported[2] then any = true; if reported[2] < calltok then empty = true end end
+local since = tonumber(redis.call('HGET', KEYS[8], 'probe'))
+if empty then redis.call('HSET', KEYS[8], 'probe', num(NOW))
+elseif any and since and granted_at and granted_at >= since then
+  redis.call('HDEL', KEYS[8], 'probe')
 end
 if lat then
   local old = tonumber(redis.call('HGET', KEYS[8], 'latency'))
@@ -286,6 +298,8 @@ class RedisBackend:
             pol.learn_ttl_s,
             pol.max_cooldown_s,
             _opt(s.output_tokens),
+            pol.in_flight_ttl_s,
+            _opt(s.call_tokens),
         ]
         self._settle(keys=key_list(rule.name), args=args)
 
@@ -358,5 +372,7 @@ def snapshot(
             state = algorithm.load(state_raw) if state_raw else algorithm.new(cap, now)
             remaining.append(algorithm.available(state, now, cap))
         cooldown_s = max(0.0, float(_text(cooldown)) - now) if cooldown else 0.0
-        out.append(describe(rule, caps, remaining, int(in_flight), [high, normal, low], cooldown_s))
+        waiters = [high, normal, low]
+        probing = "probe" in meta
+        out.append(describe(rule, caps, remaining, int(in_flight), waiters, cooldown_s, probing))
     return out
