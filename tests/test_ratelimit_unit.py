@@ -185,10 +185,10 @@ def test_remaining_header_corrects_down_never_up(make: Factory) -> None:
     a = ask(tokens=10)
     assert b.reserve(r, a).granted
     b.settle(r, Settlement(a.reservation, remaining_requests=3, remaining_tokens=50))
-    s = state(b, r.name)
-    assert s["remaining_requests"] == 3 and s["remaining_tokens"] == 50
+    s = state(b, r.name)  # what normal work may use, plus the 10 % kept for high on top
+    assert s["remaining_requests"] == 3 + 10 and s["remaining_tokens"] == 50 + 1000
     b.settle(r, Settlement("x", remaining_requests=1000))
-    assert state(b, r.name)["remaining_requests"] == 3
+    assert state(b, r.name)["remaining_requests"] == 13
 
 
 def test_a_lower_limit_is_learned_not_a_higher_one(make: Factory) -> None:
@@ -547,3 +547,20 @@ def test_probe_when_the_provider_has_room_for_at_most_one_more(
     s = Settlement(a.reservation, remaining_requests=remaining_requests, call_tokens=100.0)
     b.settle(r, replace(s, remaining_tokens=remaining_tokens))
     assert state(b, r.name)["probing"] is probing
+
+
+def test_build_limiter_refills_with_a_margin(redis_client: redis.Redis) -> None:
+    from types import SimpleNamespace
+
+    from config.settings import Settings
+    from workers.ratelimit import build_limiter, limiter_state
+
+    pattern = f"openai:margin-{uuid.uuid4().hex[:6]}"
+    settings = Settings(limits={pattern: ModelLimit(rpm=60)})
+    limiter = build_limiter(SimpleNamespace(settings=settings, redis=redis_client))
+    request = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+    granted = [limiter.reserve(pattern, request, "normal", f"j{i}") for i in range(61)]
+    assert [g.granted for g in granted].count(True) == 60
+    assert granted[-1].wait_s == pytest.approx(60 / 0.98 / 60, abs=0.05)  # 0.98 per second
+    (s,) = [x for x in limiter_state(redis_client) if x["pattern"] == pattern]
+    assert s["limit_requests"] == 60 and -1 < s["remaining_requests"] <= 1

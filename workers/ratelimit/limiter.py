@@ -200,5 +200,6 @@ def build_limiter(runtime: Any) -> RateLimiter:
     """The cluster-wide limiter of a worker process (``tasks.base.build_limiter``)."""
     settings = runtime.settings
     policy = Policy(in_flight_ttl_s=settings.provider_timeout_s + 60.0)
-    backend = RedisBackend(runtime.redis, ALGORITHMS["bucket"], policy)
+    algorithm = TokenBucket(period=60.0 / policy.rate_margin)
+    backend = RedisBackend(runtime.redis, algorithm, policy)
     return RateLimiter(settings.limits, backend)

@@ -167,8 +167,6 @@ class MemoryBackend:
         key = self._key(rule)
         expiry = key.in_flight.pop(s.reservation, None)
         granted_at = None if expiry is None else expiry - pol.in_flight_ttl_s
-        key.in_flight = {r: exp for r, exp in key.in_flight.items() if exp > now}
-        others = float(len(key.in_flight))  # granted, maybe not yet counted by the provider
         before = self._caps(key, now)
         for resource, limit, configured in zip(
             RESOURCES, (s.limit_requests, s.limit_tokens), rule.caps(), strict=True
@@ -181,10 +179,7 @@ class MemoryBackend:
                 key.learned.pop(resource, None)
         caps = self._caps(key, now)
         gives = (float(s.give_requests), s.give_tokens)
-        remaining = (
-            None if s.remaining_requests is None else s.remaining_requests - others,
-            s.remaining_tokens,
-        )
+        remaining = (s.remaining_requests, s.remaining_tokens)
         cooldown_until = 0.0
         if s.cooldown_s is not None and s.cooldown_s > 0:
             cooldown_until = now + min(s.cooldown_s, pol.max_cooldown_s)
@@ -198,13 +193,14 @@ class MemoryBackend:
                 alg.correct(state, now, caps[i], caps[i] - used)
             if gives[i]:
                 alg.add(state, now, caps[i], gives[i])
-            if remaining[i] is not None:
-                alg.correct(state, now, caps[i], float(remaining[i]))  # type: ignore[arg-type]
+            if remaining[i] is not None:  # what normal work may use; high's share on top
+                room = float(remaining[i]) + pol.high_share * caps[i]  # type: ignore[arg-type]
+                alg.correct(state, now, caps[i], room)
             if cooldown_until > now:
                 alg.hold(state, now, caps[i], cooldown_until, pol.high_share * caps[i])
         reported = [r for r in (s.remaining_requests, s.remaining_tokens) if r is not None]
         empty = cooldown_until > now
-        if s.remaining_requests is not None and s.remaining_requests - others <= 1:
+        if s.remaining_requests is not None and s.remaining_requests <= 1:
             empty = True  # at most one left: one call at a time
         if s.remaining_tokens is not None and s.remaining_tokens < (s.call_tokens or 1):
             empty = True  # not enough for another call like this one

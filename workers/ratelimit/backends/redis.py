@@ -74,7 +74,7 @@ if oavg then output = math.min(output, oavg) end
 local line = {1, prompt + output}
 redis.call('SADD', KEYS[9], ARGV[6])
 redis.call('HSET', KEYS[8], 'rpm', cfg[1], 'tpm', cfg[2], 'max_in_flight', mif,
-  'algorithm', ARGV[17])
+  'algorithm', ARGV[17], 'period', ARGV[1])
 redis.call('EXPIRE', KEYS[8], keep)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', NOW)
 for i = 4, 6 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. num(NOW - grace)) end
@@ -159,8 +159,6 @@ local share, learn_ttl, maxcd = tonumber(ARGV[17]), tonumber(ARGV[18]), tonumber
 local granted_at = tonumber(redis.call('ZSCORE', KEYS[3], rid))
 if granted_at then granted_at = granted_at - tonumber(ARGV[21]) end
 redis.call('ZREM', KEYS[3], rid)
-local others = redis.call('ZCOUNT', KEYS[3], '(' .. num(NOW), '+inf')
-if rem[1] then rem[1] = rem[1] - others end
 local before = caps_now(KEYS[8], NOW)
 local fields = {'learned_requests', 'learned_tokens'}
 for i = 1, 2 do
@@ -189,14 +187,14 @@ for i = 1, 2 do
       alg_correct(st, NOW, caps[i], caps[i] - used)
     end
     if give[i] ~= 0 then alg_add(st, NOW, caps[i], give[i]) end
-    if rem[i] then alg_correct(st, NOW, caps[i], rem[i]) end
+    if rem[i] then alg_correct(st, NOW, caps[i], rem[i] + share * caps[i]) end
     if untilt > NOW then alg_hold(st, NOW, caps[i], untilt, share * caps[i]) end
     alg_save(KEYS[i], st, keep)
   end
 end
 local empty, any = untilt > NOW, false
 local calltok = tonumber(ARGV[22]) or 1
-if reported[1] then any = true; if reported[1] - others <= 1 then empty = true end end
+if reported[1] then any = true; if reported[1] <= 1 then empty = true end end
 if reported[2] then any = true; if reported[2] < calltok then empty = true end end
 local since = tonumber(redis.call('HGET', KEYS[8], 'probe'))
 if empty then redis.call('HSET', KEYS[8], 'probe', num(NOW))
@@ -354,9 +352,12 @@ def snapshot(
             int(meta.get("tpm", 0)),
             int(meta.get("max_in_flight", 0)),
         )
-        algorithm = algorithms.get(meta.get("algorithm", ""))
-        if algorithm is None:
+        known = algorithms.get(meta.get("algorithm", ""))
+        if known is None:
             continue  # another algorithm's key: read by whoever knows it
+        algorithm = known
+        if "period" in meta and float(meta["period"]) != known.period:
+            algorithm = type(known)(period=float(meta["period"]))  # type: ignore[call-arg]
         caps: list[float] = []
         remaining: list[float | None] = []
         for i, (resource, configured) in enumerate(zip(RESOURCES, rule.caps(), strict=True)):
