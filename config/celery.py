@@ -17,9 +17,11 @@ JOB_QUEUES = ("jobs.high", "jobs.normal", "jobs.low")
 CALLBACK_QUEUE = "callbacks"
 ALL_QUEUES = (*JOB_QUEUES, CALLBACK_QUEUE)
 # Redis transport: a kombu visibility timeout shorter than a job is harmless here, because
-# job leases (not redelivery) decide who runs a job; it only bounds how long a message
-# held by a dead worker stays invisible.
-VISIBILITY_TIMEOUT_S = 900
+# job leases (not redelivery) decide who runs a job: a message redelivered while its job runs
+# finds the job running and is dropped. What it bounds is how long a message stays invisible
+# when its worker died after taking it but before claiming the job (a window leases cannot
+# cover), or when its ack could not be written during a Redis outage.
+VISIBILITY_TIMEOUT_S = 60
 
 # Message priorities, per broker, in this one place. kombu's Redis transport delivers 0 first
 # (one list per priority step); AMQP (RabbitMQ) delivers the *higher* number first, up to the
@@ -63,6 +65,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         transport = {
             "queue_order_strategy": "priority",
             "visibility_timeout": VISIBILITY_TIMEOUT_S,
+            # The restore sweep's lock: kombu keeps it 300 s, so a worker killed while
+            # holding it stopped every other worker restoring messages for five minutes.
+            "unacked_mutex_expire": 15,
             "max_connections": pool_size,
             "health_check_interval": 10,
         }

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import time
 
+from celery.exceptions import Reject
+
 from tasks import lifecycle  # noqa: F401  (connects the worker's background loops)
 from tasks.base import CourierTask
 from workers.app import app
 from workers.logs import job_event
 from workers.metrics import count_finished
+from workers.runner import NotClaimed
 
 log = logging.getLogger("courier.jobs")
 
@@ -17,7 +20,11 @@ log = logging.getLogger("courier.jobs")
 @app.task(name="courier.run_job", base=CourierTask, bind=True, acks_late=True)
 def run_job(self: CourierTask, job_id: str) -> None:
     started = time.monotonic()
-    outcome = self.runner.run(job_id)
+    try:
+        outcome = self.runner.run(job_id)
+    except NotClaimed:
+        log.warning("job %s: store unreachable before the claim; message handed back", job_id)
+        raise Reject(requeue=True) from None
     if outcome.status == "skipped":
         return  # a duplicate or stale message: the job is not this run's to change
     if outcome.status == "requeued":

@@ -22,6 +22,7 @@ from celery.signals import (
 )
 
 from tasks.base import send_callback_if_due
+from workers import broker
 from workers.app import app
 from workers.logs import configure_logging
 from workers.metrics import Flusher, count_finished, worker_metrics
@@ -53,6 +54,7 @@ def start_background() -> Sweeper:
             enqueue_callback=lambda job_id: enqueue_callback(app, job_id),
             on_expired=_expired_while_queued,
             due_callbacks=CallbackSchedule(get_runtime().redis).due,
+            restore_messages=lambda: broker.restore_unacked(app),
         )
         sweeper.start()
         _sweepers[pid] = sweeper

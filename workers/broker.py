@@ -11,7 +11,13 @@ with kombu 5.7). Here the local forget always happens; a message whose Redis-sid
 failed stays in the unacked index and comes back after the visibility timeout, where
 the job's one-way status makes the second delivery a no-op.
 
-2. A freed slot must be refilled at once. With every slot busy the consumer sends no
+2. Messages of a dead worker must come back. kombu restores unacked messages older than
+the visibility timeout only from an empty poll, and a green (gevent) worker's polls are
+never empty while it waits on BRPOP — so a worker killed after taking a message but
+before claiming its job left that job queued with no message, for good.
+:func:`restore_unacked` runs kombu's own restore from the sweeper instead.
+
+3. A freed slot must be refilled at once. With every slot busy the consumer sends no
 BRPOP and Celery's green loop then sleeps in ``poll(timeout=2.0)``; nothing wakes it
 when a task ends, so each freed slot stayed idle ~1 s on average (66 jobs of 0.2 s on
 two slots took 72 s). While the worker cannot take a message, polls are capped at
@@ -70,3 +76,13 @@ def install() -> None:
     """Make every kombu Redis channel in this process use these fixes."""
     kombu_redis.Channel.QoS = ResilientQoS
     kombu_redis.MultiChannelPoller.get = _get_refilling_promptly  # type: ignore[method-assign]
+
+
+def restore_unacked(app: Any) -> None:
+    """Put back on their queues the messages delivered longer than the visibility timeout
+    ago and never acknowledged (kombu's own restore, run on the sweeper's schedule)."""
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        qos = getattr(channel, "qos", None)
+        if isinstance(qos, kombu_redis.QoS):
+            qos.restore_visible(num=None, interval=1)

@@ -52,6 +52,11 @@ class Limiter(Protocol):
     ) -> None: ...
 
 
+class NotClaimed(Exception):
+    """The job could not even be claimed (the store is unreachable): the message must be
+    given back, not acknowledged, or the still-queued job would have no message left."""
+
+
 @dataclass(slots=True)
 class Outcome:
     """What happened to a job in this run, for logs and metrics."""
@@ -77,7 +82,10 @@ class JobRunner:
     def run(self, job_id: str) -> Outcome:
         store, leases = self.runtime.store, self.runtime.leases
         token = leases.new_token()
-        claim = store.claim(job_id, token, self.runtime.settings.lease_ttl_s)
+        try:
+            claim = store.claim(job_id, token, self.runtime.settings.lease_ttl_s)
+        except redis.RedisError as exc:
+            raise NotClaimed(job_id) from exc
         if claim.status == "expired":
             return self._expire(job_id, token="", allowed=("queued",))
         if claim.record is None:

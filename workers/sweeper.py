@@ -40,6 +40,8 @@ class Sweeper:
     enqueue_callback: Hook
     on_expired: Callable[[str, bool], None]
     due_callbacks: Callable[[], list[str]] = lambda: []
+    restore_messages: Callable[[], None] = lambda: None
+    restore_every: int = 5  # sweeps between broker restores
     stop_event: threading.Event = field(default_factory=threading.Event)
     stop_sweeps_event: threading.Event = field(default_factory=threading.Event)
 
@@ -52,6 +54,9 @@ class Sweeper:
 
     def sweep_once(self) -> dict[str, int]:
         store = self.runtime.store
+        self._sweeps = getattr(self, "_sweeps", 0) + 1
+        if self._sweeps % self.restore_every == 1:
+            self.restore_messages()
         recovered = store.recover_lapsed()
         if recovered:
             log.warning("recovered %d job(s) whose worker stopped renewing", len(recovered))
