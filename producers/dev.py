@@ -196,6 +196,7 @@ class DevStack:
         self.env.update(
             COURIER_REDIS_URL=redis_url,
             COURIER_CALLBACK_ALLOW_PRIVATE="true",
+            COURIER_PROFILE="development",  # permissive, whatever the user's shell says
             COURIER_API_KEYS=",".join(filter(None, [keys, f"dev:{self.api_key}"])),
             PYTHONUNBUFFERED="1",
         )
