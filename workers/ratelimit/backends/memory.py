@@ -6,6 +6,7 @@ across processes, not persistent.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -34,7 +35,9 @@ class _Key:
     learned: dict[str, tuple[int, float]] = field(default_factory=dict)  # → (limit, until)
     latency: float | None = None
     output_avg: float | None = None
-    probe: float | None = None  # since when the provider said "none left": one call at a time
+    room: float | None = None  # calls the provider last said it had room for: an in-flight cap
+    room_until: float = 0.0
+    room_since: float = 0.0  # a 429's time: only answers to calls granted after it may reopen
 
 
 class MemoryBackend:
@@ -115,8 +118,8 @@ class MemoryBackend:
             reason = "queue"
         elif rule.max_in_flight > 0 and len(key.in_flight) >= rule.max_in_flight:
             reason = "in_flight"
-        elif key.probe is not None and key.in_flight:
-            reason = "probe"
+        elif key.room is not None and key.room_until > now and len(key.in_flight) >= key.room:
+            reason = "room"
         costs = (1.0, float(ask.tokens))
         prompt = float(ask.tokens if ask.input_tokens is None else ask.input_tokens)
         output = costs[1] - prompt
@@ -151,7 +154,7 @@ class MemoryBackend:
         latency = key.latency if key.latency is not None else pol.default_latency_s
         if rule.max_in_flight > 0 and len(key.in_flight) >= rule.max_in_flight:
             wait = max(wait, latency * (ahead + 1) / rule.max_in_flight)
-        if reason == "probe":
+        if reason == "room":
             wait = max(wait, latency)
         wait = max(wait, key.cooldown_until - now, pol.min_wait_s)
         lane[ask.waiter] = now + wait
@@ -179,7 +182,16 @@ class MemoryBackend:
                 key.learned.pop(resource, None)
         caps = self._caps(key, now)
         gives = (float(s.give_requests), s.give_tokens)
-        remaining = (s.remaining_requests, s.remaining_tokens)
+        waiting = any(key.waiters)  # then high's share is kept on top of what normal may use
+        key.in_flight = {r: exp for r, exp in key.in_flight.items() if exp > now}
+        others = len(key.in_flight)  # sent after this answer's count was taken
+        units = (1.0, s.call_tokens or 1.0)
+        lat = s.latency_s if s.latency_s is not None else (key.latency or 0.0)
+        remaining: list[float | None] = []
+        for i, r in enumerate((s.remaining_requests, s.remaining_tokens)):
+            # the provider's room now: what it said, less our calls since, plus its refill since
+            room = None if r is None else r - others * units[i] + caps[i] / alg.period * lat
+            remaining.append(room)
         cooldown_until = 0.0
         if s.cooldown_s is not None and s.cooldown_s > 0:
             cooldown_until = now + min(s.cooldown_s, pol.max_cooldown_s)
@@ -193,21 +205,23 @@ class MemoryBackend:
                 alg.correct(state, now, caps[i], caps[i] - used)
             if gives[i]:
                 alg.add(state, now, caps[i], gives[i])
-            if remaining[i] is not None:  # what normal work may use; high's share on top
-                room = float(remaining[i]) + pol.high_share * caps[i]  # type: ignore[arg-type]
-                alg.correct(state, now, caps[i], room)
+            room = remaining[i]
+            if room is not None:  # what normal work may use (+ high's share while kept)
+                alg.correct(
+                    state, now, caps[i], room + (pol.high_share * caps[i] if waiting else 0.0)
+                )
             if cooldown_until > now:
                 alg.hold(state, now, caps[i], cooldown_until, pol.high_share * caps[i])
-        reported = [r for r in (s.remaining_requests, s.remaining_tokens) if r is not None]
-        empty = cooldown_until > now
-        if s.remaining_requests is not None and s.remaining_requests <= 1:
-            empty = True  # at most one left: one call at a time
-        if s.remaining_tokens is not None and s.remaining_tokens < (s.call_tokens or 1):
-            empty = True  # not enough for another call like this one
-        if empty:
-            key.probe = now
-        elif reported and key.probe is not None and (granted_at or 0.0) >= key.probe:
-            key.probe = None  # an answer to a probe, not a late one from before probing
+        calls = [
+            (float(r) + caps[i] / alg.period * lat) / units[i]
+            for i, r in enumerate((s.remaining_requests, s.remaining_tokens))
+            if r is not None
+        ]
+        if cooldown_until > now:  # one call at a time once the cool-down ends
+            key.room, key.room_since = 1.0, now
+            key.room_until = cooldown_until + alg.period
+        elif calls and granted_at is not None and granted_at >= key.room_since:
+            key.room, key.room_until = max(1.0, math.floor(min(calls))), now + alg.period
         if s.latency_s is not None:
             old = key.latency
             key.latency = s.latency_s if old is None else 0.8 * old + 0.2 * s.latency_s
@@ -238,7 +252,7 @@ class MemoryBackend:
                         len(key.in_flight),
                         [len(w) for w in key.waiters],
                         max(0.0, key.cooldown_until - now),
-                        key.probe is not None,
+                        key.room if key.room_until > now else None,
                     )
                 )
             return out
@@ -251,7 +265,7 @@ def describe(
     in_flight: int,
     waiters: list[int],
     cooldown_s: float,
-    probing: bool = False,
+    room: float | None = None,
 ) -> dict[str, Any]:
     """One limit key's state, as :func:`workers.ratelimit.limiter_state` reports it."""
     pattern, _, key_hash = rule.name.rpartition("|")
@@ -269,5 +283,5 @@ def describe(
         "in_flight": in_flight,
         "waiters": dict(zip(PRIORITIES, waiters, strict=True)),
         "cooldown_s": round(cooldown_s, 3),
-        "probing": probing,  # the provider said "none left": one call at a time
+        "room_in_flight": None if room is None else int(room),  # in-flight cap from headers
     }

@@ -106,7 +106,10 @@ if cd > NOW then reason = 'cooldown'
 elseif due_higher > 0 then reason = 'priority'
 elseif due_same > 0 then reason = 'queue'
 elseif mif > 0 and nif >= mif then reason = 'in_flight'
-elseif nif > 0 and redis.call('HGET', KEYS[8], 'probe') then reason = 'probe' end
+else
+  local room = redis.call('HMGET', KEYS[8], 'room', 'room_until')
+  if room[1] and tonumber(room[2]) > NOW and nif >= tonumber(room[1]) then reason = 'room' end
+end
 local names = {'requests', 'tokens'}
 local sts, floors = {}, {}
 for i = 1, 2 do
@@ -141,7 +144,7 @@ for i = 1, 2 do
 end
 local lat = tonumber(redis.call('HGET', KEYS[8], 'latency')) or deflat
 if mif > 0 and nif >= mif then wait = math.max(wait, lat * (ahead + 1) / mif) end
-if reason == 'probe' then wait = math.max(wait, lat) end
+if reason == 'room' then wait = math.max(wait, lat) end
 wait = math.max(wait, cd - NOW, minwait)
 redis.call('ZADD', lane, NOW + wait, waiter)
 redis.call('EXPIRE', lane, keep)
@@ -150,7 +153,6 @@ return {0, num(wait), reason}
 
 SETTLE = """
 local rid = ARGV[8]
-local reported = {tonumber(ARGV[11]), tonumber(ARGV[12])}
 local give = {tonumber(ARGV[9]), tonumber(ARGV[10])}
 local rem = {tonumber(ARGV[11]), tonumber(ARGV[12])}
 local lim = {tonumber(ARGV[13]), tonumber(ARGV[14])}
@@ -171,6 +173,21 @@ for i = 1, 2 do
   end
 end
 local caps = caps_now(KEYS[8], NOW)
+local kept = 0
+for q = 4, 6 do if redis.call('ZCARD', KEYS[q]) > 0 then kept = share end end
+local others = redis.call('ZCOUNT', KEYS[3], '(' .. num(NOW), '+inf')
+local calltok = tonumber(ARGV[22]) or 1
+local units = {1, calltok}
+local elapsed = lat or tonumber(redis.call('HGET', KEYS[8], 'latency')) or 0
+local calls = nil
+for i = 1, 2 do
+  if rem[i] then
+    local refill = caps[i] / PERIOD * elapsed
+    local n = (rem[i] + refill) / units[i]
+    if not calls or n < calls then calls = n end
+    rem[i] = rem[i] - others * units[i] + refill
+  end
+end
 local untilt = 0
 if cds and cds > 0 then
   untilt = NOW + math.min(cds, maxcd)
@@ -187,19 +204,18 @@ for i = 1, 2 do
       alg_correct(st, NOW, caps[i], caps[i] - used)
     end
     if give[i] ~= 0 then alg_add(st, NOW, caps[i], give[i]) end
-    if rem[i] then alg_correct(st, NOW, caps[i], rem[i] + share * caps[i]) end
+    if rem[i] then alg_correct(st, NOW, caps[i], rem[i] + kept * caps[i]) end
     if untilt > NOW then alg_hold(st, NOW, caps[i], untilt, share * caps[i]) end
     alg_save(KEYS[i], st, keep)
   end
 end
-local empty, any = untilt > NOW, false
-local calltok = tonumber(ARGV[22]) or 1
-if reported[1] then any = true; if reported[1] <= 1 then empty = true end end
-if reported[2] then any = true; if reported[2] < calltok then empty = true end end
-local since = tonumber(redis.call('HGET', KEYS[8], 'probe'))
-if empty then redis.call('HSET', KEYS[8], 'probe', num(NOW))
-elseif any and since and granted_at and granted_at >= since then
-  redis.call('HDEL', KEYS[8], 'probe')
+local room_since = tonumber(redis.call('HGET', KEYS[8], 'room_since')) or 0
+if untilt > NOW then
+  redis.call('HSET', KEYS[8], 'room', 1, 'room_since', num(NOW), 'room_until',
+    num(untilt + PERIOD))
+elseif calls and granted_at and granted_at >= room_since then
+  redis.call('HSET', KEYS[8], 'room', math.max(1, math.floor(calls)), 'room_until',
+    num(NOW + PERIOD))
 end
 if lat then
   local old = tonumber(redis.call('HGET', KEYS[8], 'latency'))
@@ -374,6 +390,6 @@ def snapshot(
             remaining.append(algorithm.available(state, now, cap))
         cooldown_s = max(0.0, float(_text(cooldown)) - now) if cooldown else 0.0
         waiters = [high, normal, low]
-        probing = "probe" in meta
-        out.append(describe(rule, caps, remaining, int(in_flight), waiters, cooldown_s, probing))
+        room = float(meta["room"]) if float(meta.get("room_until", 0)) > now else None
+        out.append(describe(rule, caps, remaining, int(in_flight), waiters, cooldown_s, room))
     return out
