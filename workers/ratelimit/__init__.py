@@ -8,9 +8,11 @@ the provider key in use (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``), so two acco
 budgets. A model no pattern matches is not limited: reserve grants without touching Redis.
 
 **Algorithm.** A token bucket per resource (:mod:`.bucket`): capacity = the limit per minute,
-refilled continuously at limit/60 per second, so an idle key allows the minute's burst and a
-busy one its rate. A sliding-window counter (:mod:`.window`) is the alternative. Each decision
-is one Lua script in Redis (:mod:`.backends.redis`); :mod:`.backends.memory` is its twin.
+refilled continuously at 98 % of limit/60 per second (a 2 % margin, so that a provider
+counting its own window keeps a little room at our steady state), so an idle key allows the
+minute's burst and a busy one its rate. A sliding-window counter (:mod:`.window`) is the
+alternative. Each decision is one Lua script in Redis (:mod:`.backends.redis`);
+:mod:`.backends.memory` is its twin.
 
 **Reserve, then settle.** Reserve takes 1 request + the estimated tokens (:mod:`.estimate`:
 prompt by chars/4 + 4 per message + 2, plus ``max_tokens``, default 4,096) + 1 in-flight slot,
@@ -18,13 +20,15 @@ all or nothing. Settle: after an answer, the tokens are charged or refunded to t
 ``usage`` and the request stays spent; a call that never happened, or never reached the
 provider (connection error), gives everything back; a 429 or a 4xx refunds the tokens; a 5xx
 refunds the ``max_tokens`` part (the prompt was read); a timeout keeps everything. The
-in-flight slot is freed in every case, and by expiry (the call timeout + 60 s) if its worker
-died.
+in-flight slot is freed in every case, and by expiry (``COURIER_PROVIDER_TIMEOUT_S`` + 60 s)
+if its worker died.
 
 **Waiting.** A refused job is handed back by the runner for ``wait_s``: no spinning, nothing
 held. ``wait_s`` is the time until the budget has refilled enough for every waiter ahead of it
-plus itself (its place in line), so a backlog of thousands comes back one by one at the rate,
-not all at once. Waiters register, by job id, in one zset per priority (id → when due).
+plus itself (its place in line; each waiter ahead counted at its net cost: 1 request, and its
+prompt + the average output seen so far, not its whole ``max_tokens``), so a backlog of
+thousands comes back one by one at the rate, not all at once. Waiters register, by job id, in
+one zset per priority (id → when due).
 
 **Priority rule.** High before normal before low:
 
@@ -35,13 +39,18 @@ not all at once. Waiters register, by job id, in one zset per priority (id → w
    capacity: that share is kept for ``high``, which may use the whole bucket.
    With no one waiting, every priority may use the whole bucket.
 
-**Provider feedback** (:mod:`.feedback`): remaining-* headers lower the shared budgets, a
-lower limit-* is learned (never above the configured limit), and a 429 sets a shared
-cool-down until ``Retry-After``: every worker's reserve refuses until then, and the buckets
-restart from the ``high`` share.
+**Provider feedback** (:mod:`.feedback`): each answer's remaining-* headers give the
+provider's room now (what it said, less our calls sent since, plus its refill during the
+call): the budget normal work may use is lowered to it (never raised), and calls in flight
+are capped at it (at least 1), so calls the bucket believes in but the provider has not
+confirmed never go out in a batch. A lower limit-* is learned (never above the configured
+limit). A 429 sets a shared cool-down until ``Retry-After``: every worker's reserve refuses
+until then; the buckets restart from the ``high`` share and one call goes at a time until the
+answer to a call made after the 429 reports room again.
 
 **Visibility.** :func:`limiter_state` lists every key's limits, remaining requests and
-tokens, in-flight calls, waiters per priority and cool-down left.
+tokens, in-flight calls and the cap the provider's room sets on them, waiters per priority
+and cool-down left.
 """
 
 from workers.ratelimit.limiter import (

@@ -17,12 +17,16 @@ and ``output-tokens``.) What the limiter does with them:
   :attr:`~workers.ratelimit.model.Policy.learn_ttl_s`, refreshed by each answer); the units
   already used stay used. A limit at or above the configured one forgets what was learned:
   the configured limit is never exceeded.
-* **remaining**: the shared budget is lowered to it when above it (never raised).
+* **remaining**: the provider's room now is ``remaining - (our calls sent since) * (units a
+  call) + limit/60 * (the call's latency)`` (the count was taken when the call arrived). The
+  shared budget normal work may use is lowered to it, never raised; and calls in flight are
+  capped at that room counted in calls (at least 1) until a newer answer or a quiet minute.
 * **reset**: kept for the state view; on a 429 without ``Retry-After`` it is the wait hint
   (:func:`workers.providers.errors_map.parse_retry_after` falls back to it).
 * **429**: a shared cool-down until ``Retry-After`` (else :data:`DEFAULT_COOLDOWN_S`); every
-  worker's reserve refuses until then, and the budgets restart from the ``high`` share when it
-  ends (a provider that just said "full" is not sent a burst).
+  worker's reserve refuses until then, the budgets restart from the ``high`` share when it
+  ends, and one call goes at a time until an answer to a call made after the 429 shows room
+  (a provider that just said "full" is not sent a burst).
 """
 
 from __future__ import annotations
