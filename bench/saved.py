@@ -1,0 +1,71 @@
+"""The measurements of a run as JSON (``bench/results.json``), so that a partial run
+(``--update``) can replace some sections and the report be rendered again whole."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.priority import PriorityResult
+from bench.report import Run
+from bench.scenarios import BareSdk, Cell
+
+SECTIONS = ("probe", "bare", "courier", "priority", "baseline")
+
+
+def to_json(run: Run) -> dict[str, Any]:
+    data = asdict(run)
+    data["started"] = run.started.isoformat()
+    return data
+
+
+def from_json(data: dict[str, Any]) -> Run:
+    values: dict[str, Any] = {f.name: data.get(f.name) for f in fields(Run)}
+    values["started"] = datetime.fromisoformat(data["started"])
+    values["courier"] = [Cell(**c) for c in data["courier"]]
+    values["baseline"] = [Cell(**c) for c in data["baseline"]]
+    values["bare"] = BareSdk(**data["bare"]) if data.get("bare") else None
+    values["priority"] = PriorityResult(**data["priority"]) if data.get("priority") else None
+    values["probe"] = [tuple(p) for p in data.get("probe") or []]
+    values["load_before"] = tuple(data["load_before"])
+    values["load_after"] = tuple(data["load_after"])
+    for name in ("hotspots", "notes", "busy_before", "busy_after", "reruns"):
+        values[name] = values[name] or []
+    return Run(**values)
+
+
+def save(run: Run, path: Path) -> None:
+    path.write_text(json.dumps(to_json(run), indent=1) + "\n")
+
+
+def load(path: Path) -> Run | None:
+    return from_json(json.loads(path.read_text())) if path.exists() else None
+
+
+def merge(old: Run, new: Run, ran: set[str]) -> Run:
+    """``old`` with the sections ``new`` ran replaced; the machine figures stay the old
+    run's, and the partial run is listed under ``reruns``."""
+    merged = Run(**{f.name: getattr(old, f.name) for f in fields(Run)})
+    if "probe" in ran:
+        merged.probe = new.probe
+    if "bare" in ran:
+        merged.bare = new.bare
+    if "courier" in ran:
+        merged.courier, merged.submit_concurrency = new.courier, new.submit_concurrency
+    if "priority" in ran:
+        merged.priority = new.priority
+    if "baseline" in ran:
+        merged.baseline = new.baseline
+    if new.hotspots:
+        merged.hotspots = new.hotspots
+    load = " / ".join(f"{x:.2f}" for x in new.load_before)
+    merged.reruns = [
+        *old.reruns,
+        f"{', '.join(s for s in SECTIONS if s in ran)} from `{new.command}` at "
+        f"{new.started:%Y-%m-%d %H:%M} UTC ({new.duration_s / 60:.1f} min, load {load}; "
+        f"busy: {'; '.join(new.busy_before) or 'none'})",
+    ]
+    return merged
