@@ -121,7 +121,6 @@ def worker_argv(user_args: Sequence[str], concurrency: int, high_only: bool = Fa
         (("-P", "--pool"), ["-P", "gevent"]),
         (("-c", "--concurrency"), ["-c", str(concurrency)]),
         (("-Q", "--queues"), ["-Q", queues]),
-        (("-E", "--task-events", "--events"), ["-E"]),
         (("--without-gossip",), ["--without-gossip"]),
         (("--without-mingle",), ["--without-mingle"]),
         (("-O", "--optimization"), ["-O", "fair"]),

@@ -47,13 +47,13 @@ def test_worker_defaults() -> None:
         "-P gevent",
         "-c 1000",
         f"-Q {QUEUES}",
-        "-E",
         "--without-gossip",
         "--without-mingle",
         "-O fair",
         "--loglevel INFO",
     ):
         assert part in joined
+    assert "-E" not in argv  # task events follow COURIER_TASK_EVENTS (config/celery.py)
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ OpenAI-shaped ``tool_calls``. ``refusal`` is a *result* with finish reason ``con
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Mapping
@@ -38,7 +39,7 @@ import httpx
 import httpx2
 
 from workers.errors import InvalidRequest
-from workers.providers import MAX_CONNECTIONS, MAX_KEEPALIVE_CONNECTIONS
+from workers.providers import CLIENT_SHARDS, MAX_CONNECTIONS, MAX_KEEPALIVE_CONNECTIONS
 from workers.providers.base import ProviderResult, Usage
 from workers.providers.errors_map import NON_SDK_ERRORS, map_sdk_error, rate_limit_headers
 
@@ -314,9 +315,10 @@ def message_result(message: Any, *, model: str, latency_ms: int) -> ProviderResu
 
 
 def default_http_client() -> httpx2.Client:
-    """The SDK's own default HTTP client, with a pool sized for ~1000 concurrent calls."""
+    """The SDK's own default HTTP client, with one shard's share of the connection pool."""
     limits = httpx2.Limits(
-        max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS
+        max_connections=MAX_CONNECTIONS // CLIENT_SHARDS,
+        max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS // CLIENT_SHARDS,
     )
     return anthropic.DefaultHttpxClient(limits=limits, timeout=CLIENT_TIMEOUT_S)
 
@@ -356,6 +358,14 @@ class AnthropicProvider:
             getattr(self._client, "api_key", None),
             getattr(self._client, "auth_token", None),
         )
+        shards = [self._client]
+        if own_client:
+            shards += [
+                self._client.copy(http_client=default_http_client())  # type: ignore[arg-type]
+                for _ in range(CLIENT_SHARDS - 1)
+            ]
+        self._shards = shards
+        self._next_shard = itertools.cycle(shards).__next__
 
     @property
     def base_url(self) -> str:
@@ -366,7 +376,7 @@ class AnthropicProvider:
         params = build_message_params(model, request)
         started = time.perf_counter()
         try:
-            raw = self._client.messages.with_raw_response.create(**params, timeout=timeout)
+            raw = self._next_shard().messages.with_raw_response.create(**params, timeout=timeout)
             latency_ms = int((time.perf_counter() - started) * 1000)
             result = message_result(
                 raw.parse(), model=f"{self.name}:{model}", latency_ms=latency_ms
@@ -384,4 +394,5 @@ class AnthropicProvider:
 
     def close(self) -> None:
         """Close the connection pool."""
-        self._client.close()
+        for shard in self._shards:
+            shard.close()

@@ -13,6 +13,7 @@ becomes a leading system message, and only the fields that are present are sent.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -22,7 +23,7 @@ import httpx2
 import openai
 
 from workers.errors import InvalidRequest, ProviderUnavailable
-from workers.providers import MAX_CONNECTIONS, MAX_KEEPALIVE_CONNECTIONS
+from workers.providers import CLIENT_SHARDS, MAX_CONNECTIONS, MAX_KEEPALIVE_CONNECTIONS
 from workers.providers.base import ProviderResult, Usage
 from workers.providers.errors_map import NON_SDK_ERRORS, map_sdk_error, rate_limit_headers
 
@@ -162,9 +163,10 @@ def embedding_result(response: Any, *, model: str, latency_ms: int) -> ProviderR
 
 
 def default_http_client() -> httpx2.Client:
-    """The SDK's own default HTTP client, with a pool sized for ~1000 concurrent calls."""
+    """The SDK's own default HTTP client, with one shard's share of the connection pool."""
     limits = httpx2.Limits(
-        max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS
+        max_connections=MAX_CONNECTIONS // CLIENT_SHARDS,
+        max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS // CLIENT_SHARDS,
     )
     return openai.DefaultHttpxClient(limits=limits, timeout=CLIENT_TIMEOUT_S)
 
@@ -200,6 +202,14 @@ class OpenAIProvider:
                 client.close()
             raise map_sdk_error(exc, provider=self.name, secrets=(api_key,)) from None
         self._secrets: tuple[str | None, ...] = (api_key, getattr(self._client, "api_key", None))
+        shards = [self._client]
+        if own_client:
+            shards += [
+                self._client.copy(http_client=default_http_client())  # type: ignore[arg-type]
+                for _ in range(CLIENT_SHARDS - 1)
+            ]
+        self._shards = shards
+        self._next_shard = itertools.cycle(shards).__next__
 
     @property
     def base_url(self) -> str:
@@ -210,7 +220,9 @@ class OpenAIProvider:
         params = build_chat_params(model, request)
         started = time.perf_counter()
         try:
-            raw = self._client.chat.completions.with_raw_response.create(**params, timeout=timeout)
+            raw = self._next_shard().chat.completions.with_raw_response.create(
+                **params, timeout=timeout
+            )
             latency_ms = int((time.perf_counter() - started) * 1000)
             result = chat_result(raw.parse(), model=f"{self.name}:{model}", latency_ms=latency_ms)
             result.rate_limit_headers = rate_limit_headers(raw.headers)
@@ -223,7 +235,7 @@ class OpenAIProvider:
         params = build_embedding_params(model, request)
         started = time.perf_counter()
         try:
-            raw = self._client.embeddings.with_raw_response.create(**params, timeout=timeout)
+            raw = self._next_shard().embeddings.with_raw_response.create(**params, timeout=timeout)
             latency_ms = int((time.perf_counter() - started) * 1000)
             result = embedding_result(
                 raw.parse(), model=f"{self.name}:{model}", latency_ms=latency_ms
@@ -235,4 +247,5 @@ class OpenAIProvider:
 
     def close(self) -> None:
         """Close the connection pool."""
-        self._client.close()
+        for shard in self._shards:
+            shard.close()
