@@ -41,12 +41,12 @@ one zset per priority (id → when due).
 
 **Provider feedback** (:mod:`.feedback`): each answer's remaining-* headers give the
 provider's room now (what it said, less our calls sent since, plus its refill during the
-call): the budget normal work may use is lowered to it (never raised), and calls in flight
-are capped at it (at least 1), so calls the bucket believes in but the provider has not
-confirmed never go out in a batch. A lower limit-* is learned (never above the configured
-limit). A 429 sets a shared cool-down until ``Retry-After``: every worker's reserve refuses
-until then; the buckets restart from the ``high`` share and one call goes at a time until the
-answer to a call made after the 429 reports room again.
+call): the budget normal work may use is lowered to it (never raised); calls in flight are
+capped at the plain ``remaining`` (at least 1), so calls the bucket believes in but the
+provider has not confirmed never go out in a batch. A lower limit-* is learned (never above
+the configured limit). A 429 sets a shared cool-down until ``Retry-After``: every worker's
+reserve refuses until then; the buckets restart from the ``high`` share and one call goes at
+a time until the answer to a call made after the 429 reports room again.
 
 **Visibility.** :func:`limiter_state` lists every key's limits, remaining requests and
 tokens, in-flight calls and the cap the provider's room sets on them, waiters per priority

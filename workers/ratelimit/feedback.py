@@ -19,8 +19,10 @@ and ``output-tokens``.) What the limiter does with them:
   the configured limit is never exceeded.
 * **remaining**: the provider's room now is ``remaining - (our calls sent since) * (units a
   call) + limit/60 * (the call's latency)`` (the count was taken when the call arrived). The
-  shared budget normal work may use is lowered to it, never raised; and calls in flight are
-  capped at that room counted in calls (at least 1) until a newer answer or a quiet minute.
+  shared budget normal work may use is lowered to it, never raised. Calls in flight are capped
+  at ``remaining`` counted in calls (at least 1; no refill assumed, as the provider may count a
+  sliding window) until a newer answer or a quiet minute: what the bucket believes but the
+  provider has not confirmed never goes out as a batch.
 * **reset**: kept for the state view; on a 429 without ``Retry-After`` it is the wait hint
   (:func:`workers.providers.errors_map.parse_retry_after` falls back to it).
 * **429**: a shared cool-down until ``Retry-After`` (else :data:`DEFAULT_COOLDOWN_S`); every

@@ -212,8 +212,8 @@ class MemoryBackend:
                 )
             if cooldown_until > now:
                 alg.hold(state, now, caps[i], cooldown_until, pol.high_share * caps[i])
-        calls = [
-            (float(r) + caps[i] / alg.period * lat) / units[i]
+        calls = [  # calls the provider has room for (no refill assumed: it may count a window)
+            float(r) / units[i]
             for i, r in enumerate((s.remaining_requests, s.remaining_tokens))
             if r is not None
         ]

@@ -182,10 +182,9 @@ local elapsed = lat or tonumber(redis.call('HGET', KEYS[8], 'latency')) or 0
 local calls = nil
 for i = 1, 2 do
   if rem[i] then
-    local refill = caps[i] / PERIOD * elapsed
-    local n = (rem[i] + refill) / units[i]
+    local n = rem[i] / units[i]
     if not calls or n < calls then calls = n end
-    rem[i] = rem[i] - others * units[i] + refill
+    rem[i] = rem[i] - others * units[i] + caps[i] / PERIOD * elapsed
   end
 end
 local untilt = 0
