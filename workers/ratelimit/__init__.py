@@ -8,7 +8,7 @@ the provider key in use (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``), so two acco
 budgets. A model no pattern matches is not limited: reserve grants without touching Redis.
 
 **Algorithm.** A token bucket per resource (:mod:`.bucket`): capacity = the limit per minute,
-refilled continuously at 98 % of limit/60 per second (a 2 % margin, so that a provider
+refilled continuously at 99 % of limit/60 per second (a 1 % margin, so that a provider
 counting its own window keeps a little room at our steady state), so an idle key allows the
 minute's burst and a busy one its rate. A sliding-window counter (:mod:`.window`) is the
 alternative. Each decision is one Lua script in Redis (:mod:`.backends.redis`);

@@ -104,7 +104,7 @@ class Policy:
     """Tunables, the same for every limit key (documented in :mod:`workers.ratelimit`)."""
 
     high_share: float = 0.10  # of each bucket kept for `high` while work is waiting
-    rate_margin: float = 0.98  # refill at 98 % of the limit (build_limiter's algorithm period)
+    rate_margin: float = 0.99  # refill at 99 % of the limit (build_limiter's algorithm period)
     grace_s: float = 5.0  # a due waiter keeps its claim this long for its job to come back
     in_flight_ttl_s: float = 180.0  # a slot whose worker died is freed after this
     min_wait_s: float = 0.05
