@@ -21,6 +21,7 @@ from celery.signals import (
     worker_shutting_down,
 )
 
+from config.celery import VISIBILITY_TIMEOUT_S
 from tasks.base import send_callback_if_due
 from workers import broker
 from workers.app import app
@@ -55,6 +56,7 @@ def start_background() -> Sweeper:
             on_expired=_expired_while_queued,
             due_callbacks=CallbackSchedule(get_runtime().redis).due,
             restore_messages=lambda: broker.restore_unacked(app),
+            orphan_after_s=orphan_after_s(),
         )
         sweeper.start()
         _sweepers[pid] = sweeper
@@ -62,6 +64,14 @@ def start_background() -> Sweeper:
         flusher.start()
         _flushers[pid] = flusher
     return _sweepers[pid]
+
+
+def orphan_after_s() -> float | None:
+    """Lost messages can be detected only when the broker is the job store's Redis."""
+    settings = get_runtime().settings
+    if settings.celery_broker_url != settings.redis_url:
+        return None
+    return VISIBILITY_TIMEOUT_S + 30
 
 
 def hand_back_running_jobs() -> int:

@@ -55,7 +55,8 @@ def test_reserved_lane_serves_high_while_low_work_hogs_the_pool(
         high = [producer.submit(f"urgent-{tag}-{i}", priority="high") for i in range(4)]
         done = producer.wait(high, timeout=15)
         assert {j["status"] for j in done} == {"succeeded"}
-        assert {producer.job(j)["status"] for j in slow} == {"running"}
+        # ...while every slow low job still holds (or waits for) the general pool.
+        assert not {producer.job(j)["status"] for j in slow} & {"succeeded", "failed"}
     finally:
         lane.stop()
         general.stop()

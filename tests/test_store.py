@@ -151,3 +151,16 @@ def test_queue_position_and_aging(redis_client: redis.Redis) -> None:
     assert moved == low
     assert store.queue_position(low[0], "normal") == (1, 1)
     assert store.start_rate(window_s=5) >= 0
+
+
+def test_orphans_are_queued_jobs_whose_queue_is_empty(redis_client: redis.Redis) -> None:
+    store = make_store(redis_client)
+    for key in (*keys.QUEUED_ALL, "jobs.low"):
+        redis_client.delete(key)
+    job_id, _ = store.create("t1", {**FIELDS, "priority": "low"})
+    time.sleep(0.05)
+    redis_client.rpush("jobs.low", "a message")
+    assert store.orphans("low", older_than_s=0.01) == []  # its message may be that one
+    redis_client.delete("jobs.low")
+    assert store.orphans("low", older_than_s=0.01) == [job_id]
+    assert store.orphans("low", older_than_s=10) == []  # reported once per period

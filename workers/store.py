@@ -20,6 +20,7 @@ from workers.jobs import TERMINAL, CallbackState, iso
 
 Record = dict[str, str]
 CALLBACK_SAFETY_S = 30.0
+PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: "<queue><sep><step>" per priority step
 JSON_FIELDS = ("request", "fallback_models", "metadata", "result", "error", "callback")
 
 
@@ -291,6 +292,32 @@ class JobStore:
             args=[now_ms(), limit, int(redo_s * 1000), keys.JOB_PREFIX, keys.queued("")],
         )
         return list(zip(flat[::2], flat[1::2], strict=True))
+
+    def orphans(self, priority: str, older_than_s: float, limit: int = 100) -> list[str]:
+        """Jobs waiting in ``priority``'s queue index for longer than ``older_than_s`` while
+        that broker queue holds no message at all: their message was lost. Their age is
+        reset, so each is reported once per ``older_than_s``."""
+        queue = f"jobs.{priority}"
+        lists = [queue, *(f"{queue}{PRIORITY_SEP}{step}" for step in (3, 6, 9))]
+        pipe = self.redis.pipeline(transaction=False)
+        for name in lists:
+            pipe.llen(name)
+        if any(pipe.execute()):
+            return []
+        now = now_ms()
+        candidates: list[str] = self.redis.zrangebyscore(  # type: ignore[assignment]
+            keys.queued(priority), "-inf", now - int(older_than_s * 1000), start=0, num=limit
+        )
+        found = [r["id"] for r in self.get_many(candidates) if r.get("status") == "queued"]
+        if found:
+            self.redis.zadd(keys.queued(priority), {job_id: now for job_id in found})
+        return found
+
+    def reschedule_now(self, job_ids: list[str]) -> None:
+        """Make scheduled jobs due again now (their enqueue failed)."""
+        if job_ids:
+            now = now_ms()
+            self.redis.zadd(keys.SCHEDULED, {job_id: now for job_id in job_ids})
 
     def expired_queued(self, limit: int = 500) -> list[str]:
         """Ids of jobs whose ``expires_at`` has passed (still to be marked expired)."""

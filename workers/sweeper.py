@@ -41,6 +41,9 @@ class Sweeper:
     on_expired: Callable[[str, bool], None]
     due_callbacks: Callable[[], list[str]] = lambda: []
     restore_messages: Callable[[], None] = lambda: None
+    # Queued jobs older than this while their broker queue is empty have lost their message
+    # (a broker outage at the wrong moment): they are enqueued again. None: never.
+    orphan_after_s: float | None = None
     restore_every: int = 5  # sweeps between broker restores
     stop_event: threading.Event = field(default_factory=threading.Event)
     stop_sweeps_event: threading.Event = field(default_factory=threading.Event)
@@ -55,8 +58,10 @@ class Sweeper:
     def sweep_once(self) -> dict[str, int]:
         store = self.runtime.store
         self._sweeps = getattr(self, "_sweeps", 0) + 1
+        orphans = 0
         if self._sweeps % self.restore_every == 1:
             self.restore_messages()
+            orphans = self.requeue_orphans()
         recovered = store.recover_lapsed()
         if recovered:
             log.warning("recovered %d job(s) whose worker stopped renewing", len(recovered))
@@ -85,8 +90,13 @@ class Sweeper:
                 self.enqueue_job(job_id, target)
                 aged += 1
         due = store.due()
-        for job_id, priority in due:
-            self.enqueue_job(job_id, priority)
+        for index, (job_id, priority) in enumerate(due):
+            try:
+                self.enqueue_job(job_id, priority)
+            except Exception as exc:  # broker unreachable: the rest are due again at once
+                log.warning("enqueue of scheduled jobs failed (%s); retrying next sweep", exc)
+                store.reschedule_now([j for j, _ in due[index:]])
+                break
         callbacks = self.due_callbacks()
         for job_id in callbacks:
             self.enqueue_callback(job_id)
@@ -96,7 +106,19 @@ class Sweeper:
             "enqueued": len(due),
             "callbacks": len(callbacks),
             "aged": aged,
+            "orphans": orphans,
         }
+
+    def requeue_orphans(self) -> int:
+        if self.orphan_after_s is None:
+            return 0
+        found = 0
+        for priority in ("high", "normal", "low"):
+            for job_id in self.runtime.store.orphans(priority, self.orphan_after_s):
+                log.warning("job %s had no message left: enqueued again", job_id)
+                self.enqueue_job(job_id, priority)
+                found += 1
+        return found
 
     def renew_leases(self) -> None:
         lost = self.runtime.store.renew(
