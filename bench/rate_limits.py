@@ -163,6 +163,11 @@ def submit_courier(url: str, n: int, run: str) -> None:
 def run_courier(url: str, sim: Any, args: argparse.Namespace, backlog: int) -> Figures:
     from tests.support.workers import start_worker
 
+    sim.reset()
+    sim.configure(rpm=RPM, tpm=TPM, latency=args.latency)
+    started = time.monotonic()
+    submit_courier(url, backlog, "courier")  # the whole backlog first: then the workers start
+    print(f"courier: {backlog} jobs submitted in {time.monotonic() - started:.1f}s", flush=True)
     limits = json.dumps({"openai:*": {"rpm": RPM, "tpm": TPM}})
     env = {"COURIER_LIMITS": limits, "OPENAI_API_KEY": "bench-courier"}
     workers = [
@@ -170,14 +175,8 @@ def run_courier(url: str, sim: Any, args: argparse.Namespace, backlog: int) -> F
         for i in range(2)
     ]
     try:
-        _ready(workers)
-        sim.reset()
-        sim.configure(rpm=RPM, tpm=TPM, latency=args.latency)
-        started = time.monotonic()
         if args.verbose:
-            threading.Thread(target=_sample, args=(url, started), daemon=True).start()
-        submit_courier(url, backlog, "courier")
-        print(f"courier: {backlog} jobs submitted in {time.monotonic() - started:.1f}s")
+            threading.Thread(target=_sample, args=(url, time.monotonic()), daemon=True).start()
         _sleep_until_window_ends(sim, args.duration)
         return measure("Courier (shared limiter)", sim.log(), args.duration)
     finally:
@@ -198,17 +197,16 @@ def run_baseline(url: str, sim: Any, args: argparse.Namespace, backlog: int) -> 
         *("-P", "gevent", "-c", "100", "-Q", "bench-baseline"),
         *("--without-gossip", "--without-mingle", "-l", "WARNING"),
     ]
+    sim.reset()
+    sim.configure(rpm=RPM, tpm=TPM, latency=args.latency)
+    baseline.conf.broker_url = url
+    for i in range(backlog):  # the whole backlog first, as for Courier
+        call.apply_async(args=[prompt(i, "baseline")])
     workers = [
         Proc([*command, "-n", f"baseline-{i}@bench"], env=env, name=f"bench-baseline-{i}")
         for i in range(2)
     ]
     try:
-        time.sleep(8)  # no "ready." at -l WARNING: give both workers time to connect
-        sim.reset()
-        sim.configure(rpm=RPM, tpm=TPM, latency=args.latency)
-        baseline.conf.broker_url = url
-        for i in range(backlog):
-            call.apply_async(args=[prompt(i, "baseline")])
         _sleep_until_window_ends(sim, args.duration)
         return measure("Celery rate_limit=300/m per worker", sim.log(), args.duration)
     finally:
@@ -229,17 +227,6 @@ def _sample(url: str, started: float) -> None:
                 flush=True,
             )
         time.sleep(2)
-
-
-def _ready(workers: list[Any]) -> None:
-    from tests.support.procs import wait_until
-
-    for proc in workers:
-
-        def ready(p: Any = proc) -> bool:
-            return "ready." in p.output()
-
-        wait_until(ready, timeout=60)
 
 
 def _sleep_until_window_ends(sim: Any, duration: float) -> None:

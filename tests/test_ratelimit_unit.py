@@ -578,3 +578,19 @@ def test_remaining_counts_our_calls_sent_since_and_the_refill_since(make: Factor
         assert b.reserve(r, a).granted
     b.settle(r, Settlement(first.reservation, remaining_requests=10, latency_s=0.5))
     assert state(b, r.name)["remaining_requests"] == 10 - 3 + 1  # 3 sent since, 1 refilled
+
+
+def test_a_late_waiter_keeps_its_place(make: Factory, clock: Clock, algorithm: str) -> None:
+    b, r = make(Policy(grace_s=5)), rule(rpm=60)
+    for _ in range(60):
+        b.reserve(r, ask())
+    first = b.reserve(r, ask(waiter="w0")).wait_s
+    for i in range(1, 10):
+        b.reserve(r, ask(waiter=f"w{i}"))
+    clock.advance(first + 6)  # w0's job was held up elsewhere: it is late now
+    b.settle(r, Settlement("x", cooldown_s=30))
+    back = b.reserve(r, ask(waiter="w0"))  # refused (cool-down), but at the front
+    newcomer = b.reserve(r, ask(waiter="new"))
+    assert not back.granted and not newcomer.granted
+    if algorithm == "bucket":  # nine live waiters ahead of the newcomer, none of w0
+        assert newcomer.wait_s - back.wait_s >= 8

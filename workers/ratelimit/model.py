@@ -105,7 +105,8 @@ class Policy:
 
     high_share: float = 0.10  # of each bucket kept for `high` while work is waiting
     rate_margin: float = 0.99  # refill at 99 % of the limit (build_limiter's algorithm period)
-    grace_s: float = 5.0  # a due waiter keeps its claim this long for its job to come back
+    grace_s: float = 5.0  # a due waiter holds others up this long for its job to come back
+    forget_s: float = 600.0  # a late waiter keeps its place in line this long
     in_flight_ttl_s: float = 180.0  # a slot whose worker died is freed after this
     min_wait_s: float = 0.05
     learn_ttl_s: float = 600.0  # a lower limit learned from headers, refreshed by each answer

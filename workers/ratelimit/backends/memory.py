@@ -79,10 +79,16 @@ class MemoryBackend:
 
     def _cleanup(self, key: _Key, now: float) -> None:
         key.in_flight = {r: exp for r, exp in key.in_flight.items() if exp > now}
-        horizon = now - self.policy.grace_s
+        horizon = now - self.policy.forget_s
         key.waiters = [
             {w: due for w, due in lane.items() if due >= horizon} for lane in key.waiters
         ]
+
+    def _live(self, key: _Key, now: float) -> list[dict[str, float]]:
+        """Waiters not yet late: due in the future or for less than ``grace_s``. A late one
+        keeps its place in line but no longer holds anyone up."""
+        lo = now - self.policy.grace_s
+        return [{w: due for w, due in lane.items() if due >= lo} for lane in key.waiters]
 
     # ---- the protocol ---------------------------------------------------------
 
@@ -98,16 +104,17 @@ class MemoryBackend:
         caps = self._caps(key, now)
         prio = ask.priority
         lane = key.waiters[prio]
+        live = self._live(key, now)
         mine = lane.get(ask.waiter)
-        total = sum(len(w) for w in key.waiters)
-        others = total - (0 if mine is None else 1)
-        ahead = sum(len(key.waiters[q]) for q in range(prio))
+        total = sum(len(w) for w in live)
+        others = total - (1 if ask.waiter in live[prio] else 0)
+        ahead = sum(len(live[q]) for q in range(prio))
         if mine is None:
-            ahead += len(lane)
+            ahead += len(live[prio])
         else:
-            ahead += sum(1 for w, due in lane.items() if (due, w) < (mine, ask.waiter))
-        due_higher = any(due <= now for q in range(prio) for due in key.waiters[q].values())
-        due_same = (mine is None or mine > now) and any(due <= now for due in lane.values())
+            ahead += sum(1 for w, due in live[prio].items() if (due, w) < (mine, ask.waiter))
+        due_higher = any(due <= now for q in range(prio) for due in live[q].values())
+        due_same = (mine is None or mine > now) and any(due <= now for due in live[prio].values())
 
         reason = ""
         if key.cooldown_until > now:
@@ -250,7 +257,7 @@ class MemoryBackend:
                         caps,
                         remaining,
                         len(key.in_flight),
-                        [len(w) for w in key.waiters],
+                        [len(w) for w in self._live(key, now)],
                         max(0.0, key.cooldown_until - now),
                         key.room if key.room_until > now else None,
                     )

@@ -67,6 +67,7 @@ local prio = tonumber(ARGV[9])
 local waiter, rid = ARGV[10], ARGV[11]
 local ttl, share, grace = tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14])
 local minwait, deflat = tonumber(ARGV[15]), tonumber(ARGV[16])
+local forget = tonumber(ARGV[19])
 local prompt = tonumber(ARGV[18]) or cost[2]
 local output = cost[2] - prompt
 local oavg = tonumber(redis.call('HGET', KEYS[8], 'output_avg'))
@@ -77,28 +78,29 @@ redis.call('HSET', KEYS[8], 'rpm', cfg[1], 'tpm', cfg[2], 'max_in_flight', mif,
   'algorithm', ARGV[17], 'period', ARGV[1])
 redis.call('EXPIRE', KEYS[8], keep)
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', NOW)
-for i = 4, 6 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. num(NOW - grace)) end
+for i = 4, 6 do redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', '(' .. num(NOW - forget)) end
 local caps = caps_now(KEYS[8], NOW)
 local lane = KEYS[4 + prio]
+local lo = num(NOW - grace)  -- waiters due before this are late: they keep their place only
 local mine = tonumber(redis.call('ZSCORE', lane, waiter))
 local total, ahead, due_higher = 0, 0, 0
 for q = 0, 2 do
-  local n = redis.call('ZCARD', KEYS[4 + q])
+  local n = redis.call('ZCOUNT', KEYS[4 + q], lo, '+inf')
   total = total + n
   if q < prio then
     ahead = ahead + n
-    due_higher = due_higher + redis.call('ZCOUNT', KEYS[4 + q], '-inf', NOW)
+    due_higher = due_higher + redis.call('ZCOUNT', KEYS[4 + q], lo, NOW)
   end
 end
 local others = total
-if mine then
+if mine and mine >= NOW - grace then
   others = total - 1
-  ahead = ahead + redis.call('ZRANK', lane, waiter)
-else
-  ahead = ahead + redis.call('ZCARD', lane)
+  ahead = ahead + redis.call('ZRANK', lane, waiter) - redis.call('ZCOUNT', lane, '-inf', '(' .. lo)
+elseif not mine then
+  ahead = ahead + redis.call('ZCOUNT', lane, lo, '+inf')
 end
 local due_same = 0
-if not mine or mine > NOW then due_same = redis.call('ZCOUNT', lane, '-inf', NOW) end
+if not mine or mine > NOW then due_same = redis.call('ZCOUNT', lane, lo, NOW) end
 local cd = tonumber(redis.call('GET', KEYS[7])) or 0
 local nif = redis.call('ZCARD', KEYS[3])
 local reason = ''
@@ -290,6 +292,7 @@ class RedisBackend:
             pol.default_latency_s,
             self.algorithm.name,
             _opt(ask.input_tokens),
+            pol.forget_s,
         ]
         granted, wait, reason = self._reserve(keys=key_list(rule.name), args=args)
         return Verdict(bool(int(granted)), float(wait), _text(reason))
