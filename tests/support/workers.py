@@ -63,7 +63,10 @@ def start_worker(
 
 
 def flush_queues(redis_url: str) -> None:
+    """Forget every queued job of earlier tests: their broker messages and Courier's own
+    queue indexes and schedule (else the sweeper would rightly enqueue them again)."""
     client = redis.Redis.from_url(redis_url)
-    for key in client.scan_iter("jobs.*"):
-        client.delete(key)
+    for pattern in ("jobs.*", "courier:queued:*", "courier:scheduled", "unacked*"):
+        for key in client.scan_iter(pattern):
+            client.delete(key)
     client.close()
