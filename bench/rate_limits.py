@@ -261,7 +261,8 @@ def write_results(args: argparse.Namespace, backlog: int, rows: list[Figures]) -
         f"{os.cpu_count()} cores (shared), Python {platform.python_version()}.",
         "",
         f"Simulator: {RPM} RPM / {TPM:,} TPM per API key (60 s sliding window), "
-        f"{args.latency:g} s latency. Two gevent workers (-c 100; three in the scale-out row). Backlog: {backlog:,} jobs "
+        f"{args.latency:g} s latency. Two gevent workers (-c 100; three in the scale-out row). "
+        f"Backlog: {backlog:,} jobs "
         f"({args.oversubscribe:g}x what the limits allow in {args.duration:g} s); "
         f"~{PROMPT_CHARS // 4} input tokens + 10-40 output tokens a call, max_tokens {MAX_TOKENS}.",
         "Measured from the simulator's log over the first "
