@@ -28,7 +28,6 @@ OpenAI-shaped ``tool_calls``. ``refusal`` is a *result* with finish reason ``con
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 from collections.abc import Mapping
@@ -39,12 +38,11 @@ import httpx
 import httpx2
 
 from workers.errors import InvalidRequest
-from workers.providers import CLIENT_SHARDS, MAX_CONNECTIONS, MAX_KEEPALIVE_CONNECTIONS
 from workers.providers.base import ProviderResult, Usage
 from workers.providers.errors_map import NON_SDK_ERRORS, map_sdk_error, rate_limit_headers
+from workers.providers.sdk_client import CLIENT_TIMEOUT_S, ShardedClient, shard_http_client
 
 DEFAULT_MAX_TOKENS = 4096
-CLIENT_TIMEOUT_S = 600.0
 _CAUGHT: tuple[type[Exception], ...] = (anthropic.AnthropicError, *NON_SDK_ERRORS)
 JSON_OBJECT_INSTRUCTION = (
     "Respond with a single valid JSON object and nothing else: no prose, no code fences."
@@ -281,46 +279,37 @@ def build_message_params(model: str, request: Mapping[str, Any]) -> dict[str, An
     return params
 
 
-def message_result(message: Any, *, model: str, latency_ms: int) -> ProviderResult:
-    """A ``ProviderResult`` from a parsed ``Message`` (``model`` is "anthropic:<name>")."""
+def message_result(message: Mapping[str, Any], *, model: str, latency_ms: int) -> ProviderResult:
+    """A ``ProviderResult`` from a Messages API answer's JSON (``model`` is "anthropic:<name>")."""
     texts: list[str] = []
     tool_calls: list[dict[str, Any]] = []
-    for block in message.content:
-        if block.type == "text":
-            texts.append(block.text)
-        elif block.type == "tool_use":
-            arguments = json.dumps(block.input, separators=(",", ":"), ensure_ascii=False)
+    for block in message.get("content") or []:
+        if block.get("type") == "text":
+            texts.append(block.get("text") or "")
+        elif block.get("type") == "tool_use":
+            arguments = json.dumps(block.get("input"), separators=(",", ":"), ensure_ascii=False)
             tool_calls.append(
                 {
-                    "id": block.id,
+                    "id": block.get("id", ""),
                     "type": "function",
-                    "function": {"name": block.name, "arguments": arguments},
+                    "function": {"name": block.get("name"), "arguments": arguments},
                 }
             )
     text = "".join(texts)
-    usage = message.usage
+    usage = message.get("usage") or {}
     input_tokens = (
-        (usage.input_tokens or 0)
-        + (getattr(usage, "cache_creation_input_tokens", None) or 0)
-        + (getattr(usage, "cache_read_input_tokens", None) or 0)
+        (usage.get("input_tokens") or 0)
+        + (usage.get("cache_creation_input_tokens") or 0)
+        + (usage.get("cache_read_input_tokens") or 0)
     )
     return ProviderResult(
         model=model,
-        finish_reason=normalize_finish_reason(message.stop_reason),
-        usage=Usage(input_tokens=input_tokens, output_tokens=usage.output_tokens or 0),
+        finish_reason=normalize_finish_reason(message.get("stop_reason")),
+        usage=Usage(input_tokens=input_tokens, output_tokens=usage.get("output_tokens") or 0),
         latency_ms=latency_ms,
         output=text,
         message={"role": "assistant", "content": text or None, "tool_calls": tool_calls},
     )
-
-
-def default_http_client() -> httpx2.Client:
-    """The SDK's own default HTTP client, with one shard's share of the connection pool."""
-    limits = httpx2.Limits(
-        max_connections=MAX_CONNECTIONS // CLIENT_SHARDS,
-        max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS // CLIENT_SHARDS,
-    )
-    return anthropic.DefaultHttpxClient(limits=limits, timeout=CLIENT_TIMEOUT_S)
 
 
 class AnthropicProvider:
@@ -339,10 +328,12 @@ class AnthropicProvider:
         base_url: str | None = None,
         http_client: httpx2.Client | httpx.Client | None = None,
     ) -> None:
-        own_client = http_client is None
-        client = default_http_client() if http_client is None else http_client
+        def new_http_client() -> httpx2.Client:
+            return shard_http_client(anthropic.DefaultHttpxClient)
+
+        client = new_http_client() if http_client is None else http_client
         try:
-            self._client = anthropic.Anthropic(
+            first = anthropic.Anthropic(
                 api_key=api_key,
                 base_url=base_url,
                 http_client=client,  # type: ignore[arg-type]  # the SDK accepts httpx too
@@ -350,38 +341,25 @@ class AnthropicProvider:
                 timeout=CLIENT_TIMEOUT_S,
             )
         except _CAUGHT as exc:
-            if own_client:
+            if http_client is None:
                 client.close()
             raise map_sdk_error(exc, provider=self.name, secrets=(api_key,)) from None
-        self._secrets: tuple[str | None, ...] = (
-            api_key,
-            getattr(self._client, "api_key", None),
-            getattr(self._client, "auth_token", None),
-        )
-        shards = [self._client]
-        if own_client:
-            shards += [
-                self._client.copy(http_client=default_http_client())  # type: ignore[arg-type]
-                for _ in range(CLIENT_SHARDS - 1)
-            ]
-        self._shards = shards
-        self._next_shard = itertools.cycle(shards).__next__
+        self._secrets: tuple[str | None, ...] = (api_key, first.api_key, first.auth_token)
+        self._clients = ShardedClient(first, new_http_client if http_client is None else None)
 
     @property
     def base_url(self) -> str:
-        return str(self._client.base_url)
+        return str(self._clients.first.base_url)
 
     def complete(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
         """One Messages API call; raises only :mod:`workers.errors` exceptions."""
         params = build_message_params(model, request)
         started = time.perf_counter()
         try:
-            raw = self._next_shard().messages.with_raw_response.create(**params, timeout=timeout)
+            answer, headers = self._clients.post_json("/v1/messages", params, timeout=timeout)
             latency_ms = int((time.perf_counter() - started) * 1000)
-            result = message_result(
-                raw.parse(), model=f"{self.name}:{model}", latency_ms=latency_ms
-            )
-            result.rate_limit_headers = rate_limit_headers(raw.headers)
+            result = message_result(answer, model=f"{self.name}:{model}", latency_ms=latency_ms)
+            result.rate_limit_headers = rate_limit_headers(headers)
         except _CAUGHT as exc:
             raise map_sdk_error(exc, provider=self.name, secrets=self._secrets) from None
         return result
@@ -394,5 +372,4 @@ class AnthropicProvider:
 
     def close(self) -> None:
         """Close the connection pool."""
-        for shard in self._shards:
-            shard.close()
+        self._clients.close()

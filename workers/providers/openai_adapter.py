@@ -13,9 +13,8 @@ becomes a leading system message, and only the fields that are present are sent.
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -23,9 +22,9 @@ import httpx2
 import openai
 
 from workers.errors import InvalidRequest, ProviderUnavailable
-from workers.providers import CLIENT_SHARDS, MAX_CONNECTIONS, MAX_KEEPALIVE_CONNECTIONS
 from workers.providers.base import ProviderResult, Usage
 from workers.providers.errors_map import NON_SDK_ERRORS, map_sdk_error, rate_limit_headers
+from workers.providers.sdk_client import CLIENT_TIMEOUT_S, ShardedClient, shard_http_client
 
 # Chat fields sent to the API as they are, when present (SPEC §3 plus a few safe OpenAI extras).
 PASSTHROUGH_FIELDS = (
@@ -54,8 +53,6 @@ FINISH_REASONS = {
     None: "stop",
 }
 
-# The client's own timeout; every call passes its own, so this only bounds a forgotten one.
-CLIENT_TIMEOUT_S = 600.0
 _CAUGHT: tuple[type[Exception], ...] = (openai.OpenAIError, *NON_SDK_ERRORS)
 
 
@@ -95,53 +92,58 @@ def build_embedding_params(model: str, request: Mapping[str, Any]) -> dict[str, 
     return params
 
 
-def _tool_call(call: Any) -> dict[str, Any]:
-    function = getattr(call, "function", None)
+def _tool_call(call: Mapping[str, Any]) -> dict[str, Any]:
+    function = call.get("function")
     if function is not None:
         return {
-            "id": call.id,
+            "id": call.get("id", ""),
             "type": "function",
-            "function": {"name": function.name, "arguments": function.arguments},
+            "function": {"name": function.get("name"), "arguments": function.get("arguments")},
         }
-    custom = getattr(call, "custom", None)  # custom (free-form) tools
+    custom = call.get("custom") or {}  # custom (free-form) tools
     return {
-        "id": call.id,
-        "type": getattr(call, "type", "custom"),
-        "custom": {"name": getattr(custom, "name", None), "input": getattr(custom, "input", None)},
+        "id": call.get("id", ""),
+        "type": call.get("type", "custom"),
+        "custom": {"name": custom.get("name"), "input": custom.get("input")},
     }
 
 
-def chat_result(completion: Any, *, model: str, latency_ms: int) -> ProviderResult:
-    """A ``ProviderResult`` from a parsed ``ChatCompletion`` (``model`` is "openai:<name>")."""
-    if not completion.choices:
+def _usage(answer: Mapping[str, Any]) -> Mapping[str, Any]:
+    return answer.get("usage") or {}
+
+
+def chat_result(completion: Mapping[str, Any], *, model: str, latency_ms: int) -> ProviderResult:
+    """A ``ProviderResult`` from a chat completion's JSON (``model`` is "openai:<name>")."""
+    choices = completion.get("choices")
+    if not choices:
         raise ProviderUnavailable("openai: response had no choices")
-    choice = completion.choices[0]
-    msg = choice.message
-    content: str | None = msg.content
-    tool_calls = [_tool_call(call) for call in (msg.tool_calls or [])]
-    legacy = getattr(msg, "function_call", None)
-    if legacy is not None and not tool_calls:
+    choice = choices[0]
+    msg = choice.get("message") or {}
+    content: str | None = msg.get("content")
+    tool_calls = [_tool_call(call) for call in (msg.get("tool_calls") or [])]
+    legacy = msg.get("function_call")
+    if legacy and not tool_calls:
         tool_calls.append(
             {
                 "id": "",
                 "type": "function",
-                "function": {"name": legacy.name, "arguments": legacy.arguments},
+                "function": {"name": legacy.get("name"), "arguments": legacy.get("arguments")},
             }
         )
-    finish_reason = normalize_finish_reason(choice.finish_reason)
+    finish_reason = normalize_finish_reason(choice.get("finish_reason"))
     message: dict[str, Any] = {"role": "assistant", "content": content, "tool_calls": tool_calls}
-    refusal = getattr(msg, "refusal", None)
+    refusal = msg.get("refusal")
     if refusal:
         message["refusal"] = refusal
         if not content:
             finish_reason = "content_filter"
-    usage = completion.usage
+    usage = _usage(completion)
     return ProviderResult(
         model=model,
         finish_reason=finish_reason,
         usage=Usage(
-            input_tokens=(usage.prompt_tokens or 0) if usage else 0,
-            output_tokens=(usage.completion_tokens or 0) if usage else 0,
+            input_tokens=usage.get("prompt_tokens") or 0,
+            output_tokens=usage.get("completion_tokens") or 0,
         ),
         latency_ms=latency_ms,
         output=content or "",
@@ -149,26 +151,16 @@ def chat_result(completion: Any, *, model: str, latency_ms: int) -> ProviderResu
     )
 
 
-def embedding_result(response: Any, *, model: str, latency_ms: int) -> ProviderResult:
-    """A ``ProviderResult`` from a parsed ``CreateEmbeddingResponse``, vectors in input order."""
-    items = sorted(response.data, key=lambda item: item.index)
-    usage = response.usage
+def embedding_result(response: Mapping[str, Any], *, model: str, latency_ms: int) -> ProviderResult:
+    """A ``ProviderResult`` from an embeddings answer's JSON, vectors in input order."""
+    items = sorted(response.get("data") or [], key=lambda item: item.get("index", 0))
     return ProviderResult(
         model=model,
         finish_reason="stop",
-        usage=Usage(input_tokens=(usage.prompt_tokens or 0) if usage else 0, output_tokens=0),
+        usage=Usage(input_tokens=_usage(response).get("prompt_tokens") or 0, output_tokens=0),
         latency_ms=latency_ms,
-        embeddings=[list(item.embedding) for item in items],
+        embeddings=[list(item["embedding"]) for item in items],
     )
-
-
-def default_http_client() -> httpx2.Client:
-    """The SDK's own default HTTP client, with one shard's share of the connection pool."""
-    limits = httpx2.Limits(
-        max_connections=MAX_CONNECTIONS // CLIENT_SHARDS,
-        max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS // CLIENT_SHARDS,
-    )
-    return openai.DefaultHttpxClient(limits=limits, timeout=CLIENT_TIMEOUT_S)
 
 
 class OpenAIProvider:
@@ -187,10 +179,12 @@ class OpenAIProvider:
         base_url: str | None = None,
         http_client: httpx2.Client | httpx.Client | None = None,
     ) -> None:
-        own_client = http_client is None
-        client = default_http_client() if http_client is None else http_client
+        def new_http_client() -> httpx2.Client:
+            return shard_http_client(openai.DefaultHttpxClient)
+
+        client = new_http_client() if http_client is None else http_client
         try:
-            self._client = openai.OpenAI(
+            first = openai.OpenAI(
                 api_key=api_key,
                 base_url=base_url,
                 http_client=client,  # type: ignore[arg-type]  # the SDK accepts httpx too
@@ -198,54 +192,44 @@ class OpenAIProvider:
                 timeout=CLIENT_TIMEOUT_S,
             )
         except _CAUGHT as exc:
-            if own_client:
+            if http_client is None:
                 client.close()
             raise map_sdk_error(exc, provider=self.name, secrets=(api_key,)) from None
-        self._secrets: tuple[str | None, ...] = (api_key, getattr(self._client, "api_key", None))
-        shards = [self._client]
-        if own_client:
-            shards += [
-                self._client.copy(http_client=default_http_client())  # type: ignore[arg-type]
-                for _ in range(CLIENT_SHARDS - 1)
-            ]
-        self._shards = shards
-        self._next_shard = itertools.cycle(shards).__next__
+        self._secrets: tuple[str | None, ...] = (api_key, first.api_key)
+        self._clients = ShardedClient(first, new_http_client if http_client is None else None)
 
     @property
     def base_url(self) -> str:
-        return str(self._client.base_url)
+        return str(self._clients.first.base_url)
 
     def complete(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
         """One chat completion; raises only :mod:`workers.errors` exceptions."""
         params = build_chat_params(model, request)
-        started = time.perf_counter()
-        try:
-            raw = self._next_shard().chat.completions.with_raw_response.create(
-                **params, timeout=timeout
-            )
-            latency_ms = int((time.perf_counter() - started) * 1000)
-            result = chat_result(raw.parse(), model=f"{self.name}:{model}", latency_ms=latency_ms)
-            result.rate_limit_headers = rate_limit_headers(raw.headers)
-        except _CAUGHT as exc:
-            raise map_sdk_error(exc, provider=self.name, secrets=self._secrets) from None
-        return result
+        return self._call("/chat/completions", params, chat_result, model, timeout)
 
     def embed(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
         """One embeddings call; raises only :mod:`workers.errors` exceptions."""
         params = build_embedding_params(model, request)
+        return self._call("/embeddings", params, embedding_result, model, timeout)
+
+    def _call(
+        self,
+        path: str,
+        params: dict[str, Any],
+        to_result: Callable[..., ProviderResult],
+        model: str,
+        timeout: float,
+    ) -> ProviderResult:
         started = time.perf_counter()
         try:
-            raw = self._next_shard().embeddings.with_raw_response.create(**params, timeout=timeout)
+            answer, headers = self._clients.post_json(path, params, timeout=timeout)
             latency_ms = int((time.perf_counter() - started) * 1000)
-            result = embedding_result(
-                raw.parse(), model=f"{self.name}:{model}", latency_ms=latency_ms
-            )
-            result.rate_limit_headers = rate_limit_headers(raw.headers)
+            result = to_result(answer, model=f"{self.name}:{model}", latency_ms=latency_ms)
+            result.rate_limit_headers = rate_limit_headers(headers)
         except _CAUGHT as exc:
             raise map_sdk_error(exc, provider=self.name, secrets=self._secrets) from None
         return result
 
     def close(self) -> None:
         """Close the connection pool."""
-        for shard in self._shards:
-            shard.close()
+        self._clients.close()
