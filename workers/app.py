@@ -13,11 +13,13 @@ from celery import Celery
 from config.celery import celery_config
 from config.settings import get_settings
 from workers import broker
+from workers.events import BufferedTaskEvents
 
 app = Celery("courier")
 app.config_from_object(celery_config(get_settings()))
 
 broker.install()
+app.steps["consumer"].add(BufferedTaskEvents)
 # Per-request INFO lines from the HTTP clients cost CPU on the hot path and say nothing
 # the job's own log line does not.
 # Celery's own "received"/"succeeded" lines are replaced by Courier's job log lines.
