@@ -99,7 +99,7 @@ class JobRunner:
             tenant=record.get("tenant"),
             model=record.get("model"),
             priority=record.get("priority"),
-            attempt=int(record.get("attempts") or 0) + 1,
+            attempt=int(record.get("attempts") or 1),
         )
         try:
             outcome = self._run_route(job_id, token, record)
@@ -135,6 +135,9 @@ class JobRunner:
         kind = record.get("kind", "chat")
         last_error: CourierError | None = None
         started = time.monotonic()
+        # The claim counted this run's first call already; given back if the run is handed
+        # back before making it.
+        claimed_attempt = int(record.get("attempts") or 1)
 
         while index < len(route):
             model = route[index]
@@ -143,7 +146,10 @@ class JobRunner:
                 if index + 1 < len(route):
                     index, failures = index + 1, 0
                     continue
-                return self._later(job_id, token, open_s, "circuit_open", index, failures)
+                return self._later(
+                    job_id, token, open_s, "circuit_open", index, failures,
+                    attempts=claimed_attempt - 1 if claimed_attempt else None,
+                )  # fmt: skip
 
             if self.limiter is not None:
                 reservation = self.limiter.reserve(
@@ -151,12 +157,16 @@ class JobRunner:
                 )
                 if not reservation.granted:
                     return self._later(
-                        job_id, token, reservation.wait_s, "rate_limit", index, failures
-                    )
+                        job_id, token, reservation.wait_s, "rate_limit", index, failures,
+                        attempts=claimed_attempt - 1 if claimed_attempt else None,
+                    )  # fmt: skip
             else:
                 reservation = None
 
-            attempt = store.begin_attempt(job_id, token)
+            if claimed_attempt:
+                attempt, claimed_attempt = claimed_attempt, 0
+            else:
+                attempt = store.begin_attempt(job_id, token)
             if attempt == -1:
                 self._release(reservation)
                 return Outcome("skipped", reason="lease_lost")
@@ -283,8 +293,11 @@ class JobRunner:
         index: int,
         failures: int,
         error: CourierError | None = None,
+        attempts: int | None = None,
     ) -> Outcome:
         fields: dict[str, Any] = {"route_index": index, "route_failures": failures}
+        if attempts is not None:
+            fields["attempts"] = attempts
         if error is not None:
             fields["last_error"] = json.dumps(error.to_record())
         self._patiently(

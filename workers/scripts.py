@@ -37,7 +37,9 @@ return false
 
 # KEYS: job, running, scheduled, queued:high, queued:normal, queued:low
 # ARGV: id, token, now_ms, lease_deadline_ms, starts counter key for this second
-# → {'claimed', field, value, ...} when claimed, else {status-or-reason}
+# → {'claimed', field, value, ...} when claimed, else {status-or-reason}. A claim counts the
+# first provider call of its run in 'attempts' (saves the worker a BEGIN_ATTEMPT round trip);
+# a run handed back before making that call gives it back (JobRunner._later).
 CLAIM = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {'missing'} end
@@ -56,6 +58,7 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 for i = 4, 6 do redis.call('ZREM', KEYS[i], ARGV[1]) end
 redis.call('INCR', ARGV[5])
 redis.call('EXPIRE', ARGV[5], 120)
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 local out = redis.call('HGETALL', KEYS[1])
 table.insert(out, 1, 'claimed')
 return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +90,55 @@ class JobStore:
         used before returns the first job's id and created=False. Raises
         :class:`QuotaExceeded` (storing nothing) when the tenant already has
         ``max_unfinished`` jobs that have not ended; a replay is never refused."""
+        job_id, script_keys, args = self._create_call(
+            tenant, fields, idempotency_key, max_unfinished
+        )
+        return self._created(job_id, self._create(keys=script_keys, args=args), max_unfinished)
+
+    def create_many(
+        self,
+        tenant: str,
+        items: Sequence[tuple[Mapping[str, Any], str | None]],
+        max_unfinished: int | None = None,
+    ) -> list[tuple[str, bool]]:
+        """:meth:`create` for each ``(fields, idempotency key)``, in one round trip, all or
+        nothing: when the quota refuses one, the jobs this call created are deleted and
+        :class:`QuotaExceeded` is raised."""
+        pipe = self.redis.pipeline(transaction=False)
+        ids = []
+        for fields, idempotency_key in items:
+            job_id, script_keys, args = self._create_call(
+                tenant, fields, idempotency_key, max_unfinished
+            )
+            self._create(keys=script_keys, args=args, client=pipe)
+            ids.append(job_id)
+        outcomes, refused = [], None
+        for job_id, answer in zip(ids, pipe.execute(), strict=True):
+            try:
+                outcomes.append(self._created(job_id, answer, max_unfinished))
+            except QuotaExceeded as exc:
+                refused = refused or exc
+        if refused is not None:
+            undone = [
+                (job_id, key)
+                for (job_id, created), (_, key) in zip(outcomes, items, strict=False)
+                if created
+            ]
+            self.delete_many([(job_id, tenant) for job_id, _ in undone])
+            for _, key in undone:
+                if key:
+                    self.forget_idempotency(tenant, key)
+            raise refused
+        return outcomes
+
+    def _create_call(
+        self,
+        tenant: str,
+        fields: Mapping[str, Any],
+        idempotency_key: str | None,
+        max_unfinished: int | None,
+    ) -> tuple[str, list[str], list[Any]]:
+        """A new job id and the CREATE script's keys and arguments for it."""
         job_id = new_job_id()
         created = now_ms()
         expires_at = fields.get("expires_at")
@@ -103,36 +152,45 @@ class JobStore:
             "attempts": 0,
             "callback": callback,
         }
-        existing = self._create(
-            keys=[
-                keys.job(job_id),
-                keys.tenant_jobs(tenant),
-                keys.idempotency(tenant, idempotency_key or ""),
-                keys.EXPIRIES,
-                keys.queued(str(fields.get("priority", "normal"))),
-                keys.tenant_unfinished(tenant),
-            ],
-            args=[
-                job_id,
-                self.retention_s,
-                created,
-                "1" if idempotency_key else "0",
-                int(float(expires_at) * 1000) if expires_at else "",
-                keys.JOB_PREFIX,
-                "" if max_unfinished is None else max_unfinished,
-                *_pairs(record),
-            ],
-        )
-        if isinstance(existing, list):
-            raise QuotaExceeded(int(existing[1]), int(max_unfinished or 0))
-        return (existing, False) if existing else (job_id, True)
+        script_keys = [
+            keys.job(job_id),
+            keys.tenant_jobs(tenant),
+            keys.idempotency(tenant, idempotency_key or ""),
+            keys.EXPIRIES,
+            keys.queued(str(fields.get("priority", "normal"))),
+            keys.tenant_unfinished(tenant),
+        ]
+        args = [
+            job_id,
+            self.retention_s,
+            created,
+            "1" if idempotency_key else "0",
+            int(float(expires_at) * 1000) if expires_at else "",
+            keys.JOB_PREFIX,
+            "" if max_unfinished is None else max_unfinished,
+            *_pairs(record),
+        ]
+        return job_id, script_keys, args
+
+    @staticmethod
+    def _created(job_id: str, answer: Any, max_unfinished: int | None) -> tuple[str, bool]:
+        if isinstance(answer, list):
+            raise QuotaExceeded(int(answer[1]), int(max_unfinished or 0))
+        return (answer, False) if answer else (job_id, True)
 
     def delete(self, job_id: str, tenant: str) -> None:
         """Undo a create whose enqueue failed, so nothing is left half-accepted."""
-        self.redis.delete(keys.job(job_id))
-        self.redis.zrem(keys.tenant_jobs(tenant), job_id)
-        self.redis.zrem(keys.EXPIRIES, job_id)
-        self.redis.zrem(keys.tenant_unfinished(tenant), job_id)
+        self.delete_many([(job_id, tenant)])
+
+    def delete_many(self, jobs: Iterable[tuple[str, str]]) -> None:
+        """:meth:`delete` for each ``(job id, tenant)``, in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, tenant in jobs:
+            pipe.delete(keys.job(job_id))
+            for index in (keys.tenant_jobs(tenant), keys.EXPIRIES, keys.tenant_unfinished(tenant),
+                          *keys.QUEUED_ALL):  # fmt: skip
+                pipe.zrem(index, job_id)
+        pipe.execute()
 
     def forget_idempotency(self, tenant: str, idempotency_key: str) -> None:
         self.redis.delete(keys.idempotency(tenant, idempotency_key))
@@ -173,7 +231,8 @@ class JobStore:
     # ---- workers ------------------------------------------------------------
 
     def claim(self, job_id: str, token: str, lease_ttl_s: float) -> Claim:
-        """Start running a queued job under a lease; anything else says why not."""
+        """Start running a queued job under a lease; anything else says why not. The record
+        returned counts the run's first provider call in ``attempts`` already."""
         now = now_ms()
         out: list[str] = self._claim(
             keys=[keys.job(job_id), keys.RUNNING, keys.SCHEDULED, *keys.QUEUED_ALL],
