@@ -7,7 +7,13 @@ import asyncio
 import httpx
 import pytest
 
-from producers.client import AsyncCourier, Courier, CourierAPIError, JobWaitTimeout
+from producers.client import (
+    AsyncCourier,
+    Courier,
+    CourierAPIError,
+    JobWaitTimeout,
+    submission_body,
+)
 from tests.support.procs import Proc
 from tests.support.simulator import SimulatorHandle
 from tests.support.stack import KEY1, KEY2, paused, unique
@@ -99,3 +105,22 @@ def test_async_client_flow(api_url: str, worker: Proc) -> None:
                 await courier.redeliver(jobs[0]["id"])  # no callback_url: 409
 
     asyncio.run(scenario())
+
+
+def test_submit_many_sync_and_async(api_url: str, worker: Proc) -> None:
+    bodies = [submission_body("openai:gpt-4o-mini", prompt=unique("many")) for _ in range(3)]
+    with Courier(api_url, KEY1) as courier:
+        jobs = courier.submit_many(bodies, idempotency_key=unique("many-key"))
+        assert len(jobs) == 3
+        assert {courier.wait(j["id"], timeout=30)["status"] for j in jobs} == {"succeeded"}
+        with pytest.raises(CourierAPIError) as error:
+            courier.submit_many([{"model": "nope"}])
+        assert error.value.status == 422
+
+    async def scenario() -> list[str]:
+        async with AsyncCourier(api_url, KEY1) as courier:
+            jobs = await courier.submit_many(bodies[:2])
+            done = await asyncio.gather(*(courier.wait(j["id"], timeout=30) for j in jobs))
+            return [d["status"] for d in done]
+
+    assert asyncio.run(scenario()) == ["succeeded"] * 2

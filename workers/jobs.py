@@ -30,6 +30,7 @@ MAX_CALLBACK_URL = 2048
 MAX_FALLBACKS = 5
 MAX_EXPIRES_S = 7 * 24 * 3600
 MAX_JSON_DEPTH = 32  # nesting of metadata, tools, response_format, message parts
+MAX_BATCH_JOBS = 500  # jobs in one POST /v1/jobs/batch
 
 
 def json_integer(value: Any) -> Any:
@@ -268,6 +269,14 @@ class Job(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[Job]
+
+
+class BatchSubmission(BaseModel):
+    """The body of ``POST /v1/jobs/batch``: jobs submitted together, all or none."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    jobs: list[JobSubmission] = Field(min_length=1, max_length=MAX_BATCH_JOBS)
 
 
 def iso(ts: float | None) -> str | None:

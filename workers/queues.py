@@ -19,5 +19,19 @@ def enqueue_job(app: Celery, job_id: str, priority: str) -> None:
     )
 
 
+def enqueue_jobs(app: Celery, jobs: list[tuple[str, str]]) -> None:
+    """:func:`enqueue_job` for each ``(job id, priority)`` over one producer connection."""
+    url = app.conf.broker_url or ""
+    with app.producer_or_acquire() as producer:
+        for job_id, priority in jobs:
+            app.send_task(
+                RUN_JOB,
+                args=[job_id],
+                queue=queue_for(priority),
+                priority=message_priority(priority, url),
+                producer=producer,
+            )
+
+
 def enqueue_callback(app: Celery, job_id: str) -> None:
     app.send_task(DELIVER_CALLBACK, args=[job_id], queue=CALLBACK_QUEUE)

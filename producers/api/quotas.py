@@ -22,14 +22,15 @@ from typing import Annotated, Any
 import redis.asyncio as aioredis
 from fastapi import Depends
 
-from producers.api.deps import ServicesDep, TenantDep
+from producers.api.deps import Services, ServicesDep, TenantDep
 from producers.api.errors import ApiError, ErrorBody
 from workers import keys
 from workers.store import QuotaExceeded
 
 QUOTA_RETRY_AFTER_S = 5  # when to try again at the unfinished-jobs cap: jobs end at their pace
 
-# KEYS: bucket   ARGV: rate per s, burst  → {1, '0'} allowed, or {0, seconds until a token}
+# KEYS: bucket   ARGV: rate per s, burst, tokens wanted
+# → {1, '0'} taken, or {0, seconds until that many are due} (nothing taken)
 TOKEN_BUCKET = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -38,12 +39,13 @@ local v = redis.call('HMGET', KEYS[1], 'level', 'ts')
 local level = tonumber(v[1]) or burst
 local ts = tonumber(v[2]) or now
 level = math.min(burst, level + math.max(0, now - ts) * rate)
+local want = tonumber(ARGV[3])
 local allowed, wait = 0, 0
-if level >= 1 then
-  level = level - 1
+if level >= want then
+  level = level - want
   allowed = 1
 else
-  wait = (1 - level) / rate
+  wait = (want - level) / rate
 end
 redis.call('HSET', KEYS[1], 'level', tostring(level), 'ts', tostring(now))
 redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
@@ -60,11 +62,13 @@ RESPONSES_429: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def take_submit_token(client: aioredis.Redis, tenant: str, rate: float, burst: int) -> float:
-    """Take one submission token from the tenant's bucket: 0 when taken, else the
-    seconds until one is due (nothing taken)."""
+async def take_submit_token(
+    client: aioredis.Redis, tenant: str, rate: float, burst: int, count: int = 1
+) -> float:
+    """Take ``count`` submission tokens from the tenant's bucket: 0 when taken, else the
+    seconds until that many are due (nothing taken)."""
     allowed, wait = await client.eval(  # type: ignore[misc]
-        TOKEN_BUCKET, 1, keys.tenant_rate(tenant), repr(rate), burst
+        TOKEN_BUCKET, 1, keys.tenant_rate(tenant), repr(rate), burst, count
     )
     return 0.0 if int(allowed) else float(wait)
 
@@ -75,18 +79,28 @@ def retry_after(seconds: float) -> str:
 
 async def enforce_submit_rate(tenant: TenantDep, services: ServicesDep) -> None:
     """Dependency of ``POST /v1/jobs``: 429 ``rate_limited`` past the tenant's rate."""
+    await charge_submissions(services, tenant, 1)
+
+
+async def charge_submissions(services: Services, tenant: str, count: int) -> None:
+    """Take ``count`` submissions from the tenant's rate (a batch counts each of its jobs),
+    or raise 429 ``rate_limited`` taking nothing."""
     settings = services.settings
     if settings.tenant_submit_rate <= 0:
         return
-    wait = await take_submit_token(
-        services.aredis, tenant, settings.tenant_submit_rate, settings.tenant_submit_burst
-    )
+    rate, burst = settings.tenant_submit_rate, settings.tenant_submit_burst
+    if count > burst:
+        raise ApiError(
+            422,
+            f"a batch of {count} jobs is over tenant {tenant!r}'s submission burst of {burst} "
+            "(COURIER_TENANT_SUBMIT_BURST): send smaller batches",
+        )
+    wait = await take_submit_token(services.aredis, tenant, rate, burst, count)
     if wait > 0:
         raise ApiError(
             429,
             f"tenant {tenant!r} is over its submission rate limit of "
-            f"{settings.tenant_submit_rate:g}/s (burst {settings.tenant_submit_burst}); "
-            f"retry in {wait:.2f} s",
+            f"{rate:g}/s (burst {burst}); retry in {wait:.2f} s",
             "rate_limited",
             headers={"Retry-After": retry_after(wait)},
         )

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 
+from config.settings import Settings
 from producers.api import errors, quotas
 from producers.api.deps import (
     CeleryDep,
     MetricsDep,
+    Services,
     ServicesDep,
     SettingsDep,
     StoreDep,
@@ -27,8 +30,8 @@ from producers.api.deps import (
 from producers.api.errors import ApiError
 from producers.api.limits import reject_unknown_query
 from workers import keys
-from workers.jobs import TERMINAL, Job, JobList, JobSubmission, Status, iso
-from workers.queues import enqueue_callback, enqueue_job
+from workers.jobs import TERMINAL, BatchSubmission, Job, JobList, JobSubmission, Status, iso
+from workers.queues import enqueue_callback, enqueue_job, enqueue_jobs
 from workers.store import JobStore, QuotaExceeded, Record, to_view
 from workers.webhooks import check_callback_url, redeliver
 
@@ -36,6 +39,9 @@ log = logging.getLogger("courier.api.jobs")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(reject_unknown_query)])
 
 MAX_WAIT_S = 60
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
+]
 CANCELLED_ERROR = {"type": "cancelled", "message": "cancelled by the client", "retryable": False}
 
 
@@ -74,31 +80,9 @@ def submit_job(
     celery: CeleryDep,
     settings: SettingsDep,
     metrics: MetricsDep,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    if submission.callback_url is not None:
-        try:
-            check_callback_url(
-                submission.callback_url,
-                settings.callback_allow_private,
-                require_https=settings.callbacks_need_https,
-            )
-        except ValueError as exc:
-            raise ApiError(422, str(exc)) from None
-    fields: dict[str, Any] = {
-        "model": submission.model,
-        "kind": submission.kind,
-        "priority": submission.priority,
-        "request": submission.request,
-        "callback_url": submission.callback_url,
-        "fallback_models": submission.fallback_models,
-        "metadata": submission.metadata,
-        "max_attempts": submission.max_attempts,
-        "timeout_s": submission.timeout_s,
-        "expires_at": time.time() + submission.expires_in_s if submission.expires_in_s else None,
-    }
+    fields = _job_fields(submission, settings)
     try:
         job_id, created = store.create(
             tenant, fields, idempotency_key, quotas.max_unfinished(settings.tenant_max_unfinished)
@@ -119,6 +103,99 @@ def submit_job(
     if record is None:  # expired between the two calls: only an idempotent replay can race
         raise _not_found(job_id)
     return _job(record, 202 if created else 200)
+
+
+@router.post(
+    "/batch",
+    status_code=202,
+    response_model=JobList,
+    summary="Submit up to 500 jobs at once, all or none",
+    description="Each job is validated as by `POST /v1/jobs`; one invalid job refuses the "
+    "batch (422, its index in the error's `loc`), and a refusal stores nothing. The jobs "
+    "come back in the order sent. With `Idempotency-Key: K`, job *i* is keyed `K#i`, so a "
+    "replayed batch returns the same jobs (200). Each job counts against the tenant's "
+    "submission rate.",
+    responses={
+        200: {"model": JobList, "description": "The jobs first submitted with this key"},
+        **errors.responses(400, 401, 413, 422, 503),
+        **quotas.RESPONSES_429,
+    },
+)
+async def submit_batch(
+    batch: BatchSubmission,
+    tenant: TenantDep,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    items = [
+        (_job_fields(job, services.settings), f"{idempotency_key}#{i}" if idempotency_key else None)
+        for i, job in enumerate(batch.jobs)
+    ]
+    await quotas.charge_submissions(services, tenant, len(items))
+    records, created = await anyio.to_thread.run_sync(_create_batch, services, tenant, items)
+    return JSONResponse(
+        {"jobs": [to_view(record) for record in records]}, status_code=202 if created else 200
+    )
+
+
+def _job_fields(submission: JobSubmission, settings: Settings) -> dict[str, Any]:
+    """The stored fields of a submitted job; 422 for a callback URL Courier will not call."""
+    if submission.callback_url is not None:
+        try:
+            check_callback_url(
+                submission.callback_url,
+                settings.callback_allow_private,
+                require_https=settings.callbacks_need_https,
+            )
+        except ValueError as exc:
+            raise ApiError(422, str(exc)) from None
+    return {
+        "model": submission.model,
+        "kind": submission.kind,
+        "priority": submission.priority,
+        "request": submission.request,
+        "callback_url": submission.callback_url,
+        "fallback_models": submission.fallback_models,
+        "metadata": submission.metadata,
+        "max_attempts": submission.max_attempts,
+        "timeout_s": submission.timeout_s,
+        "expires_at": time.time() + submission.expires_in_s if submission.expires_in_s else None,
+    }
+
+
+def _create_batch(
+    services: Services, tenant: str, items: list[tuple[dict[str, Any], str | None]]
+) -> tuple[list[Record], bool]:
+    """Store and enqueue a batch (in the threadpool): (records in order, any created)."""
+    store, settings = services.store, services.settings
+    try:
+        outcomes = store.create_many(
+            tenant, items, quotas.max_unfinished(settings.tenant_max_unfinished)
+        )
+    except QuotaExceeded as exc:
+        raise quotas.quota_error(tenant, exc) from None
+    new = [
+        (job_id, fields, key)
+        for (job_id, created), (fields, key) in zip(outcomes, items, strict=True)
+        if created
+    ]
+    if new:
+        try:
+            enqueue_jobs(
+                services.celery, [(job_id, fields["priority"]) for job_id, fields, _ in new]
+            )
+        except Exception as exc:  # broker down: accept nothing that is not queued
+            log.warning("enqueue of a batch of %d failed: %s", len(new), exc)
+            store.delete_many([(job_id, tenant) for job_id, _, _ in new])
+            for _, _, key in new:
+                if key:
+                    store.forget_idempotency(tenant, key)
+            raise ApiError(503, "the queue is unavailable; retry later") from None
+        counts = Counter((f["model"], f["priority"], f["kind"]) for _, f, _ in new)
+        for labels, count in counts.items():
+            services.metrics.jobs_submitted.labels(*labels).inc(count)
+    records = store.get_many(job_id for job_id, _ in outcomes)
+    return records, bool(new)
 
 
 @router.get(
