@@ -80,6 +80,10 @@ def courier_env(sim: Simulator, **extra: str) -> dict[str, str]:
         "ANTHROPIC_API_KEY": "sim-key",
         # Only so that stopping a worker with a backlog in flight does not take 30 s.
         "COURIER_SHUTDOWN_GRACE_S": "2",
+        # The bench measures capacity, not the per-tenant quotas (100 submits/s, 10,000
+        # unfinished jobs by default), which would cap it.
+        "COURIER_TENANT_SUBMIT_RATE": "0",
+        "COURIER_TENANT_MAX_UNFINISHED": "0",
         "PYTHONUNBUFFERED": "1",
         **extra,
     }
