@@ -37,8 +37,9 @@ class Run:
     notes: list[str]
     busy_before: list[str]
     busy_after: list[str]
-    probe: list[tuple[int, float, float]]
+    probe: list[tuple[int, int, float, float]]
     submit_concurrency: int
+    submit_batch: int
     reruns: list[str]
 
 
@@ -238,11 +239,14 @@ def priority_table(p: PriorityResult) -> list[str]:
     ]
 
 
-def probe_table(probe: list[tuple[int, float, float]]) -> list[str]:
+def probe_table(probe: list[tuple[int, int, float, float]]) -> list[str]:
+    def shape(batch: int) -> str:
+        return f"`POST /v1/jobs/batch`, {batch} jobs each" if batch else "`POST /v1/jobs`"
+
     return [
-        "| POSTs in flight | submits/s | API CPU per submit (ms) |",
-        "|---|---|---|",
-        *(f"| {c} | {rate:.0f} | {cpu:.1f} |" for c, rate, cpu in probe),
+        "| request | requests in flight | jobs/s | API CPU per job (ms) |",
+        "|---|---|---|---|",
+        *(f"| {shape(b)} | {c} | {rate:.0f} | {cpu:.1f} |" for b, c, rate, cpu in probe),
     ]
 
 

@@ -33,6 +33,7 @@ from bench.harness import LOG_DIR, REDIS_URL, Simulator, flush, start_api
 from bench.priority import PriorityResult, run_priority
 from bench.report import Run, plot, render
 from bench.scenarios import (
+    SUBMIT_BATCH,
     SUBMIT_CONCURRENCY,
     Cell,
     bare_sdk_cpu,
@@ -77,6 +78,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bare-calls", type=int, help="bare SDK calls (default 300)")
     p.add_argument(
         "--submit-concurrency", type=int, default=SUBMIT_CONCURRENCY, help="POSTs in flight"
+    )
+    p.add_argument(
+        "--submit-batch",
+        type=int,
+        default=SUBMIT_BATCH,
+        help=f"jobs per POST /v1/jobs/batch; 0: one POST /v1/jobs each (default {SUBMIT_BATCH})",
     )
     p.add_argument(
         "--skip", default="", help="comma-separated: probe,bare,courier,priority,baseline"
@@ -218,14 +225,15 @@ def main(argv: list[str] | None = None) -> None:
     spots: list[str] = []
     bare = None
     priority: PriorityResult | None = None
-    probe: list[tuple[int, float, float]] = []
+    probe: list[tuple[int, int, float, float]] = []
     profile_target = (min(args.latencies), max(sizes)) if args.profile else None
     try:
         if "probe" not in args.skip:
-            probe = submit_probe(api, api_url, [1, 4, 8, 16, 64], 100 if args.quick else 300)
-            for concurrency, rate, cpu_ms in probe:
+            probe = submit_probe(api, api_url, 100 if args.quick else 300)
+            for batch, concurrency, rate, cpu_ms in probe:
                 print(
-                    f"API alone, {concurrency} POSTs in flight: {rate:.0f}/s, {cpu_ms:.1f} ms CPU"
+                    f"API alone, batch {batch}, {concurrency} in flight: {rate:.0f} jobs/s, "
+                    f"{cpu_ms:.1f} ms CPU per job"
                 )
         if "bare" not in args.skip:
             bare = bare_sdk_cpu(sim, args.bare_calls)
@@ -237,8 +245,9 @@ def main(argv: list[str] | None = None) -> None:
                     profile_out = str(LOG_DIR / f"worker-{latency:g}s-{jobs}.pyspy.txt")
                 try:
                     cell = run_courier_cell(
-                        sim, api_url, latency, jobs, profile_out, args.submit_concurrency
-                    )
+                        sim, api_url, latency, jobs, profile_out,
+                        args.submit_concurrency, args.submit_batch,
+                    )  # fmt: skip
                 except Exception as exc:
                     traceback.print_exc()
                     cell = Cell("courier", latency, jobs, note=f"error: {exc!r}"[:200])
@@ -293,6 +302,7 @@ def main(argv: list[str] | None = None) -> None:
         busy_after=busy_after,
         probe=probe,
         submit_concurrency=args.submit_concurrency,
+        submit_batch=args.submit_batch,
         notes=[],
         reruns=[],
     )

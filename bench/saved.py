@@ -29,7 +29,8 @@ def from_json(data: dict[str, Any]) -> Run:
     values["baseline"] = [Cell(**c) for c in data["baseline"]]
     values["bare"] = BareSdk(**data["bare"]) if data.get("bare") else None
     values["priority"] = PriorityResult(**data["priority"]) if data.get("priority") else None
-    values["probe"] = [tuple(p) for p in data.get("probe") or []]
+    values["probe"] = [tuple(p) for p in data.get("probe") or [] if len(p) == 4]
+    values.setdefault("submit_batch", 0)
     values["load_before"] = tuple(data["load_before"])
     values["load_after"] = tuple(data["load_after"])
     for name in ("hotspots", "notes", "busy_before", "busy_after", "reruns"):
@@ -55,6 +56,7 @@ def merge(old: Run, new: Run, ran: set[str]) -> Run:
         merged.bare = new.bare
     if "courier" in ran:
         merged.courier, merged.submit_concurrency = new.courier, new.submit_concurrency
+        merged.submit_batch = new.submit_batch
     if "priority" in ran:
         merged.priority = new.priority
     if "baseline" in ran:

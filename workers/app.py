@@ -12,13 +12,14 @@ from celery import Celery
 
 from config.celery import celery_config
 from config.settings import get_settings
-from workers import broker
+from workers import broker, green
 from workers.events import BufferedTaskEvents
 
 app = Celery("courier")
 app.config_from_object(celery_config(get_settings()))
 
 broker.install()
+green.install()
 app.steps["consumer"].add(BufferedTaskEvents)
 # Per-request INFO lines from the HTTP clients cost CPU on the hot path and say nothing
 # the job's own log line does not.
