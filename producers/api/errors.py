@@ -105,11 +105,17 @@ def _allowed_methods(request: Request) -> list[str]:
     """Every method the API serves at this path, from its OpenAPI paths (Starlette names
     only the first matching route's, e.g. ``POST`` for ``/v1/jobs``, which also serves
     ``GET``)."""
+    paths = request.app.openapi().get("paths", {})
+    # A concrete path wins over templated ones (OpenAPI's rule): /v1/jobs/batch is not a
+    # /v1/jobs/{job_id}.
+    matches = [t for t in paths if t == request.url.path] or [
+        t
+        for t in paths
+        if re.fullmatch(re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(t)), request.url.path)
+    ]
     methods: set[str] = set()
-    for template, operations in request.app.openapi().get("paths", {}).items():
-        pattern = re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template))
-        if re.fullmatch(pattern, request.url.path):
-            methods |= {m.upper() for m in operations}
+    for template in matches:
+        methods |= {m.upper() for m in paths[template]}
     if "GET" in methods:
         methods.add("HEAD")
     return sorted(methods)

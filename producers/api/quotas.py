@@ -30,7 +30,9 @@ from workers.store import QuotaExceeded
 QUOTA_RETRY_AFTER_S = 5  # when to try again at the unfinished-jobs cap: jobs end at their pace
 
 # KEYS: bucket   ARGV: rate per s, burst, tokens wanted
-# → {1, '0'} taken, or {0, seconds until that many are due} (nothing taken)
+# → {1, '0'} taken, or {0, seconds until that many are due} (nothing taken). A batch larger
+# than the burst is taken from a full bucket, leaving it in debt: later submissions wait
+# until the rate has paid it back, so the long-run rate holds.
 TOKEN_BUCKET = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -40,15 +42,16 @@ local level = tonumber(v[1]) or burst
 local ts = tonumber(v[2]) or now
 level = math.min(burst, level + math.max(0, now - ts) * rate)
 local want = tonumber(ARGV[3])
+local need = math.min(want, burst)
 local allowed, wait = 0, 0
-if level >= want then
+if level >= need then
   level = level - want
   allowed = 1
 else
-  wait = (want - level) / rate
+  wait = (need - level) / rate
 end
 redis.call('HSET', KEYS[1], 'level', tostring(level), 'ts', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+redis.call('EXPIRE', KEYS[1], math.ceil((burst - level) / rate) + 1)
 return {allowed, tostring(wait)}
 """
 
@@ -89,12 +92,6 @@ async def charge_submissions(services: Services, tenant: str, count: int) -> Non
     if settings.tenant_submit_rate <= 0:
         return
     rate, burst = settings.tenant_submit_rate, settings.tenant_submit_burst
-    if count > burst:
-        raise ApiError(
-            422,
-            f"a batch of {count} jobs is over tenant {tenant!r}'s submission burst of {burst} "
-            "(COURIER_TENANT_SUBMIT_BURST): send smaller batches",
-        )
     wait = await take_submit_token(services.aredis, tenant, rate, burst, count)
     if wait > 0:
         raise ApiError(

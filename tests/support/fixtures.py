@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import anthropic
 import httpx
+import openai
 import pytest
 
 from tests.support.procs import Proc
+from tests.support.sim_requests import KEY
 from tests.support.simulator import SimulatorHandle
 from tests.support.stack import KEY1, KEY2, stack_env_for, start_api, start_worker
 
@@ -55,3 +58,22 @@ def t2(api_url: str) -> Iterator[httpx.Client]:
         base_url=api_url, headers={"Authorization": f"Bearer {KEY2}"}, timeout=30
     ) as client:
         yield client
+
+
+# ---- SDK clients pointed at the simulator ----------------------------------------------
+
+
+@pytest.fixture()
+def oai(sim: SimulatorHandle) -> Iterator[openai.OpenAI]:
+    client = openai.OpenAI(base_url=sim.openai_base_url, api_key=KEY, max_retries=0, timeout=10)
+    yield client
+    client.close()
+
+
+@pytest.fixture()
+def claude(sim: SimulatorHandle) -> Iterator[anthropic.Anthropic]:
+    client = anthropic.Anthropic(
+        base_url=sim.anthropic_base_url, api_key=KEY, max_retries=0, timeout=10
+    )
+    yield client
+    client.close()

@@ -15,8 +15,9 @@ from typing import Any
 
 import httpx
 
-from tests.support.procs import Proc, free_port, python_module, wait_http, wait_until
+from tests.support.procs import Proc, free_port, python_module, wait_http
 from tests.support.simulator import SimulatorHandle
+from tests.support.workers import courier_env, wait_ready
 
 KEY1, KEY2 = "key-one", "key-two"
 API_KEYS = f"t1:{KEY1},t2:{KEY2}"
@@ -24,16 +25,7 @@ TERMINAL = ("succeeded", "failed", "cancelled", "expired")
 
 
 def stack_env_for(redis_url: str, sim: SimulatorHandle) -> dict[str, str]:
-    return {
-        "COURIER_REDIS_URL": redis_url,
-        "COURIER_API_KEYS": API_KEYS,
-        "OPENAI_BASE_URL": sim.openai_base_url,
-        "OPENAI_API_KEY": "sim-key",
-        "ANTHROPIC_BASE_URL": sim.anthropic_base_url,
-        "ANTHROPIC_API_KEY": "sim-key",
-        "COURIER_CALLBACK_ALLOW_PRIVATE": "true",
-        "PYTHONUNBUFFERED": "1",
-    }
+    return courier_env(redis_url, sim, COURIER_API_KEYS=API_KEYS)
 
 
 def start_api(env: dict[str, str], name: str = "api") -> tuple[Proc, str]:
@@ -51,16 +43,13 @@ def start_api(env: dict[str, str], name: str = "api") -> tuple[Proc, str]:
 
 
 def start_worker(env: dict[str, str], *args: str) -> Proc:
+    """``courier worker`` as users start it (at ``-c 50``), once it consumes."""
     name = f"test-{uuid.uuid4().hex[:8]}@%h"
-    proc = python_module(
-        "producers.cli", "worker", "-c", "50", "-n", name, *args, env=env, name="worker"
+    return wait_ready(
+        python_module(
+            "producers.cli", "worker", "-c", "50", "-n", name, *args, env=env, name="worker"
+        )
     )
-    try:
-        wait_until(lambda: " ready." in proc.output(), timeout=40)
-    except TimeoutError:
-        proc.stop()
-        raise RuntimeError(f"the worker did not start:\n{proc.output()}") from None
-    return proc
 
 
 @contextmanager

@@ -53,12 +53,16 @@ def start_worker(
         env=courier_env(redis_url, sim, **(env or {})),
         name=name,
     )  # fmt: skip
-    if wait:
-        try:
-            wait_until(lambda: "ready." in proc.output(), timeout=30)
-        except TimeoutError:
-            proc.stop()
-            raise RuntimeError(f"worker did not start:\n{proc.output()[-3000:]}") from None
+    return wait_ready(proc) if wait else proc
+
+
+def wait_ready(proc: Proc, timeout: float = 40) -> Proc:
+    """The worker process once it consumes; stopped, with its output raised, if it never does."""
+    try:
+        wait_until(lambda: " ready." in proc.output(), timeout=timeout)
+    except TimeoutError:
+        proc.stop()
+        raise RuntimeError(f"the worker did not start:\n{proc.output()[-3000:]}") from None
     return proc
 
 
