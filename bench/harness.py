@@ -180,12 +180,15 @@ class Samples:
 
 
 class Sampler(threading.Thread):
-    """Every ``interval`` s: ``ZCARD courier:running`` and the worker's RSS."""
+    """Every ``interval`` s: ``ZCARD courier:running`` and the workers' summed RSS."""
 
-    def __init__(self, worker_pid: int, interval: float = 0.05, running_key: str = "") -> None:
+    def __init__(
+        self, worker_pids: int | list[int], interval: float = 0.05, running_key: str = ""
+    ) -> None:
         super().__init__(daemon=True)
         self.redis = redis.Redis.from_url(REDIS_URL)
-        self.worker = psutil.Process(worker_pid)
+        pids = [worker_pids] if isinstance(worker_pids, int) else worker_pids
+        self.workers = [psutil.Process(pid) for pid in pids]
         self.interval = interval
         self.running_key = running_key or keys.RUNNING
         self.samples = Samples()
@@ -196,7 +199,7 @@ class Sampler(threading.Thread):
         while not self._stop_event.is_set():
             try:
                 in_flight = int(self.redis.zcard(self.running_key))
-                rss = int(self.worker.memory_info().rss)
+                rss = sum(int(w.memory_info().rss) for w in self.workers)
             except (redis.RedisError, psutil.Error):
                 in_flight, rss = 0, 0
             samples.count += 1

@@ -13,7 +13,7 @@ from bench.priority import PriorityResult
 from bench.report import Run
 from bench.scenarios import BareSdk, Cell
 
-SECTIONS = ("probe", "bare", "courier", "priority", "baseline")
+SECTIONS = ("probe", "bare", "courier", "scale", "priority", "baseline")
 
 
 def to_json(run: Run) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def from_json(data: dict[str, Any]) -> Run:
     values["bare"] = BareSdk(**data["bare"]) if data.get("bare") else None
     values["priority"] = PriorityResult(**data["priority"]) if data.get("priority") else None
     values["probe"] = [tuple(p) for p in data.get("probe") or [] if len(p) == 4]
-    values.setdefault("submit_batch", 0)
+    values["submit_batch"] = values["submit_batch"] or 0
     values["load_before"] = tuple(data["load_before"])
     values["load_after"] = tuple(data["load_after"])
     for name in ("hotspots", "notes", "busy_before", "busy_after", "reruns"):
@@ -54,9 +54,15 @@ def merge(old: Run, new: Run, ran: set[str]) -> Run:
         merged.probe = new.probe
     if "bare" in ran:
         merged.bare = new.bare
-    if "courier" in ran:
-        merged.courier, merged.submit_concurrency = new.courier, new.submit_concurrency
-        merged.submit_batch = new.submit_batch
+    if "courier" in ran or "scale" in ran:
+        merged.submit_concurrency, merged.submit_batch = new.submit_concurrency, new.submit_batch
+
+        def replaced(cell: Cell) -> bool:
+            return ("scale" if cell.processes > 1 else "courier") in ran
+
+        merged.courier = [c for c in old.courier if not replaced(c)] + [
+            c for c in new.courier if replaced(c)
+        ]
     if "priority" in ran:
         merged.priority = new.priority
     if "baseline" in ran:

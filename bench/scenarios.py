@@ -76,6 +76,7 @@ class Cell:
     wall_s: float = 0.0
     stop_s: float = 0.0
     suspect_lines: list[str] = field(default_factory=list)
+    processes: int = 1  # worker processes; RSS and CPU are their sums
 
     @property
     def overhead(self) -> float | None:
@@ -247,26 +248,29 @@ def run_courier_cell(
     profile_out: str | None = None,
     concurrency: int = SUBMIT_CONCURRENCY,
     batch: int = SUBMIT_BATCH,
+    processes: int = 1,
 ) -> Cell:
-    cell = Cell("courier", latency, jobs, ran=True)
+    """One matrix cell: ``processes`` ``courier worker`` processes (RSS and CPU summed)."""
+    cell = Cell("courier", latency, jobs, ran=True, processes=processes)
     flush(REDIS_URL)
     store = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    worker = start_courier_worker(sim)
+    workers = [start_courier_worker(sim) for _ in range(processes)]
+    pids = [w.pid for w in workers]
     spy: Proc | None = None
     try:
         warm_up(sim, api_url, store, latency)
         time.sleep(1.0)
-        cell.rss_idle = psutil.Process(worker.pid).memory_info().rss
-        cpu_before = tree_cpu_s(worker.pid)
+        cell.rss_idle = sum(psutil.Process(pid).memory_info().rss for pid in pids)
+        cpu_before = sum(tree_cpu_s(pid) for pid in pids)
         if profile_out:
             spy = Proc(
                 [str(Path(sys.executable).parent / "py-spy"), "record",
-                 "--pid", str(worker.pid), "--gil", "-f", "raw",
+                 "--pid", str(pids[0]), "--gil", "-f", "raw",
                  "-r", "100", "-o", profile_out, "--nonblocking"],
                 name="py-spy",
             )  # fmt: skip
             time.sleep(1.0)
-        sampler = Sampler(worker.pid)
+        sampler = Sampler(pids)
         sampler.start()
         tag = uuid.uuid4().hex[:6]
         started = time.monotonic()
@@ -278,7 +282,7 @@ def run_courier_cell(
         record_keys = [keys.job(i) for i in ids]
         done, ended = wait_terminal(store, record_keys, cell_timeout(jobs, latency))
         cell.wall_s = time.monotonic() - started
-        cell.cpu_s = tree_cpu_s(worker.pid) - cpu_before
+        cell.cpu_s = sum(tree_cpu_s(pid) for pid in pids) - cpu_before
         samples = sampler.stop()
         cell.peak_in_flight, cell.rss_peak = samples.peak_in_flight, samples.peak_rss
         if spy is not None:
@@ -292,8 +296,8 @@ def run_courier_cell(
     finally:
         if spy is not None and spy.alive():
             spy.stop()
-        cell.stop_s = stop_worker(worker)
-        cell.suspect_lines = suspect_lines(worker)
+        cell.stop_s = max(stop_worker(w) for w in workers)
+        cell.suspect_lines = [line for w in workers for line in suspect_lines(w)]
         store.close()
     return cell
 
@@ -350,6 +354,7 @@ class BareSdk:
     median_ms: float
     p10_ms: float
     p90_ms: float
+    mean_ms: float | None = None  # all the calls' CPU ÷ calls, as the worker's is measured
 
 
 def bare_sdk_cpu(sim: Simulator, calls: int) -> BareSdk:
@@ -362,10 +367,12 @@ def bare_sdk_cpu(sim: Simulator, calls: int) -> BareSdk:
     for _ in range(20):
         client.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=50)
     cpu: list[float] = []
+    total_before = time.process_time()
     for i in range(calls):
         messages = [{"role": "user", "content": f"bare sdk call {i}"}]
         before = time.process_time()
         client.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=50)
         cpu.append((time.process_time() - before) * 1000)
+    mean = (time.process_time() - total_before) * 1000 / calls
     client.close()
-    return BareSdk(calls, statistics.median(cpu), percentile(cpu, 10), percentile(cpu, 90))
+    return BareSdk(calls, statistics.median(cpu), percentile(cpu, 10), percentile(cpu, 90), mean)
