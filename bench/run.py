@@ -30,6 +30,7 @@ from pathlib import Path
 
 from bench import hotspots, saved
 from bench.harness import LOG_DIR, REDIS_URL, Simulator, flush, start_api
+from bench.idle import IdleOverhead, idle_overhead
 from bench.priority import PriorityResult, run_priority
 from bench.report import Run, plot, render
 from bench.scenarios import (
@@ -96,7 +97,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--scale-latency", type=float, default=1.0)
     p.add_argument(
-        "--skip", default="", help="comma-separated: probe,bare,courier,scale,priority,baseline"
+        "--skip",
+        default="",
+        help="comma-separated: probe,bare,idle,courier,scale,priority,baseline",
     )
     p.add_argument(
         "--profile",
@@ -237,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     spots: list[str] = []
     bare = None
     priority: PriorityResult | None = None
+    idle: IdleOverhead | None = None
     probe: list[tuple[int, int, float, float]] = []
     profile_target = (min(args.latencies), max(sizes)) if args.profile else None
     try:
@@ -253,6 +257,9 @@ def main(argv: list[str] | None = None) -> None:
                 f"bare SDK: {bare.mean_ms:.2f} ms CPU per call (mean; median {bare.median_ms:.2f})",
                 flush=True,
             )
+        if "idle" not in args.skip:
+            idle = idle_overhead(sim, api_url)
+            print(f"idle: submit → succeeded p50 {idle.e2e_p50_ms:.1f} ms", flush=True)
         for latency in args.latencies if "courier" not in args.skip else []:
             for jobs in sizes:
                 profile_out = None
@@ -327,6 +334,7 @@ def main(argv: list[str] | None = None) -> None:
         baseline=baseline,
         bare=bare,
         priority=priority,
+        idle=idle,
         hotspots=spots,
         busy_before=busy_before,
         busy_after=busy_after,

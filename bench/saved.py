@@ -9,11 +9,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.idle import IdleOverhead
 from bench.priority import PriorityResult
 from bench.report import Run
 from bench.scenarios import BareSdk, Cell
 
-SECTIONS = ("probe", "bare", "courier", "scale", "priority", "baseline")
+SECTIONS = ("probe", "bare", "idle", "courier", "scale", "priority", "baseline")
 
 
 def to_json(run: Run) -> dict[str, Any]:
@@ -29,6 +30,7 @@ def from_json(data: dict[str, Any]) -> Run:
     values["baseline"] = [Cell(**c) for c in data["baseline"]]
     values["bare"] = BareSdk(**data["bare"]) if data.get("bare") else None
     values["priority"] = PriorityResult(**data["priority"]) if data.get("priority") else None
+    values["idle"] = IdleOverhead(**data["idle"]) if data.get("idle") else None
     values["probe"] = [tuple(p) for p in data.get("probe") or [] if len(p) == 4]
     values["submit_batch"] = values["submit_batch"] or 0
     values["load_before"] = tuple(data["load_before"])
@@ -65,6 +67,8 @@ def merge(old: Run, new: Run, ran: set[str]) -> Run:
         ]
     if "priority" in ran:
         merged.priority = new.priority
+    if "idle" in ran:
+        merged.idle = new.idle
     if "baseline" in ran:
         merged.baseline = new.baseline
     if new.hotspots:
