@@ -58,19 +58,13 @@ def merge(old: Run, new: Run, ran: set[str]) -> Run:
         merged.bare = new.bare
     if "courier" in ran or "scale" in ran:
         merged.submit_concurrency, merged.submit_batch = new.submit_concurrency, new.submit_batch
-
-        def replaced(cell: Cell) -> bool:
-            return ("scale" if cell.processes > 1 else "courier") in ran
-
-        merged.courier = [c for c in old.courier if not replaced(c)] + [
-            c for c in new.courier if replaced(c)
-        ]
+        merged.courier = _replace_cells(old.courier, new.courier)
     if "priority" in ran:
         merged.priority = new.priority
     if "idle" in ran:
         merged.idle = new.idle
     if "baseline" in ran:
-        merged.baseline = new.baseline
+        merged.baseline = _replace_cells(old.baseline, new.baseline)
     if new.hotspots:
         merged.hotspots = new.hotspots
     load = " / ".join(f"{x:.2f}" for x in new.load_before)
@@ -81,3 +75,14 @@ def merge(old: Run, new: Run, ran: set[str]) -> Run:
         f"busy: {'; '.join(new.busy_before) or 'none'})",
     ]
     return merged
+
+
+def _replace_cells(old: list[Cell], new: list[Cell]) -> list[Cell]:
+    """``old`` with each cell ``new`` measured again replaced, new cells added, in order."""
+
+    def key(cell: Cell) -> tuple[int, float, int]:
+        return (cell.processes, cell.latency, cell.jobs)
+
+    fresh = {key(c): c for c in new}
+    kept = [fresh.pop(key(c), c) for c in old]
+    return sorted([*kept, *fresh.values()], key=key)

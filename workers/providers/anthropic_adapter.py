@@ -29,7 +29,6 @@ OpenAI-shaped ``tool_calls``. ``refusal`` is a *result* with finish reason ``con
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,11 +38,9 @@ import httpx2
 
 from workers.errors import InvalidRequest
 from workers.providers.base import ProviderResult, Usage
-from workers.providers.errors_map import NON_SDK_ERRORS, map_sdk_error, rate_limit_headers
-from workers.providers.sdk_client import CLIENT_TIMEOUT_S, ShardedClient, shard_http_client
+from workers.providers.sdk_client import SdkProvider
 
 DEFAULT_MAX_TOKENS = 4096
-_CAUGHT: tuple[type[Exception], ...] = (anthropic.AnthropicError, *NON_SDK_ERRORS)
 JSON_OBJECT_INSTRUCTION = (
     "Respond with a single valid JSON object and nothing else: no prose, no code fences."
 )
@@ -312,14 +309,15 @@ def message_result(message: Mapping[str, Any], *, model: str, latency_ms: int) -
     )
 
 
-class AnthropicProvider:
-    """The Messages API on one shared ``anthropic.Anthropic`` client (no embeddings).
+class AnthropicProvider(SdkProvider):
+    """The Messages API on shared ``anthropic.Anthropic`` clients (no embeddings).
 
     ``api_key``/``base_url`` default to what the SDK reads (``ANTHROPIC_API_KEY``,
     ``ANTHROPIC_BASE_URL``). SDK retries are off: Courier owns the retry policy.
     """
 
     name = "anthropic"
+    sdk_error = anthropic.AnthropicError
 
     def __init__(
         self,
@@ -328,48 +326,21 @@ class AnthropicProvider:
         base_url: str | None = None,
         http_client: httpx2.Client | httpx.Client | None = None,
     ) -> None:
-        def new_http_client() -> httpx2.Client:
-            return shard_http_client(anthropic.DefaultHttpxClient)
-
-        client = new_http_client() if http_client is None else http_client
-        try:
-            first = anthropic.Anthropic(
-                api_key=api_key,
-                base_url=base_url,
-                http_client=client,  # type: ignore[arg-type]  # the SDK accepts httpx too
-                max_retries=0,
-                timeout=CLIENT_TIMEOUT_S,
-            )
-        except _CAUGHT as exc:
-            if http_client is None:
-                client.close()
-            raise map_sdk_error(exc, provider=self.name, secrets=(api_key,)) from None
-        self._secrets: tuple[str | None, ...] = (api_key, first.api_key, first.auth_token)
-        self._clients = ShardedClient(first, new_http_client if http_client is None else None)
-
-    @property
-    def base_url(self) -> str:
-        return str(self._clients.first.base_url)
+        super().__init__(
+            anthropic.Anthropic,
+            anthropic.DefaultHttpxClient,
+            api_key=api_key,
+            base_url=base_url,
+            http_client=http_client,
+        )
 
     def complete(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
         """One Messages API call; raises only :mod:`workers.errors` exceptions."""
         params = build_message_params(model, request)
-        started = time.perf_counter()
-        try:
-            answer, headers = self._clients.post_json("/v1/messages", params, timeout=timeout)
-            latency_ms = int((time.perf_counter() - started) * 1000)
-            result = message_result(answer, model=f"{self.name}:{model}", latency_ms=latency_ms)
-            result.rate_limit_headers = rate_limit_headers(headers)
-        except _CAUGHT as exc:
-            raise map_sdk_error(exc, provider=self.name, secrets=self._secrets) from None
-        return result
+        return self._call("/v1/messages", params, message_result, model, timeout)
 
     def embed(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
         """Anthropic has no embeddings API: always ``InvalidRequest``."""
         raise InvalidRequest(
             f"anthropic has no embeddings API (model {model!r}); use an openai embedding model"
         )
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._clients.close()

@@ -13,8 +13,7 @@ becomes a leading system message, and only the fields that are present are sent.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -23,8 +22,7 @@ import openai
 
 from workers.errors import InvalidRequest, ProviderUnavailable
 from workers.providers.base import ProviderResult, Usage
-from workers.providers.errors_map import NON_SDK_ERRORS, map_sdk_error, rate_limit_headers
-from workers.providers.sdk_client import CLIENT_TIMEOUT_S, ShardedClient, shard_http_client
+from workers.providers.sdk_client import SdkProvider
 
 # Chat fields sent to the API as they are, when present (SPEC §3 plus a few safe OpenAI extras).
 PASSTHROUGH_FIELDS = (
@@ -52,8 +50,6 @@ FINISH_REASONS = {
     "function_call": "tool_calls",
     None: "stop",
 }
-
-_CAUGHT: tuple[type[Exception], ...] = (openai.OpenAIError, *NON_SDK_ERRORS)
 
 
 def normalize_finish_reason(reason: str | None) -> str:
@@ -163,14 +159,15 @@ def embedding_result(response: Mapping[str, Any], *, model: str, latency_ms: int
     )
 
 
-class OpenAIProvider:
-    """Chat completions and embeddings on one shared ``openai.OpenAI`` client.
+class OpenAIProvider(SdkProvider):
+    """Chat completions and embeddings on shared ``openai.OpenAI`` clients.
 
     ``api_key``/``base_url`` default to what the SDK reads (``OPENAI_API_KEY``,
     ``OPENAI_BASE_URL``). SDK retries are off: Courier owns the retry policy.
     """
 
     name = "openai"
+    sdk_error = openai.OpenAIError
 
     def __init__(
         self,
@@ -179,28 +176,13 @@ class OpenAIProvider:
         base_url: str | None = None,
         http_client: httpx2.Client | httpx.Client | None = None,
     ) -> None:
-        def new_http_client() -> httpx2.Client:
-            return shard_http_client(openai.DefaultHttpxClient)
-
-        client = new_http_client() if http_client is None else http_client
-        try:
-            first = openai.OpenAI(
-                api_key=api_key,
-                base_url=base_url,
-                http_client=client,  # type: ignore[arg-type]  # the SDK accepts httpx too
-                max_retries=0,
-                timeout=CLIENT_TIMEOUT_S,
-            )
-        except _CAUGHT as exc:
-            if http_client is None:
-                client.close()
-            raise map_sdk_error(exc, provider=self.name, secrets=(api_key,)) from None
-        self._secrets: tuple[str | None, ...] = (api_key, first.api_key)
-        self._clients = ShardedClient(first, new_http_client if http_client is None else None)
-
-    @property
-    def base_url(self) -> str:
-        return str(self._clients.first.base_url)
+        super().__init__(
+            openai.OpenAI,
+            openai.DefaultHttpxClient,
+            api_key=api_key,
+            base_url=base_url,
+            http_client=http_client,
+        )
 
     def complete(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
         """One chat completion; raises only :mod:`workers.errors` exceptions."""
@@ -211,25 +193,3 @@ class OpenAIProvider:
         """One embeddings call; raises only :mod:`workers.errors` exceptions."""
         params = build_embedding_params(model, request)
         return self._call("/embeddings", params, embedding_result, model, timeout)
-
-    def _call(
-        self,
-        path: str,
-        params: dict[str, Any],
-        to_result: Callable[..., ProviderResult],
-        model: str,
-        timeout: float,
-    ) -> ProviderResult:
-        started = time.perf_counter()
-        try:
-            answer, headers = self._clients.post_json(path, params, timeout=timeout)
-            latency_ms = int((time.perf_counter() - started) * 1000)
-            result = to_result(answer, model=f"{self.name}:{model}", latency_ms=latency_ms)
-            result.rate_limit_headers = rate_limit_headers(headers)
-        except _CAUGHT as exc:
-            raise map_sdk_error(exc, provider=self.name, secrets=self._secrets) from None
-        return result
-
-    def close(self) -> None:
-        """Close the connection pool."""
-        self._clients.close()

@@ -1,4 +1,5 @@
-"""What both adapters share: a sharded pool of SDK clients and one JSON POST through it.
+"""What both adapters share: a sharded pool of SDK clients, one JSON POST through it, errors
+mapped (:class:`SdkProvider`).
 
 Courier forwards a request it has already validated and reads a few fields of the answer, so it
 calls the SDK's own low-level ``client.post(path, body=..., cast_to=httpx2.Response)`` (the
@@ -12,12 +13,16 @@ answer, which were measured at ~30 % of the CPU of a bare ``create`` call (``mak
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from typing import Any, Protocol, Self
 
+import httpx
 import httpx2
 
 from workers.providers import CLIENT_SHARDS, MAX_CONNECTIONS, MAX_KEEPALIVE_CONNECTIONS
+from workers.providers.base import ProviderResult
+from workers.providers.errors_map import NON_SDK_ERRORS, map_sdk_error, rate_limit_headers
 
 # The clients' own timeout; every call passes its own, so this only bounds a forgotten one.
 CLIENT_TIMEOUT_S = 600.0
@@ -82,3 +87,73 @@ class ShardedClient:
     def close(self) -> None:
         for shard in self._shards:
             shard.close()
+
+
+class SdkProvider:
+    """What both adapters share: the sharded SDK clients, and one call with its errors mapped
+    onto :mod:`workers.errors`. Subclasses set ``name`` and ``sdk_error`` (the SDK's base
+    exception) and pass their SDK's client classes."""
+
+    name: str
+    sdk_error: type[Exception]
+
+    def __init__(
+        self,
+        client_class: Callable[..., SdkClient],
+        http_client_class: Callable[..., httpx2.Client],
+        *,
+        api_key: str | None,
+        base_url: str | None,
+        http_client: httpx2.Client | httpx.Client | None,
+    ) -> None:
+        self._caught: tuple[type[Exception], ...] = (self.sdk_error, *NON_SDK_ERRORS)
+
+        def new_http_client() -> httpx2.Client:
+            return shard_http_client(http_client_class)
+
+        client = new_http_client() if http_client is None else http_client
+        try:
+            first = client_class(
+                api_key=api_key,
+                base_url=base_url,
+                http_client=client,
+                max_retries=0,
+                timeout=CLIENT_TIMEOUT_S,
+            )
+        except self._caught as exc:
+            if http_client is None:
+                client.close()
+            raise map_sdk_error(exc, provider=self.name, secrets=(api_key,)) from None
+        self._secrets: tuple[str | None, ...] = (
+            api_key,
+            getattr(first, "api_key", None),
+            getattr(first, "auth_token", None),  # anthropic's bearer-token alternative
+        )
+        self._clients = ShardedClient(first, new_http_client if http_client is None else None)
+
+    @property
+    def base_url(self) -> str:
+        return str(self._clients.first.base_url)
+
+    def _call(
+        self,
+        path: str,
+        params: dict[str, Any],
+        to_result: Callable[..., ProviderResult],
+        model: str,
+        timeout: float,
+    ) -> ProviderResult:
+        """POST ``params``, turn the answer into a result; raises only Courier errors."""
+        started = time.perf_counter()
+        try:
+            answer, headers = self._clients.post_json(path, params, timeout=timeout)
+            latency_ms = int((time.perf_counter() - started) * 1000)
+            result = to_result(answer, model=f"{self.name}:{model}", latency_ms=latency_ms)
+            result.rate_limit_headers = rate_limit_headers(headers)
+        except self._caught as exc:
+            raise map_sdk_error(exc, provider=self.name, secrets=self._secrets) from None
+        return result
+
+    def close(self) -> None:
+        """Close the connection pools."""
+        self._clients.close()
