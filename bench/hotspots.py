@@ -19,7 +19,7 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("consumer loop: BRPOP, decode, dispatch", ("synloop (",), ()),
     ("task events (-E): publish", ("EventDispatcher.send (",), ()),
     ("Celery trace around the task body", ("trace_task (",), ("run_job (",)),
-    ("job store scripts (claim, begin_attempt, finish)", ("JobStore.",), ()),
+    ("job store scripts (claim, finish; begin_attempt on retries)", ("JobStore.",), ()),
     ("broker ack", ("QoS.ack (",), ()),
     ("redis.Redis() built per kombu op", ("Redis.__init__ (",), ()),
     ("circuit breaker", ("CircuitBreaker.",), ()),
