@@ -32,8 +32,9 @@ from pathlib import Path
 from bench import hotspots, saved
 from bench.harness import LOG_DIR, REDIS_URL, Simulator, flush, start_api
 from bench.idle import IdleOverhead, idle_overhead
+from bench.plot import plot
 from bench.priority import PriorityResult, run_priority
-from bench.report import Run, plot, render
+from bench.report import Run, render
 from bench.scenarios import (
     SUBMIT_BATCH,
     SUBMIT_CONCURRENCY,

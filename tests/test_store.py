@@ -9,7 +9,8 @@ from typing import Any
 import redis
 
 from workers import keys
-from workers.store import JobStore, to_view
+from workers.records import to_view
+from workers.store import JobStore
 
 FIELDS: dict[str, Any] = {
     "model": "openai:gpt-4o-mini",

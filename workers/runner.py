@@ -22,9 +22,9 @@ from workers.breaker import CircuitBreaker
 from workers.errors import CourierError, FinalError, ProviderTimeout, RetryableError
 from workers.logs import job_event
 from workers.providers.base import Provider, ProviderResult, split_model
+from workers.records import Record
 from workers.retry import RetryPolicy
 from workers.runtime import Runtime
-from workers.store import Record
 
 log = logging.getLogger("courier.runner")
 T = TypeVar("T")

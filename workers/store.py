@@ -13,35 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from ulid import ULID
 
 from workers import keys, scripts
-from workers.jobs import TERMINAL, CallbackState, iso
+from workers.jobs import TERMINAL, CallbackState
+from workers.records import Record, encode_fields, new_job_id, now_ms
 
-Record = dict[str, str]
 CALLBACK_SAFETY_S = 30.0
 PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: "<queue><sep><step>" per priority step
-JSON_FIELDS = ("request", "fallback_models", "metadata", "result", "error", "callback")
-
-
-def new_job_id() -> str:
-    """``job_`` + a ULID: unique and sortable by creation time."""
-    return f"job_{ULID()}"
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _pairs(fields: Mapping[str, Any]) -> list[str]:
-    out: list[str] = []
-    for name, value in fields.items():
-        out.append(name)
-        if name in JSON_FIELDS:
-            out.append(json.dumps(value, separators=(",", ":")))
-        else:
-            out.append("" if value is None else str(value))
-    return out
 
 
 class QuotaExceeded(Exception):
@@ -168,7 +146,7 @@ class JobStore:
             int(float(expires_at) * 1000) if expires_at else "",
             keys.JOB_PREFIX,
             "" if max_unfinished is None else max_unfinished,
-            *_pairs(record),
+            *encode_fields(record),
         ]
         return job_id, script_keys, args
 
@@ -288,7 +266,7 @@ class JobStore:
                 self.retention_s,
                 keys.JOB_EVENTS,
                 callback_due,
-                *_pairs(extra),
+                *encode_fields(extra),
             ],
         )
         return bool(done), str(previous), bool(done) and callback_due != ""
@@ -310,7 +288,7 @@ class JobStore:
                     token,
                     now_ms() + int(delay_s * 1000),
                     waiting_for,
-                    *_pairs(fields or {}),
+                    *encode_fields(fields or {}),
                 ],
             )
         )
@@ -330,7 +308,7 @@ class JobStore:
 
     def set_fields(self, job_id: str, fields: Mapping[str, Any]) -> None:
         """Fields outside the status machine (callback state, waiting_for)."""
-        flat = _pairs(fields)
+        flat = encode_fields(fields)
         self.redis.hset(keys.job(job_id), mapping=dict(zip(flat[::2], flat[1::2], strict=True)))
 
     # ---- sweeper ------------------------------------------------------------
@@ -417,34 +395,3 @@ class JobStore:
             args=[now_ms(), int(older_than_s * 1000), limit, keys.JOB_PREFIX],
         )
         return ids
-
-
-def to_view(record: Record) -> dict[str, Any]:
-    """A stored record → the job as SPEC §3 shows it."""
-
-    def loads(name: str) -> Any:
-        raw = record.get(name)
-        return json.loads(raw) if raw else None
-
-    def ts(name: str) -> str | None:
-        raw = record.get(name)
-        return iso(float(raw)) if raw else None
-
-    callback = loads("callback") or {"url": None, "status": "none", "attempts": 0}
-    return {
-        "id": record["id"],
-        "status": record["status"],
-        "model": record["model"],
-        "kind": record.get("kind", "chat"),
-        "priority": record["priority"],
-        "attempts": int(record.get("attempts") or 0),
-        "created_at": ts("created_at"),
-        "started_at": ts("started_at"),
-        "finished_at": ts("finished_at"),
-        "expires_at": ts("expires_at"),
-        "result": loads("result"),
-        "error": loads("error"),
-        "callback": callback,
-        "metadata": loads("metadata") or {},
-        "waiting_for": record.get("waiting_for") or None,
-    }

@@ -20,7 +20,7 @@ from redis.asyncio.client import PubSub
 
 from workers import keys
 from workers.jobs import TERMINAL
-from workers.store import Record
+from workers.records import Record
 
 log = logging.getLogger("courier.api.waiter")
 

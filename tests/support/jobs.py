@@ -12,7 +12,8 @@ from config.celery import celery_config
 from config.settings import Settings
 from workers.jobs import TERMINAL
 from workers.queues import enqueue_job
-from workers.store import JobStore, to_view
+from workers.records import to_view
+from workers.store import JobStore
 
 
 def chat(prompt: str, **request: Any) -> dict[str, Any]:

@@ -31,7 +31,8 @@ import redis
 from config.settings import Settings
 from workers import keys
 from workers.jobs import TERMINAL, iso
-from workers.store import CALLBACK_SAFETY_S, JobStore, Record, to_view
+from workers.records import Record, to_view
+from workers.store import CALLBACK_SAFETY_S, JobStore
 from workers.webhooks import payload, schedule
 from workers.webhooks.signing import event_id, signed_headers, signing_secrets
 from workers.webhooks.ssrf import CallbackHostUnresolved, UnsafeCallbackURL, parse_callback_url

@@ -13,7 +13,7 @@ import math
 from typing import Any
 
 from workers.jobs import iso
-from workers.store import Record, to_view
+from workers.records import Record, to_view
 
 
 def dumps(value: Any) -> bytes:

@@ -32,7 +32,8 @@ from producers.api.limits import reject_unknown_query
 from workers import keys
 from workers.jobs import TERMINAL, BatchSubmission, Job, JobList, JobSubmission, Status, iso
 from workers.queues import enqueue_callback, enqueue_job, enqueue_jobs
-from workers.store import JobStore, QuotaExceeded, Record, to_view
+from workers.records import Record, to_view
+from workers.store import JobStore, QuotaExceeded
 from workers.webhooks import check_callback_url, redeliver
 
 log = logging.getLogger("courier.api.jobs")
