@@ -18,7 +18,8 @@ from pathlib import Path
 import psutil
 import redis
 
-from tests.support.procs import Proc, free_port, python_module, wait_http, wait_until
+from tests.support import stack
+from tests.support.procs import Proc, free_port, python_module, wait_until
 from tests.support.simulator import SimulatorHandle
 from workers import keys
 
@@ -90,18 +91,7 @@ def courier_env(sim: Simulator, **extra: str) -> dict[str, str]:
 
 
 def start_api(sim: Simulator) -> tuple[Proc, str]:
-    port = free_port()
-    proc = python_module(
-        "producers.cli", "api", "--port", str(port), "--log-level", "warning",
-        env=courier_env(sim), name="api",
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/healthz", timeout=40)
-    except TimeoutError:
-        proc.stop()
-        raise RuntimeError(f"the API did not start:\n{proc.output()[-3000:]}") from None
-    return proc, url
+    return stack.start_api(courier_env(sim))
 
 
 def start_courier_worker(sim: Simulator, *args: str) -> Proc:

@@ -147,19 +147,18 @@ class JobRunner:
                     index, failures = index + 1, 0
                     continue
                 return self._later(
-                    job_id, token, open_s, "circuit_open", index, failures,
-                    attempts=claimed_attempt - 1 if claimed_attempt else None,
-                )  # fmt: skip
+                    job_id, token, open_s, "circuit_open", index, failures, claimed_attempt
+                )
 
             if self.limiter is not None:
                 reservation = self.limiter.reserve(
                     model, request, record["priority"], job_id=job_id
                 )
                 if not reservation.granted:
+                    wait_s = reservation.wait_s
                     return self._later(
-                        job_id, token, reservation.wait_s, "rate_limit", index, failures,
-                        attempts=claimed_attempt - 1 if claimed_attempt else None,
-                    )  # fmt: skip
+                        job_id, token, wait_s, "rate_limit", index, failures, claimed_attempt
+                    )
             else:
                 reservation = None
 
@@ -196,7 +195,7 @@ class JobRunner:
                 if delay <= self.policy.inline_max_s and elapsed + delay < 2 * timeout_s + 30:
                     self.sleep(delay)
                     continue
-                return self._later(job_id, token, delay, "retry", index, failures, exc)
+                return self._later(job_id, token, delay, "retry", index, failures, error=exc)
             if self.limiter is not None and reservation is not None:
                 self.limiter.settle(reservation, result, None)
             self._end(job_id, token, "succeeded", {"result": result.to_record()}, record)
@@ -292,12 +291,14 @@ class JobRunner:
         waiting_for: str,
         index: int,
         failures: int,
+        unused_attempt: int = 0,
         error: CourierError | None = None,
-        attempts: int | None = None,
     ) -> Outcome:
+        """Hand the job back to run after ``delay_s``; ``unused_attempt``: the attempt the
+        claim counted for a call this run never made, given back."""
         fields: dict[str, Any] = {"route_index": index, "route_failures": failures}
-        if attempts is not None:
-            fields["attempts"] = attempts
+        if unused_attempt:
+            fields["attempts"] = unused_attempt - 1
         if error is not None:
             fields["last_error"] = json.dumps(error.to_record())
         self._patiently(

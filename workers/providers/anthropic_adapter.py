@@ -33,8 +33,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import anthropic
-import httpx
-import httpx2
 
 from workers.errors import InvalidRequest
 from workers.providers.base import ProviderResult, Usage
@@ -312,27 +310,13 @@ def message_result(message: Mapping[str, Any], *, model: str, latency_ms: int) -
 class AnthropicProvider(SdkProvider):
     """The Messages API on shared ``anthropic.Anthropic`` clients (no embeddings).
 
-    ``api_key``/``base_url`` default to what the SDK reads (``ANTHROPIC_API_KEY``,
-    ``ANTHROPIC_BASE_URL``). SDK retries are off: Courier owns the retry policy.
+    ``api_key``/``base_url`` default to ``ANTHROPIC_API_KEY``/``ANTHROPIC_BASE_URL``.
     """
 
     name = "anthropic"
     sdk_error = anthropic.AnthropicError
-
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        http_client: httpx2.Client | httpx.Client | None = None,
-    ) -> None:
-        super().__init__(
-            anthropic.Anthropic,
-            anthropic.DefaultHttpxClient,
-            api_key=api_key,
-            base_url=base_url,
-            http_client=http_client,
-        )
+    client_class = anthropic.Anthropic
+    http_client_class = anthropic.DefaultHttpxClient
 
     def complete(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
         """One Messages API call; raises only :mod:`workers.errors` exceptions."""

@@ -16,8 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-import httpx2
 import openai
 
 from workers.errors import InvalidRequest, ProviderUnavailable
@@ -162,27 +160,13 @@ def embedding_result(response: Mapping[str, Any], *, model: str, latency_ms: int
 class OpenAIProvider(SdkProvider):
     """Chat completions and embeddings on shared ``openai.OpenAI`` clients.
 
-    ``api_key``/``base_url`` default to what the SDK reads (``OPENAI_API_KEY``,
-    ``OPENAI_BASE_URL``). SDK retries are off: Courier owns the retry policy.
+    ``api_key``/``base_url`` default to ``OPENAI_API_KEY``/``OPENAI_BASE_URL``.
     """
 
     name = "openai"
     sdk_error = openai.OpenAIError
-
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        http_client: httpx2.Client | httpx.Client | None = None,
-    ) -> None:
-        super().__init__(
-            openai.OpenAI,
-            openai.DefaultHttpxClient,
-            api_key=api_key,
-            base_url=base_url,
-            http_client=http_client,
-        )
+    client_class = openai.OpenAI
+    http_client_class = openai.DefaultHttpxClient
 
     def complete(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
         """One chat completion; raises only :mod:`workers.errors` exceptions."""

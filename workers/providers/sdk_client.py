@@ -91,29 +91,32 @@ class ShardedClient:
 
 class SdkProvider:
     """What both adapters share: the sharded SDK clients, and one call with its errors mapped
-    onto :mod:`workers.errors`. Subclasses set ``name`` and ``sdk_error`` (the SDK's base
-    exception) and pass their SDK's client classes."""
+    onto :mod:`workers.errors`. Subclasses name the provider and their SDK's classes.
+
+    ``api_key``/``base_url`` default to what the SDK reads from the environment. SDK retries
+    are off: Courier owns the retry policy.
+    """
 
     name: str
-    sdk_error: type[Exception]
+    sdk_error: type[Exception]  # the SDK's base exception
+    client_class: Callable[..., SdkClient]  # openai.OpenAI, anthropic.Anthropic
+    http_client_class: Callable[..., httpx2.Client]  # the SDK's DefaultHttpxClient
 
     def __init__(
         self,
-        client_class: Callable[..., SdkClient],
-        http_client_class: Callable[..., httpx2.Client],
         *,
-        api_key: str | None,
-        base_url: str | None,
-        http_client: httpx2.Client | httpx.Client | None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        http_client: httpx2.Client | httpx.Client | None = None,
     ) -> None:
         self._caught: tuple[type[Exception], ...] = (self.sdk_error, *NON_SDK_ERRORS)
 
         def new_http_client() -> httpx2.Client:
-            return shard_http_client(http_client_class)
+            return shard_http_client(self.http_client_class)
 
         client = new_http_client() if http_client is None else http_client
         try:
-            first = client_class(
+            first = self.client_class(
                 api_key=api_key,
                 base_url=base_url,
                 http_client=client,
