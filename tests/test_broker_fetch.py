@@ -1,0 +1,73 @@
+"""Messages taken in batches (``BLMPOP … COUNT n``, ``workers/broker.py``): a worker takes no
+more than its free slots, records every message it took as unacked (restorable), and a
+kill -9 loses none of them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tests.support.jobs import DirectProducer
+from tests.support.procs import wait_until
+from tests.support.simulator import SimulatorHandle
+from tests.support.workers import flush_queues, start_worker
+
+pytest_plugins = ["tests.support.fixtures"]
+
+FAST_RECOVERY = {"COURIER_LEASE_TTL_S": "5", "COURIER_SWEEP_INTERVAL_S": "0.5"}
+
+
+@pytest.fixture()
+def producer(redis_url: str) -> Iterator[DirectProducer]:
+    flush_queues(redis_url)
+    p = DirectProducer(redis_url)
+    yield p
+    p.close()
+
+
+def unacked_job_ids(client: redis.Redis) -> list[str]:
+    """The job ids of the messages recorded as taken and not acked, decoded as kombu's
+    restore would decode them."""
+    ids = []
+    for raw in client.hvals("unacked"):
+        payload, exchange, routing_key = json.loads(raw)
+        assert routing_key.startswith("jobs.") and exchange is not None
+        args, _kwargs, _embed = json.loads(base64.b64decode(payload["body"]))
+        ids.append(args[0])
+    return ids
+
+
+def test_a_batch_takes_only_free_slots_and_records_each_message(
+    redis_url: str, sim: SimulatorHandle, producer: DirectProducer
+) -> None:
+    sim.configure(latency=4)
+    tag = uuid.uuid4().hex[:6]
+    ids = [producer.submit(f"fetch-{tag}-{i}") for i in range(40)]
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    worker = start_worker(redis_url, sim, concurrency=10, env=FAST_RECOVERY, name="fetcher")
+    rescuer = None
+    try:
+
+        def running() -> set[str]:
+            return {j for j in ids if producer.job(j)["status"] == "running"}
+
+        wait_until(lambda: len(running()) == 10, timeout=20)
+        assert sorted(unacked_job_ids(client)) == sorted(running())
+        assert client.zcard("unacked_index") == 10
+        assert sum(producer.job(j)["status"] == "queued" for j in ids) == 30
+
+        worker.kill9()
+        rescuer = start_worker(redis_url, sim, concurrency=50, env=FAST_RECOVERY, name="rescuer")
+        sim.configure(latency=0)
+        jobs = producer.wait(ids, timeout=90)
+        assert [j["status"] for j in jobs] == ["succeeded"] * 40
+    finally:
+        worker.stop()
+        if rescuer is not None:
+            rescuer.stop()
+        client.close()
