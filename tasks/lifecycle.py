@@ -7,6 +7,7 @@ wait: after ``shutdown_grace_s`` the jobs still running are handed back to the q
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -108,11 +109,26 @@ def _setup_logging(loglevel: str | int | None = None, **_: Any) -> None:
 def _child_started(**_: Any) -> None:
     reset_runtime()
     start_background()
+    tune_gc()
 
 
 @worker_ready.connect
 def _worker_ready(**_: Any) -> None:
     start_background()
+    tune_gc()
+
+
+# A busy worker spent ~13 % of its CPU in the cyclic collector with Python's defaults: each
+# job allocates thousands of objects, so a young collection (every 700) ran several times
+# per job, and each old collection walked every module and class loaded at start-up.
+GC_THRESHOLDS = (10_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Collect less often once started; what start-up built stays for good, so freeze it
+    out of every collection."""
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 @worker_shutting_down.connect
