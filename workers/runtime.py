@@ -16,6 +16,12 @@ import redis
 from config.settings import Settings, get_settings
 from workers.store import JobStore
 
+# A worker's job-store pool: its commands are short (no blocking ones), so a greenlet that
+# finds every connection busy waits a moment. Sized to the concurrency instead, a burst of
+# 1,000 jobs opened ~500 connections (each with a 16 KB read buffer), and ten such workers
+# would reach Redis' default limit of 10,000 clients.
+STORE_POOL_MAX = 128
+
 
 def redis_client(url: str, max_connections: int = 200) -> redis.Redis:
     """A redis-py client whose pool blocks (instead of failing) when all connections are busy."""
@@ -74,7 +80,8 @@ def get_runtime() -> Runtime:
         with _runtime_lock:
             if _runtime is None:
                 settings = get_settings()
-                client = redis_client(settings.redis_url, settings.worker_concurrency + 50)
+                pool_size = min(settings.worker_concurrency + 50, STORE_POOL_MAX)
+                client = redis_client(settings.redis_url, pool_size)
                 _runtime = Runtime(settings, client, JobStore(client, settings.job_retention_s))
     return _runtime
 
