@@ -2,9 +2,10 @@
 
 Against the provider simulator at each latency and for each job count: Courier (API +
 one gevent worker with the shipped defaults; scale-out cells with one worker per core) and
-the seeds' prefork baseline; the API's submit rates; a bare SDK call's CPU; one job at a
-time on an idle system; high-priority waits behind a 10,000-job low backlog. Writes
-``bench/results.md`` and ``bench/throughput.png`` and prints the tables.
+the seeds' prefork baseline; the API's submit rates; the worker's CPU per job against a
+bare SDK call's, in cells interleaved with bare runs; one job at a time on an idle system;
+high-priority waits behind a 10,000-job low backlog. Writes ``bench/results.md`` and
+``bench/throughput.png`` and prints the tables.
 
 ``--quick`` runs a small matrix (a few minutes). The default one takes about 30 minutes on
 this 2-core machine, most of it in the baseline's like-for-like cell (1,000 jobs at 1 s on
@@ -30,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import hotspots, saved
+from bench.bare import CpuComparison, compare_cpu
 from bench.harness import LOG_DIR, REDIS_URL, Simulator, flush, start_api
 from bench.idle import IdleOverhead, idle_overhead
 from bench.plot import plot
@@ -39,7 +41,6 @@ from bench.scenarios import (
     SUBMIT_BATCH,
     SUBMIT_CONCURRENCY,
     Cell,
-    bare_sdk_cpu,
     baseline_estimate_s,
     run_baseline_cell,
     run_courier_cell,
@@ -78,7 +79,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--high-jobs", type=int, help="high jobs submitted (default 50)")
     p.add_argument("--spread", type=float, default=5.0, help="seconds over which highs arrive")
     p.add_argument("--priority-latency", type=float, default=1.0)
-    p.add_argument("--bare-calls", type=int, help="bare SDK calls (default 300)")
+    p.add_argument("--bare-calls", type=int, help="bare SDK calls per run (default 300)")
+    p.add_argument("--cpu-jobs", type=int, help="jobs per CPU-comparison cell (default 5000)")
+    p.add_argument("--cpu-reps", type=int, help="CPU-comparison cells (default 3)")
     p.add_argument(
         "--submit-concurrency", type=int, default=SUBMIT_CONCURRENCY, help="POSTs in flight"
     )
@@ -101,7 +104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--skip",
         default="",
-        help="comma-separated: probe,bare,idle,courier,scale,priority,baseline",
+        help="comma-separated: probe,cpu,idle,courier,scale,priority,baseline",
     )
     p.add_argument(
         "--profile",
@@ -130,6 +133,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.backlog = args.backlog or (1000 if quick else 10000)
     args.high_jobs = args.high_jobs or (20 if quick else 50)
     args.bare_calls = args.bare_calls or (100 if quick else 300)
+    args.cpu_jobs = args.cpu_jobs or (500 if quick else 5000)
+    args.cpu_reps = args.cpu_reps or (1 if quick else 3)
     args.scale_sizes = args.scale_sizes or ([100] if quick else [1000, 5000])
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     return args
@@ -240,12 +245,11 @@ def main(argv: list[str] | None = None) -> None:
     courier: list[Cell] = []
     baseline: list[Cell] = []
     spots: list[str] = []
-    bare = None
+    cpu: CpuComparison | None = None
     priority: PriorityResult | None = None
     idle: IdleOverhead | None = None
     probe: list[tuple[int, int, float, float]] = []
-    cpu_target = (min(args.latencies), max(sizes))  # the cell report.cpu_cell picks
-    profile_target = cpu_target if args.profile else None
+    profile_target = (min(args.latencies), max(sizes)) if args.profile else None
     try:
         if "probe" not in args.skip:
             probe = submit_probe(api, api_url, 100 if args.quick else 300)
@@ -254,12 +258,6 @@ def main(argv: list[str] | None = None) -> None:
                     f"API alone, batch {batch}, {concurrency} in flight: {rate:.0f} jobs/s, "
                     f"{cpu_ms:.1f} ms CPU per job"
                 )
-        if "bare" not in args.skip:
-            bare = bare_sdk_cpu(sim, args.bare_calls)
-            print(
-                f"bare SDK: {bare.mean_ms:.2f} ms CPU per call (mean; median {bare.median_ms:.2f})",
-                flush=True,
-            )
         if "idle" not in args.skip:
             idle = idle_overhead(sim, api_url)
             print(f"idle: submit → succeeded p50 {idle.e2e_p50_ms:.1f} ms", flush=True)
@@ -278,13 +276,19 @@ def main(argv: list[str] | None = None) -> None:
                     cell = Cell("courier", latency, jobs, note=f"error: {exc!r}"[:200])
                 courier.append(cell)
                 print(summary(cell), flush=True)
-                if bare is not None and (latency, jobs) == cpu_target:
-                    bare.after_mean_ms = bare_sdk_cpu(sim, args.bare_calls).mean_ms
-                    print(f"bare SDK again: {bare.after_mean_ms:.2f} ms (mean)", flush=True)
                 if profile_out and Path(profile_out).exists():
                     found = hotspots.summarise(Path(profile_out))
                     spots = hotspots.to_markdown(found, f"{jobs} jobs at {latency:g} s")
                     print("\n".join(spots), flush=True)
+        if "cpu" not in args.skip:
+
+            def worker_cpu_ms() -> float | None:
+                return run_courier_cell(
+                    sim, api_url, 0.0, args.cpu_jobs, None,
+                    args.submit_concurrency, args.submit_batch,
+                ).cpu_ms_per_job  # fmt: skip
+
+            cpu = compare_cpu(sim, args.bare_calls, args.cpu_jobs, args.cpu_reps, worker_cpu_ms)
         for jobs in args.scale_sizes if "scale" not in args.skip else []:
             try:
                 cell = run_courier_cell(
@@ -338,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
         load_after=os.getloadavg(),
         courier=courier,
         baseline=baseline,
-        bare=bare,
+        cpu=cpu,
         priority=priority,
         idle=idle,
         hotspots=spots,

@@ -9,12 +9,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.bare import CpuComparison, CpuRep
 from bench.idle import IdleOverhead
 from bench.priority import PriorityResult
 from bench.report import Run
-from bench.scenarios import BareSdk, Cell
+from bench.scenarios import Cell
 
-SECTIONS = ("probe", "bare", "idle", "courier", "scale", "priority", "baseline")
+SECTIONS = ("probe", "cpu", "idle", "courier", "scale", "priority", "baseline")
 
 
 def to_json(run: Run) -> dict[str, Any]:
@@ -28,7 +29,8 @@ def from_json(data: dict[str, Any]) -> Run:
     values["started"] = datetime.fromisoformat(data["started"])
     values["courier"] = [Cell(**c) for c in data["courier"]]
     values["baseline"] = [Cell(**c) for c in data["baseline"]]
-    values["bare"] = BareSdk(**data["bare"]) if data.get("bare") else None
+    if cpu := data.get("cpu"):
+        values["cpu"] = CpuComparison(cpu["jobs"], cpu["calls"], [CpuRep(**r) for r in cpu["reps"]])
     values["priority"] = PriorityResult(**data["priority"]) if data.get("priority") else None
     values["idle"] = IdleOverhead(**data["idle"]) if data.get("idle") else None
     values["probe"] = [tuple(p) for p in data.get("probe") or [] if len(p) == 4]
@@ -54,8 +56,8 @@ def merge(old: Run, new: Run, ran: set[str]) -> Run:
     merged = Run(**{f.name: getattr(old, f.name) for f in fields(Run)})
     if "probe" in ran:
         merged.probe = new.probe
-    if "bare" in ran:
-        merged.bare = new.bare
+    if "cpu" in ran:
+        merged.cpu = new.cpu
     if "courier" in ran or "scale" in ran:
         merged.submit_concurrency, merged.submit_batch = new.submit_concurrency, new.submit_batch
         merged.courier = _replace_cells(old.courier, new.courier)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import statistics
 import sys
 import time
 import uuid
@@ -19,10 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import openai
 import psutil
 import redis
-from openai.types.chat import ChatCompletionMessageParam
 
 from bench import baseline
 from bench.harness import (
@@ -343,44 +340,3 @@ def run_baseline_cell(sim: Simulator, latency: float, jobs: int, slots: int) -> 
         cell.suspect_lines = suspect_lines(worker)
         results.close()
     return cell
-
-
-# ---- the bare SDK call --------------------------------------------------------------
-
-
-@dataclass
-class BareSdk:
-    calls: int
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
-    mean_ms: float | None = None  # all the calls' CPU ÷ calls, as the worker's is measured
-    # The mean again, measured right after the worker's CPU cell: the machine's speed drifts
-    # (other tenants), so the worker is compared with bare calls made around its own run.
-    after_mean_ms: float | None = None
-
-    @property
-    def comparator_ms(self) -> float:
-        means = [m for m in (self.mean_ms, self.after_mean_ms) if m is not None]
-        return sum(means) / len(means) if means else self.median_ms
-
-
-def bare_sdk_cpu(sim: Simulator, calls: int) -> BareSdk:
-    """``chat.completions.create`` in a loop at 0 s latency, CPU per call by process_time."""
-    sim.set_latency(0)
-    client = openai.OpenAI(
-        base_url=sim.handle.openai_base_url, api_key="sim-key", timeout=30, max_retries=0
-    )
-    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "bare sdk call"}]
-    for _ in range(20):
-        client.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=50)
-    cpu: list[float] = []
-    total_before = time.process_time()
-    for i in range(calls):
-        messages = [{"role": "user", "content": f"bare sdk call {i}"}]
-        before = time.process_time()
-        client.chat.completions.create(model="gpt-4o-mini", messages=messages, max_tokens=50)
-        cpu.append((time.process_time() - before) * 1000)
-    mean = (time.process_time() - total_before) * 1000 / calls
-    client.close()
-    return BareSdk(calls, statistics.median(cpu), percentile(cpu, 10), percentile(cpu, 90), mean)
