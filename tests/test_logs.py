@@ -22,6 +22,20 @@ def test_redactor_hides_configured_and_shaped_secrets() -> None:
     assert "sk-abc" not in text and "abcdefghij" not in text and "whsec_A" not in text
 
 
+def test_redactor_finds_each_shape_alone_and_leaves_plain_text() -> None:
+    redact = Redactor([])
+    for secret in (
+        "sk-proj_abcdefgh12",
+        "whsec_QUJDREVGR0g=",
+        "BEARER abcdefghij",
+        "bEaReR abcdefghij",
+        "ck_0123456789ab_ABCDEFGHabcdefgh",
+    ):
+        assert redact(f"x {secret} y") == "x [redacted] y", secret
+    plain = '{"msg": "job.succeeded", "job_id": "0193f0b2c8a8", "model": "gpt-4o-mini"}'
+    assert redact(plain) is plain
+
+
 def test_formatter_emits_one_json_object_with_extras() -> None:
     record = logging.LogRecord("courier", logging.INFO, __file__, 1, "job %s", ("x",), None)
     record.job_id = "job_1"
