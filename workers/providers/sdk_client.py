@@ -12,7 +12,9 @@ answer, which were measured at ~30 % of the CPU of a bare ``create`` call (``mak
 
 from __future__ import annotations
 
+import functools
 import itertools
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, Self
@@ -43,13 +45,20 @@ class SdkClient(Protocol):
     def close(self) -> None: ...
 
 
+@functools.cache
+def shared_ssl_context() -> ssl.SSLContext:
+    """One TLS context (CA bundle loaded once) for every shard of every provider: each client
+    building its own cost ~0.85 MB of memory, 16 of them ~13 MB per worker."""
+    return httpx2.create_ssl_context()
+
+
 def shard_http_client(client_class: Callable[..., httpx2.Client]) -> httpx2.Client:
     """The SDK's default HTTP client (``DefaultHttpxClient``) with one shard's share of the pool."""
     limits = httpx2.Limits(
         max_connections=MAX_CONNECTIONS // CLIENT_SHARDS,
         max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS // CLIENT_SHARDS,
     )
-    return client_class(limits=limits, timeout=CLIENT_TIMEOUT_S)
+    return client_class(limits=limits, timeout=CLIENT_TIMEOUT_S, verify=shared_ssl_context())
 
 
 class ShardedClient:
