@@ -7,7 +7,7 @@ bare SDK call's, in cells interleaved with bare runs; one job at a time on an id
 high-priority waits behind a 10,000-job low backlog. Writes ``bench/results.md`` and
 ``bench/throughput.png`` and prints the tables.
 
-``--quick`` runs a small matrix (a few minutes). The default one takes about 30 minutes on
+``--quick`` runs a small matrix (a few minutes). The default one takes 20-30 minutes on
 this 2-core machine, most of it in the baseline's like-for-like cell (1,000 jobs at 1 s on
 two slots: ~500 s); other baseline cells longer than ``--baseline-max-s`` are reported as
 not run. ``--profile`` samples the worker with py-spy during the 0 s cell with the most
