@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -15,7 +14,7 @@ import redis
 from tests.support.jobs import DirectProducer
 from tests.support.procs import wait_until
 from tests.support.simulator import SimulatorHandle
-from tests.support.workers import flush_queues, start_worker
+from tests.support.workers import start_worker
 
 pytest_plugins = ["tests.support.fixtures"]
 
@@ -23,11 +22,8 @@ FAST_RECOVERY = {"COURIER_LEASE_TTL_S": "5", "COURIER_SWEEP_INTERVAL_S": "0.5"}
 
 
 @pytest.fixture()
-def producer(redis_url: str) -> Iterator[DirectProducer]:
-    flush_queues(redis_url)
-    p = DirectProducer(redis_url)
-    yield p
-    p.close()
+def producer(fresh_producer: DirectProducer) -> DirectProducer:
+    return fresh_producer
 
 
 def unacked_job_ids(client: redis.Redis) -> list[str]:

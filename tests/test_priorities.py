@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -17,11 +16,8 @@ pytest_plugins = ["tests.support.fixtures"]
 
 
 @pytest.fixture()
-def producer(redis_url: str) -> Iterator[DirectProducer]:
-    flush_queues(redis_url)
-    p = DirectProducer(redis_url)
-    yield p
-    p.close()
+def producer(fresh_producer: DirectProducer) -> DirectProducer:
+    return fresh_producer
 
 
 def test_high_jobs_overtake_a_low_backlog(

@@ -12,10 +12,12 @@ import httpx
 import openai
 import pytest
 
+from tests.support.jobs import DirectProducer
 from tests.support.procs import Proc
 from tests.support.sim_requests import KEY
 from tests.support.simulator import SimulatorHandle
 from tests.support.stack import KEY1, KEY2, stack_env_for, start_api, start_worker
+from tests.support.workers import flush_queues
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +43,15 @@ def worker(stack_env: dict[str, str]) -> Iterator[Proc]:
     proc = start_worker(stack_env)
     yield proc
     proc.stop(timeout=8)
+
+
+@pytest.fixture()
+def fresh_producer(redis_url: str) -> Iterator[DirectProducer]:
+    """Jobs stored and enqueued directly, on queues emptied of earlier tests' messages."""
+    flush_queues(redis_url)
+    producer = DirectProducer(redis_url)
+    yield producer
+    producer.close()
 
 
 @pytest.fixture()
