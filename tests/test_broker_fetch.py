@@ -5,11 +5,17 @@ kill -9 loses none of them."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import socket
+import time
 import uuid
+from typing import Any
 
 import pytest
 import redis
+from kombu import Connection, Queue
+from kombu.message import Message
 
 from tests.support.jobs import DirectProducer
 from tests.support.procs import wait_until
@@ -67,3 +73,46 @@ def test_a_batch_takes_only_free_slots_and_records_each_message(
         if rescuer is not None:
             rescuer.stop()
         client.close()
+
+
+@pytest.mark.parametrize("prefix", ["", "courier-test-prefix:"])
+def test_messages_arrive_in_priority_order_by_either_fetch(redis_url: str, prefix: str) -> None:
+    """Redis 7 without a key prefix fetches by BLMPOP; with kombu's ``global_keyprefix`` the
+    channel falls back to kombu's own BRPOP. Either way every message arrives once, in
+    priority order, and is recorded as unacked until acked."""
+    import workers.app  # noqa: F401  (installs workers.broker's transport fixes)
+    from workers import broker
+
+    options: dict[str, Any] = {"queue_order_strategy": "priority"}
+    if prefix:
+        options["global_keyprefix"] = prefix
+    queues = [Queue(f"fetch-{name}-{uuid.uuid4().hex[:6]}") for name in ("high", "low")]
+    with Connection(redis_url, transport_options=options) as conn:
+        producer = conn.Producer()
+        for queue in reversed(queues):  # lows first: the high ones must still come out first
+            for i in range(5):
+                producer.publish({"n": i}, routing_key=queue.name, declare=[queue])
+        got: list[tuple[str, int]] = []
+        messages: list[Message] = []
+
+        def take(body: dict[str, int], message: Message) -> None:
+            got.append((message.delivery_info["routing_key"], body["n"]))
+            messages.append(message)
+
+        with conn.Consumer(queues, callbacks=[take], prefetch_count=20):
+            channel = conn.default_channel
+            deadline = time.monotonic() + 10
+            while len(got) < 10 and time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError, socket.timeout):
+                    conn.drain_events(timeout=1)
+            assert channel.__dict__["_courier_blmpop"] is (not prefix)
+            assert broker.FETCH_MAX > 1
+            assert [name for name, _ in got] == [queues[0].name] * 5 + [queues[1].name] * 5
+            assert sorted(n for _, n in got[:5]) == list(range(5))
+            client = redis.Redis.from_url(redis_url)
+            assert client.hlen(f"{prefix}unacked") == 10
+            for message in messages:
+                message.ack()
+            channel.qos.flush_acks()
+            assert client.hlen(f"{prefix}unacked") == 0
+            client.close()
