@@ -312,6 +312,24 @@ def test_line_counts_net_tokens_once_outputs_are_known(make: Factory, algorithm:
         assert waits[3] - waits[2] == pytest.approx(1.5, abs=0.01)
 
 
+def test_before_any_output_is_known_waiters_ask_again_once_calls_answer(
+    make: Factory, clock: Clock
+) -> None:
+    """A burst refused before any call answered is not spread out at every waiter's whole
+    max_tokens: they come back after a call's latency, when the refunds are in."""
+    b, r = make(None), rule(tpm=12_000)
+    granted = [Ask(1500, NORMAL, f"g{i}", f"g{i}", input_tokens=500) for i in range(8)]
+    assert all(b.reserve(r, a).granted for a in granted)
+    waits = [b.reserve(r, Ask(1500, NORMAL, f"w{i}", f"w{i}", 500)).wait_s for i in range(10)]
+    assert max(waits) <= Policy().default_latency_s
+    clock.advance(0.05)
+    for a in granted:
+        b.settle(r, Settlement(a.reservation, give_tokens=1000 - 30, output_tokens=30))
+    clock.advance(max(waits))
+    later = [b.reserve(r, Ask(1500, NORMAL, f"w{i}", f"w{i}", 500)) for i in range(10)]
+    assert sum(v.granted for v in later) >= 4  # the refunds made room for several at once
+
+
 def test_in_flight_is_capped_by_the_room_the_provider_reported(
     make: Factory, clock: Clock, algorithm: str
 ) -> None:

@@ -159,6 +159,10 @@ class MemoryBackend:
                 first = alg.wait(key.states[resource], now, caps[i], min(need, caps[i]))
                 wait = max(wait, first + max(0.0, need - caps[i]) * alg.period / caps[i])
         latency = key.latency if key.latency is not None else pol.default_latency_s
+        if reason == "tokens" and key.output_avg is None and key.in_flight:
+            # No output seen yet, so the line counted every waiter's whole max_tokens: ask
+            # again once the calls in flight have answered, refunded and set the average.
+            wait = min(wait, latency)
         if rule.max_in_flight > 0 and len(key.in_flight) >= rule.max_in_flight:
             wait = max(wait, latency * (ahead + 1) / rule.max_in_flight)
         if reason == "room":

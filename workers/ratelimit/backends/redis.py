@@ -145,6 +145,8 @@ for i = 1, 2 do
   end
 end
 local lat = tonumber(redis.call('HGET', KEYS[8], 'latency')) or deflat
+-- no output seen yet (see the memory backend): ask again once the calls in flight answered
+if reason == 'tokens' and not oavg and nif > 0 then wait = math.min(wait, lat) end
 if mif > 0 and nif >= mif then wait = math.max(wait, lat * (ahead + 1) / mif) end
 if reason == 'room' then wait = math.max(wait, lat) end
 wait = math.max(wait, cd - NOW, minwait)
