@@ -15,6 +15,9 @@ REDIS_HOST = os.environ.get("COURIER_TEST_REDIS_HOST", "127.0.0.1")
 REDIS_PORT = int(os.environ.get("COURIER_TEST_REDIS_PORT", "6379"))
 LOCK_KEY = "courier-test:db-lock"
 
+# Fixtures that test modules also import helpers from (registered here, before those imports).
+pytest_plugins = ["tests.support.ratelimit"]
+
 
 def _claim_redis_db() -> int:
     """Claim a DB number no other concurrent test run is using (1..15), and flush it."""

@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from config.settings import ModelLimit
-from tests.test_ratelimit_unit import Clock, ask, clock, rule
+from tests.support.ratelimit import Clock, ask, rule
 from workers.errors import (
     InvalidRequest,
     ProviderTimeout,
@@ -31,8 +31,6 @@ from workers.ratelimit.limiter import (
     settlement_for,
 )
 from workers.ratelimit.model import Ask, Policy, Rule, Settlement, Verdict
-
-__all__ = ["clock"]  # the fixture, shared with the algorithm tests
 
 
 class Refuses:

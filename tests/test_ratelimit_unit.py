@@ -1,96 +1,29 @@
-"""Every algorithm on every backend (in-memory and real Redis, with an injected clock), and the
-Lua held to its Python twin (see test_ratelimit_parts.py for the limiter around them)."""
+"""Every algorithm on every backend (in-memory and real Redis, with an injected clock): buckets,
+in-flight slots, settling, provider feedback, cool-downs, and the Lua held to its Python twin
+(waiting lines: test_ratelimit_waiting.py; the limiter around them: test_ratelimit_parts.py)."""
 
 from __future__ import annotations
 
 import random
-import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Any
 
 import pytest
 import redis
 
-from workers.ratelimit.backends import MemoryBackend, RedisBackend
-from workers.ratelimit.limiter import (
-    ALGORITHMS,
+from tests.support.ratelimit import (
+    HIGH,
+    LOW,
+    NORMAL,
+    Clock,
+    Factory,
+    ask,
+    rule,
+    state,
+    until_granted,
 )
-from workers.ratelimit.model import Ask, Backend, Policy, Rule, Settlement
-
-HIGH, NORMAL, LOW = 0, 1, 2
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-Factory = Callable[[Policy | None], Backend]
-
-
-@pytest.fixture(params=sorted(ALGORITHMS))
-def algorithm(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(params=["memory", "redis"])
-def backend_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture()
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture()
-def make(algorithm: str, backend_kind: str, clock: Clock, redis_url: str) -> Iterator[Factory]:
-    clients: list[redis.Redis] = []
-
-    def factory(policy: Policy | None = None) -> Backend:
-        alg = ALGORITHMS[algorithm]
-        if backend_kind == "memory":
-            return MemoryBackend(alg, policy, clock)
-        client = redis.Redis.from_url(redis_url, decode_responses=True)
-        clients.append(client)
-        return RedisBackend(client, alg, policy, clock)
-
-    yield factory
-    for c in clients:
-        c.close()
-
-
-def rule(rpm: int = 0, tpm: int = 0, mif: int = 0) -> Rule:
-    return Rule(f"test-{uuid.uuid4().hex[:10]}|abc", rpm, tpm, mif)
-
-
-def ask(tokens: int = 0, priority: int = NORMAL, waiter: str | None = None) -> Ask:
-    rid = uuid.uuid4().hex
-    return Ask(tokens, priority, waiter or rid, rid)
-
-
-def state(backend: Backend, name: str) -> dict[str, Any]:
-    (found,) = backend.snapshot([name])
-    return found
-
-
-def until_granted(backend: Backend, r: Rule, a: Ask, clock: Clock, limit: int = 50) -> float:
-    """Follow the waits the limiter gives; the time it took."""
-    start = clock.now
-    for _ in range(limit):
-        verdict = backend.reserve(r, a)
-        if verdict.granted:
-            return clock.now - start
-        assert verdict.wait_s > 0
-        clock.advance(verdict.wait_s)
-    raise AssertionError("never granted")
+from workers.ratelimit.backends import MemoryBackend, RedisBackend
+from workers.ratelimit.limiter import ALGORITHMS
+from workers.ratelimit.model import Ask, Policy, Settlement
 
 
 def test_burst_then_refused_then_refill(make: Factory, clock: Clock, algorithm: str) -> None:
@@ -206,59 +139,6 @@ def test_cooldown_pauses_every_reserve(make: Factory, clock: Clock) -> None:
         b.settle(r, Settlement(again.reservation))
 
 
-def test_waits_follow_the_line(make: Factory, algorithm: str) -> None:
-    b, r = make(None), rule(rpm=60)
-    for _ in range(60):
-        b.reserve(r, ask())
-    waits = [b.reserve(r, ask(waiter=f"w{i}")).wait_s for i in range(5)]
-    assert waits == sorted(waits) and waits[-1] > waits[0]
-    if algorithm == "bucket":  # one per second, plus the 10 % kept for high once a line forms
-        assert waits[2] - waits[1] == pytest.approx(1.0, abs=0.01)
-        assert waits[1] - waits[0] == pytest.approx(1.0 + 6, abs=0.01)
-    again = b.reserve(r, ask(waiter="w2")).wait_s
-    assert again == pytest.approx(waits[2], abs=0.01)  # a waiter keeps its place
-
-
-def test_high_goes_before_due_normal_and_low(make: Factory, clock: Clock) -> None:
-    b, r = make(Policy(grace_s=30)), rule(rpm=60)
-    for _ in range(60):
-        b.reserve(r, ask())
-    low = b.reserve(r, ask(priority=LOW, waiter="low"))
-    normal = b.reserve(r, ask(priority=NORMAL, waiter="normal"))
-    high = b.reserve(r, ask(priority=HIGH, waiter="high"))
-    assert not (low.granted or normal.granted or high.granted)
-    assert high.wait_s <= normal.wait_s  # high's line is shorter
-    clock.advance(max(low.wait_s, normal.wait_s, high.wait_s))
-    blocked = b.reserve(r, ask(priority=LOW, waiter="low"))
-    assert not blocked.granted and blocked.reason == "priority"
-    assert not b.reserve(r, ask(priority=NORMAL, waiter="normal")).granted
-    assert b.reserve(r, ask(priority=HIGH, waiter="high")).granted
-    assert until_granted(b, r, ask(priority=NORMAL, waiter="normal"), clock) >= 0
-    assert state(b, r.name)["waiters"] == {"high": 0, "normal": 0, "low": 1}
-
-
-def test_share_kept_for_high_while_work_waits(make: Factory, clock: Clock, algorithm: str) -> None:
-    b, r = make(Policy(grace_s=120)), rule(rpm=100)
-    for _ in range(100):
-        assert b.reserve(r, ask()).granted  # nobody waiting: the whole bucket is usable
-    assert not b.reserve(r, ask(priority=LOW, waiter="queued-low")).granted  # now work waits
-    clock.advance(30 if algorithm == "bucket" else 90)  # 50 back
-    granted = sum(b.reserve(r, ask(priority=NORMAL)).granted for _ in range(60))
-    assert granted == 40  # normal stopped at the 10 % kept for high
-    assert state(b, r.name)["remaining_requests"] == 10
-    assert b.reserve(r, ask(priority=HIGH)).granted
-
-
-def test_stale_waiters_are_forgotten(make: Factory, clock: Clock) -> None:
-    b, r = make(Policy(grace_s=5)), rule(rpm=60)
-    for _ in range(60):
-        b.reserve(r, ask())
-    gone = b.reserve(r, ask(priority=HIGH, waiter="cancelled-job"))
-    clock.advance(gone.wait_s + 6)
-    assert state(b, r.name)["waiters"]["high"] == 0
-    assert b.reserve(r, ask(priority=LOW)).granted
-
-
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_redis_matches_memory(algorithm: str, redis_url: str, seed: int) -> None:
     rng = random.Random(seed)
@@ -297,37 +177,6 @@ def test_redis_matches_memory(algorithm: str, redis_url: str, seed: int) -> None
         sm, sr = state(mem, r.name), state(red, r.name)
         assert sm == sr, step
     client.close()
-
-
-def test_line_counts_net_tokens_once_outputs_are_known(make: Factory, algorithm: str) -> None:
-    b, r = make(None), rule(tpm=6000)  # 100 tokens a second
-    first = Ask(3000, NORMAL, "a", "ra", input_tokens=100)
-    assert b.reserve(r, first).granted
-    b.settle(r, Settlement("ra", give_tokens=2900 - 50, output_tokens=50))
-    for i in range(2):
-        b.reserve(r, Ask(3000, NORMAL, f"fill{i}", f"f{i}", input_tokens=100))
-    waits = [b.reserve(r, Ask(3000, NORMAL, f"w{i}", f"w{i}", 100)).wait_s for i in range(4)]
-    assert waits == sorted(waits)
-    if algorithm == "bucket":  # each waiter ahead is expected to use 100 + 50, not 3000
-        assert waits[3] - waits[2] == pytest.approx(1.5, abs=0.01)
-
-
-def test_before_any_output_is_known_waiters_ask_again_once_calls_answer(
-    make: Factory, clock: Clock
-) -> None:
-    """A burst refused before any call answered is not spread out at every waiter's whole
-    max_tokens: they come back after a call's latency, when the refunds are in."""
-    b, r = make(None), rule(tpm=12_000)
-    granted = [Ask(1500, NORMAL, f"g{i}", f"g{i}", input_tokens=500) for i in range(8)]
-    assert all(b.reserve(r, a).granted for a in granted)
-    waits = [b.reserve(r, Ask(1500, NORMAL, f"w{i}", f"w{i}", 500)).wait_s for i in range(10)]
-    assert max(waits) <= Policy().default_latency_s
-    clock.advance(0.05)
-    for a in granted:
-        b.settle(r, Settlement(a.reservation, give_tokens=1000 - 30, output_tokens=30))
-    clock.advance(max(waits))
-    later = [b.reserve(r, Ask(1500, NORMAL, f"w{i}", f"w{i}", 500)) for i in range(10)]
-    assert sum(v.granted for v in later) >= 4  # the refunds made room for several at once
 
 
 def test_in_flight_is_capped_by_the_room_the_provider_reported(
@@ -388,19 +237,3 @@ def test_remaining_counts_our_calls_sent_since_and_the_refill_since(make: Factor
         assert b.reserve(r, a).granted
     b.settle(r, Settlement(first.reservation, remaining_requests=10, latency_s=0.5))
     assert state(b, r.name)["remaining_requests"] == 10 - 3 + 1  # 3 sent since, 1 refilled
-
-
-def test_a_late_waiter_keeps_its_place(make: Factory, clock: Clock, algorithm: str) -> None:
-    b, r = make(Policy(grace_s=5)), rule(rpm=60)
-    for _ in range(60):
-        b.reserve(r, ask())
-    first = b.reserve(r, ask(waiter="w0")).wait_s
-    for i in range(1, 10):
-        b.reserve(r, ask(waiter=f"w{i}"))
-    clock.advance(first + 6)  # w0's job was held up elsewhere: it is late now
-    b.settle(r, Settlement("x", cooldown_s=30))
-    back = b.reserve(r, ask(waiter="w0"))  # refused (cool-down), but at the front
-    newcomer = b.reserve(r, ask(waiter="new"))
-    assert not back.granted and not newcomer.granted
-    if algorithm == "bucket":  # nine live waiters ahead of the newcomer, none of w0
-        assert newcomer.wait_s - back.wait_s >= 8
