@@ -12,7 +12,6 @@ import time
 import uuid
 from typing import Any
 
-import pytest
 import redis
 from kombu import Connection, Queue
 from kombu.message import Message
@@ -25,11 +24,6 @@ from tests.support.workers import start_worker
 pytest_plugins = ["tests.support.fixtures"]
 
 FAST_RECOVERY = {"COURIER_LEASE_TTL_S": "5", "COURIER_SWEEP_INTERVAL_S": "0.5"}
-
-
-@pytest.fixture()
-def producer(fresh_producer: DirectProducer) -> DirectProducer:
-    return fresh_producer
 
 
 def unacked_job_ids(client: redis.Redis) -> list[str]:

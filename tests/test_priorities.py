@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 
 import httpx
-import pytest
 
 from tests.support.jobs import DirectProducer
 from tests.support.simulator import SimulatorHandle
@@ -13,11 +12,6 @@ from tests.support.stack import KEY1, chat_body
 from tests.support.workers import flush_queues, start_worker
 
 pytest_plugins = ["tests.support.fixtures"]
-
-
-@pytest.fixture()
-def producer(fresh_producer: DirectProducer) -> DirectProducer:
-    return fresh_producer
 
 
 def test_high_jobs_overtake_a_low_backlog(

@@ -46,8 +46,9 @@ def worker(stack_env: dict[str, str]) -> Iterator[Proc]:
 
 
 @pytest.fixture()
-def fresh_producer(redis_url: str) -> Iterator[DirectProducer]:
-    """Jobs stored and enqueued directly, on queues emptied of earlier tests' messages."""
+def producer(redis_url: str) -> Iterator[DirectProducer]:
+    """Jobs stored and enqueued directly, on queues emptied of earlier tests' messages
+    (modules that need another kind define their own ``producer``)."""
     flush_queues(redis_url)
     producer = DirectProducer(redis_url)
     yield producer
