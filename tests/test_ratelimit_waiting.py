@@ -77,8 +77,9 @@ def test_line_counts_net_tokens_once_outputs_are_known(make: Factory, algorithm:
     first = Ask(3000, NORMAL, "a", "ra", input_tokens=100)
     assert b.reserve(r, first).granted
     b.settle(r, Settlement("ra", give_tokens=2900 - 50, output_tokens=50))
-    for i in range(2):
-        b.reserve(r, Ask(3000, NORMAL, f"fill{i}", f"f{i}", input_tokens=100))
+    fill = Ask(3000, NORMAL, "fill", "f", input_tokens=100)
+    assert b.reserve(r, fill).granted
+    b.settle(r, Settlement("f", output_tokens=50))  # answered, nothing refunded: none to come
     waits = [b.reserve(r, Ask(3000, NORMAL, f"w{i}", f"w{i}", 100)).wait_s for i in range(4)]
     assert waits == sorted(waits)
     if algorithm == "bucket":  # each waiter ahead is expected to use 100 + 50, not 3000
@@ -101,6 +102,27 @@ def test_before_any_output_is_known_waiters_ask_again_once_calls_answer(
     clock.advance(max(waits))
     later = [b.reserve(r, Ask(1500, NORMAL, f"w{i}", f"w{i}", 500)) for i in range(10)]
     assert sum(v.granted for v in later) >= 4  # the refunds made room for several at once
+
+
+def test_waiters_count_on_the_refunds_of_calls_in_flight(make: Factory, clock: Clock) -> None:
+    """Once the average output is known, a burst refused while calls are in flight is told
+    to come back when those calls answer and refund their unused max_tokens, not after the
+    bucket has refilled every reservation in full (a burst of claims must not be paced
+    slower than a trickle)."""
+    b, r = make(None), rule(tpm=12_000)
+    first = Ask(1500, NORMAL, "first", "first", input_tokens=500)
+    assert b.reserve(r, first).granted
+    b.settle(r, Settlement(first.reservation, give_tokens=970, output_tokens=30, latency_s=0.2))
+    granted = [Ask(1500, NORMAL, f"g{i}", f"g{i}", input_tokens=500) for i in range(7)]
+    assert all(b.reserve(r, a).granted for a in granted)
+    waits = [b.reserve(r, Ask(1500, NORMAL, f"w{i}", f"w{i}", 500)).wait_s for i in range(12)]
+    assert waits[0] == pytest.approx(0.2, abs=0.01)  # when the calls in flight answer
+    assert waits == sorted(waits) and waits[-1] > 1  # not everyone: the refunds run out
+    clock.advance(0.2)
+    for a in granted:
+        b.settle(r, Settlement(a.reservation, give_tokens=970, output_tokens=30))
+    back = [b.reserve(r, Ask(1500, NORMAL, f"w{i}", f"w{i}", 500)) for i in range(12)]
+    assert all(v.granted for v, w in zip(back, waits, strict=True) if w <= 0.21)
 
 
 def test_a_late_waiter_keeps_its_place(make: Factory, clock: Clock, algorithm: str) -> None:

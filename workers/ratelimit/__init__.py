@@ -27,8 +27,12 @@ if its worker died.
 held. ``wait_s`` is the time until the budget has refilled enough for every waiter ahead of it
 plus itself (its place in line; each waiter ahead counted at its net cost: 1 request, and its
 prompt + the average output seen so far, not its whole ``max_tokens``), so a backlog of
-thousands comes back one by one at the rate, not all at once. Waiters register, by job id, in
-one zset per priority (id → when due).
+thousands comes back one by one at the rate, not all at once. Calls in flight reserved their
+whole ``max_tokens`` and give most of it back when they answer: when those refunds (each call
+assumed like the refused one) would cover the waiters ahead and this one at their whole
+reservations, ``wait_s`` is only the calls' average latency, so a burst of claims is not
+paced slower than a trickle. Waiters register, by job id, in one zset per priority
+(id → when due).
 
 **Priority rule.** High before normal before low:
 

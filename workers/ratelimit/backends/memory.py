@@ -151,14 +151,22 @@ class MemoryBackend:
             lane.pop(ask.waiter, None)
             return Verdict(True)
 
+        latency = key.latency if key.latency is not None else pol.default_latency_s
+        # Calls in flight reserved their whole max_tokens; assumed like this one, each gives
+        # back its reservation less its net cost when it answers, about ``latency`` from now.
+        refunds = (0.0, len(key.in_flight) * (costs[1] - line[1]))
         wait = 0.0
         for i, resource in enumerate(RESOURCES):
             if caps[i] > 0:
                 unit = min(costs[i], caps[i] - floors[i])
                 need = ahead * min(line[i], unit) + unit + floors[i]
-                first = alg.wait(key.states[resource], now, caps[i], min(need, caps[i]))
-                wait = max(wait, first + max(0.0, need - caps[i]) * alg.period / caps[i])
-        latency = key.latency if key.latency is not None else pol.default_latency_s
+                state, cap = key.states[resource], caps[i]
+                resource_wait = _time_to_hold(alg, state, now, cap, need)
+                if refunds[i] > 0:  # granted then, each waiter takes its whole reservation
+                    at_once = (ahead + 1) * unit + floors[i] - refunds[i]
+                    after_refunds = _time_to_hold(alg, state, now, cap, at_once)
+                    resource_wait = min(resource_wait, max(latency, after_refunds))
+                wait = max(wait, resource_wait)
         if reason == "tokens" and key.output_avg is None and key.in_flight:
             # No output seen yet, so the line counted every waiter's whole max_tokens: ask
             # again once the calls in flight have answered, refunded and set the average.
@@ -296,3 +304,9 @@ def describe(
         "cooldown_s": round(cooldown_s, 3),
         "room_in_flight": None if room is None else int(room),  # in-flight cap from headers
     }
+
+
+def _time_to_hold(alg: Algorithm, state: Any, now: float, cap: float, units: float) -> float:
+    """Seconds until the bucket has held ``units`` in all (more than ``cap`` takes refills)."""
+    first = alg.wait(state, now, cap, min(units, cap))
+    return first + max(0.0, units - cap) * alg.period / cap
