@@ -1,6 +1,6 @@
-"""Messages taken in batches (``BLMPOP … COUNT n``, ``workers/broker.py``): a worker takes no
-more than its free slots, records every message it took as unacked (restorable), and a
-kill -9 loses none of them."""
+"""What a worker takes from the broker (kombu's Redis transport with ``workers/broker.py``'s
+fixes): no more messages than its free slots, each recorded as unacked (restorable) until
+acked, in priority order; and a kill -9 loses none of them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import time
 import uuid
 from typing import Any
 
-import pytest
 import redis
 from kombu import Connection, Queue
 from kombu.message import Message
@@ -39,7 +38,7 @@ def unacked_job_ids(client: redis.Redis) -> list[str]:
     return ids
 
 
-def test_a_batch_takes_only_free_slots_and_records_each_message(
+def test_a_worker_takes_only_free_slots_and_records_each_message(
     redis_url: str, sim: SimulatorHandle, producer: DirectProducer
 ) -> None:
     sim.configure(latency=4)
@@ -70,17 +69,10 @@ def test_a_batch_takes_only_free_slots_and_records_each_message(
         client.close()
 
 
-@pytest.mark.parametrize("prefix", ["", "courier-test-prefix:"])
-def test_messages_arrive_in_priority_order_by_either_fetch(redis_url: str, prefix: str) -> None:
-    """Redis 7 without a key prefix fetches by BLMPOP; with kombu's ``global_keyprefix`` the
-    channel falls back to kombu's own BRPOP. Either way every message arrives once, in
-    priority order, and is recorded as unacked until acked."""
+def test_messages_arrive_in_priority_order_and_stay_unacked_until_acked(redis_url: str) -> None:
     import workers.app  # noqa: F401  (installs workers.broker's transport fixes)
-    from workers import broker
 
     options: dict[str, Any] = {"queue_order_strategy": "priority"}
-    if prefix:
-        options["global_keyprefix"] = prefix
     queues = [Queue(f"fetch-{name}-{uuid.uuid4().hex[:6]}") for name in ("high", "low")]
     with Connection(redis_url, transport_options=options) as conn:
         producer = conn.Producer()
@@ -100,15 +92,13 @@ def test_messages_arrive_in_priority_order_by_either_fetch(redis_url: str, prefi
             while len(got) < 10 and time.monotonic() < deadline:
                 with contextlib.suppress(TimeoutError, socket.timeout):
                     conn.drain_events(timeout=1)
-            assert channel.__dict__["_courier_blmpop"] is (not prefix)
-            assert broker.FETCH_MAX > 1
             assert [name for name, _ in got] == [queues[0].name] * 5 + [queues[1].name] * 5
             assert sorted(n for _, n in got[:5]) == list(range(5))
             client = redis.Redis.from_url(redis_url)
             tags = [message.delivery_tag for message in messages]
-            assert all(client.hexists(f"{prefix}unacked", tag) for tag in tags)
+            assert all(client.hexists("unacked", tag) for tag in tags)
             for message in messages:
                 message.ack()
             channel.qos.flush_acks()
-            assert not any(client.hexists(f"{prefix}unacked", tag) for tag in tags)
+            assert not any(client.hexists("unacked", tag) for tag in tags)
             client.close()

@@ -32,13 +32,6 @@ two slots took 72 s). While the worker cannot take a message, polls are capped a
 within ``ACK_FLUSH_S``, many acks per round trip. An ack still unsent when the worker dies
 is a message redelivered after the visibility timeout, as with one lost in flight: the job's
 one-way status makes that delivery a no-op.
-
-6. Messages in batches. kombu takes one message per BRPOP and records it as unacked in a
-second round trip. On Redis 7 the channel here sends ``BLMPOP ... COUNT n`` instead, with
-``n`` the free prefetch slots (at most ``FETCH_MAX``): the same keys in the same priority
-order, so it pops up to ``n`` messages of the first non-empty queue in one round trip, and
-records them all as unacked in one more. A worker with one free slot still takes one
-message, so priorities stay as strict as with BRPOP.
 """
 
 from __future__ import annotations
@@ -47,22 +40,15 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
-from queue import Empty
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
-from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import dumps, loads
 
 log = logging.getLogger("courier.broker")
 
 # Acks are sent to Redis in batches this often (see 5. above).
 ACK_FLUSH_S = 0.02
-# Most messages one fetch takes (see 6. above).
-FETCH_MAX = 16
 
 
 class ResilientQoS(kombu_redis.QoS):  # type: ignore[misc]
@@ -71,36 +57,6 @@ class ResilientQoS(kombu_redis.QoS):  # type: ignore[misc]
         self._acks: list[Any] = []
         self._acks_lock = threading.Lock()
         self._ack_flusher: threading.Thread | None = None
-        self._unacked_batch: list[Any] | None = None
-
-    def append(self, message: Any, delivery_tag: Any) -> None:
-        if self._unacked_batch is None:
-            super().append(message, delivery_tag)
-            return
-        self._unacked_batch.append(message)
-        virtual.QoS.append(self, message, delivery_tag)
-
-    @contextmanager
-    def unacked_in_one_round_trip(self) -> Iterator[None]:
-        """Messages delivered inside are recorded as unacked together, on the way out.
-
-        Delivering only spawns the tasks (nothing yields), so the records reach Redis before
-        any of those tasks runs, let alone acks.
-        """
-        self._unacked_batch = []
-        try:
-            yield
-        finally:
-            batch, self._unacked_batch = self._unacked_batch, None
-            if batch:
-                now = time.time()
-                with self.pipe_or_acquire() as pipe:
-                    for message in batch:
-                        tag, info = message.delivery_tag, message.delivery_info
-                        pipe.zadd(self.unacked_index_key, {tag: now})
-                        raw = dumps([message._raw, info["exchange"], info["routing_key"]])
-                        pipe.hset(self.unacked_key, tag, raw)
-                    pipe.execute()
 
     def ack(self, delivery_tag: Any) -> None:
         with self._acks_lock:
@@ -183,66 +139,9 @@ def _reused_client(self: kombu_redis.Channel, asynchronous: bool = False) -> Any
     return client
 
 
-_original_brpop_start = kombu_redis.Channel._brpop_start
-_original_brpop_read = kombu_redis.Channel._brpop_read
-
-
-def _fetches_in_batches(channel: kombu_redis.Channel) -> bool:
-    """BLMPOP needs Redis 7; kombu's key prefixing knows only BRPOP."""
-    known = channel.__dict__.get("_courier_blmpop")
-    if known is None:
-        version = str(channel.client.info("server").get("redis_version", "0"))
-        known = int(version.split(".")[0]) >= 7 and not channel.global_keyprefix
-        channel.__dict__["_courier_blmpop"] = known
-    return bool(known)
-
-
-def _blmpop_start(self: Any, timeout: float | None = None) -> None:
-    if not _fetches_in_batches(self):
-        _original_brpop_start(self, timeout)
-        return
-    if timeout is None:
-        timeout = self.brpop_timeout
-    queues = self._queue_cycle.consume(len(self.active_queues))
-    if not queues:
-        return
-    keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
-    count = min(FETCH_MAX, max(1, self.qos.can_consume_max_estimate() or 1))
-    self._in_poll = self.client.connection
-    self._brpop_sent_at = time.monotonic()
-    self.client.connection.send_command(
-        "BLMPOP", timeout or 0, len(keys), *keys, "RIGHT", "COUNT", count
-    )
-
-
-def _blmpop_read(self: Any, **options: Any) -> bool:
-    if not self.__dict__.get("_courier_blmpop"):
-        return bool(_original_brpop_read(self, **options))
-    try:
-        try:
-            reply = self.client.parse_response(self.client.connection, "BLMPOP", **options)
-        except self.connection_errors:
-            self.client.connection.disconnect()  # the next poll reconnects
-            raise
-        if not reply:
-            raise Empty()
-        dest, items = reply
-        dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
-        self._queue_cycle.rotate(dest)
-        with self.qos.unacked_in_one_round_trip():
-            for item in items:
-                self.connection._deliver(loads(bytes_to_str(item)), dest)
-        return True
-    finally:
-        self._in_poll = None
-        self._flush_brpop_reauth()
-
-
 def install() -> None:
     """Make every kombu Redis channel in this process use these fixes."""
     kombu_redis.Channel.QoS = ResilientQoS
-    kombu_redis.Channel._brpop_start = _blmpop_start  # type: ignore[method-assign]
-    kombu_redis.Channel._brpop_read = _blmpop_read  # type: ignore[method-assign]
     kombu_redis.Channel._create_client = _reused_client  # type: ignore[method-assign]
     kombu_redis.MultiChannelPoller.get = _get_refilling_promptly  # type: ignore[method-assign]
 
