@@ -12,7 +12,7 @@ from tasks.base import CourierTask
 from workers.app import app
 from workers.logs import job_event
 from workers.metrics import count_finished
-from workers.runner import NotClaimed
+from workers.runner import NotClaimed, Outcome
 
 log = logging.getLogger("courier.jobs")
 
@@ -42,4 +42,16 @@ def run_job(self: CourierTask, job_id: str) -> None:
         attempt=outcome.attempts,
         reason=outcome.reason or None,
         duration_ms=round((time.monotonic() - started) * 1000),
+        **_requeue_fields(outcome),
     )
+
+
+def _requeue_fields(outcome: Outcome) -> dict[str, object]:
+    """A requeued job's line also says when it runs again and, if the rate limiter sent it
+    back, which limit (requests, tokens, queue, priority, cooldown, in_flight, room)."""
+    if outcome.status != "requeued":
+        return {}
+    fields: dict[str, object] = {"retry_in_s": outcome.retry_in_s}
+    if outcome.limited_by:
+        fields["limited_by"] = outcome.limited_by
+    return fields

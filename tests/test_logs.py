@@ -7,6 +7,7 @@ import logging
 import uuid
 
 from tests.support.jobs import DirectProducer
+from tests.support.procs import wait_until
 from tests.support.simulator import SimulatorHandle
 from tests.support.workers import start_worker
 from workers.logs import JsonFormatter, Redactor, secrets_from_env
@@ -67,3 +68,25 @@ def test_worker_logs_are_json_with_job_ids_and_no_prompt_or_secret(
     ended = next(e for e in entries if e.get("event") == "job.succeeded" and e["job_id"] == job_id)
     assert ended["tenant"] == "t1" and ended["model"] == "openai:gpt-4o-mini"
     assert ended["attempt"] == 1 and isinstance(ended["duration_ms"], int)
+
+
+def test_a_rate_limited_job_logs_when_it_runs_again_and_which_limit(
+    redis_url: str, sim: SimulatorHandle
+) -> None:
+    env = {
+        "COURIER_LIMITS": json.dumps({"openai:*": {"rpm": 60}}),
+        "OPENAI_API_KEY": f"sim-logs-{uuid.uuid4().hex[:8]}",  # a budget of its own
+    }
+    worker = start_worker(redis_url, sim, concurrency=5, name="logs-rl", env=env)
+    producer = DirectProducer(redis_url)
+    try:
+        burst = [producer.submit(f"burst {i}") for i in range(62)]  # over a minute's budget
+        wait_until(lambda: '"job.requeued"' in worker.output(), timeout=30)
+    finally:
+        worker.stop()
+        producer.close()
+    entries = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
+    requeued = [e for e in entries if e.get("event") == "job.requeued" and e["job_id"] in burst]
+    assert requeued
+    assert all(e["reason"] == "rate_limit" and e["retry_in_s"] > 0 for e in requeued)
+    assert {e["limited_by"] for e in requeued} <= {"requests", "queue"}

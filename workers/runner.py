@@ -33,6 +33,7 @@ T = TypeVar("T")
 class Reservation(Protocol):
     granted: bool
     wait_s: float
+    reason: str
 
 
 class Limiter(Protocol):
@@ -67,6 +68,8 @@ class Outcome:
     attempts: int = 0
     tenant: str | None = None
     priority: str | None = None
+    retry_in_s: float | None = None  # requeued: when the job runs again
+    limited_by: str | None = None  # requeued by the rate limiter: its reason (tokens, …)
 
 
 @dataclass
@@ -156,9 +159,11 @@ class JobRunner:
                 )
                 if not reservation.granted:
                     wait_s = reservation.wait_s
-                    return self._later(
+                    outcome = self._later(
                         job_id, token, wait_s, "rate_limit", index, failures, claimed_attempt
                     )
+                    outcome.limited_by = reservation.reason
+                    return outcome
             else:
                 reservation = None
 
@@ -304,4 +309,4 @@ class JobRunner:
         self._patiently(
             lambda: self.runtime.store.requeue(job_id, token, delay_s, waiting_for, fields)
         )
-        return Outcome("requeued", reason=waiting_for)
+        return Outcome("requeued", reason=waiting_for, retry_in_s=round(delay_s, 3))
