@@ -6,10 +6,13 @@ import json
 import logging
 import uuid
 
+import redis
+
 from tests.support.jobs import DirectProducer
 from tests.support.procs import wait_until
 from tests.support.simulator import SimulatorHandle
 from tests.support.workers import start_worker
+from workers import keys
 from workers.logs import JsonFormatter, Redactor, secrets_from_env
 
 
@@ -73,8 +76,9 @@ def test_worker_logs_are_json_with_job_ids_and_no_prompt_or_secret(
 def test_a_rate_limited_job_logs_when_it_runs_again_and_which_limit(
     redis_url: str, sim: SimulatorHandle
 ) -> None:
+    pattern = "openai:gpt-4o-mini"  # not openai:*, whose limits other tests read back
     env = {
-        "COURIER_LIMITS": json.dumps({"openai:*": {"rpm": 60}}),
+        "COURIER_LIMITS": json.dumps({pattern: {"rpm": 60}}),
         "OPENAI_API_KEY": f"sim-logs-{uuid.uuid4().hex[:8]}",  # a budget of its own
     }
     worker = start_worker(redis_url, sim, concurrency=5, name="logs-rl", env=env)
@@ -85,8 +89,22 @@ def test_a_rate_limited_job_logs_when_it_runs_again_and_which_limit(
     finally:
         worker.stop()
         producer.close()
+        _forget_limits(redis_url, pattern)
     entries = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
     requeued = [e for e in entries if e.get("event") == "job.requeued" and e["job_id"] in burst]
     assert requeued
     assert all(e["reason"] == "rate_limit" and e["retry_in_s"] > 0 for e in requeued)
     assert {e["limited_by"] for e in requeued} <= {"requests", "queue"}
+
+
+def _forget_limits(redis_url: str, pattern: str) -> None:
+    """Drop the limiter's state for ``pattern`` (and the burst's jobs still waiting on it)."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        for name in client.smembers(keys.LIMIT_NAMES):
+            if name.startswith(f"{pattern}|"):
+                stale = list(client.scan_iter(match=keys.limit(name, "*")))
+                client.delete(*stale, keys.limit_cooldown(name))
+                client.srem(keys.LIMIT_NAMES, name)
+    finally:
+        client.close()
