@@ -159,7 +159,9 @@ def test_rpm_shared_by_two_workers(run: Run) -> None:
     assert len(refused) <= 2, [round(float(c["started"]) - ok[0], 2) for c in refused]
     elapsed = ok[-1] - ok[0]
     assert 59 <= elapsed <= 105, elapsed  # ~60 s for the window to slide + ~15 s for 30 at 2/s
-    assert sum(t < ok[0] + 10 for t in ok) >= 110  # the first minute's budget went at once
+    # The first minute's budget went at once: paced at 2/s from an empty bucket, 20 s would
+    # hold ~40 calls. (Not "within 10 s": a loaded CI host once managed only 105 by then.)
+    assert sum(t < ok[0] + 20 for t in ok) >= 110
     assert ok[-1] - ok[120] >= 10  # the last 30 were paced, not burst: 2/s → ~15 s
 
 
