@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     job_retention_s: int = Field(default=7 * 24 * 3600, ge=60)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     worker_concurrency: int = Field(default=1000, ge=1, le=10000)
+    # A gevent worker on Redis runs calls in its own pool, not in Celery's task greenlets
+    # (workers.execution); off: each task holds its call, and Flower lists it as active.
+    worker_call_pool: bool = True
     lease_ttl_s: float = Field(default=20.0, ge=2)
     sweep_interval_s: float = Field(default=1.0, gt=0)
     provider_timeout_s: float = Field(default=120.0, gt=0)

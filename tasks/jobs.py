@@ -1,4 +1,8 @@
-"""``courier.run_job``: run one job, named by id (the message carries nothing else)."""
+"""``courier.run_job``: run one job, named by id (the message carries nothing else).
+
+In a gevent worker on Redis the task only claims the job and hands the call to the
+process's call pool (``workers.execution``); elsewhere it runs the whole job itself.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ from celery.exceptions import Reject
 
 from tasks import lifecycle  # noqa: F401  (connects the worker's background loops)
 from tasks.base import CourierTask
+from workers import execution
 from workers.app import app
 from workers.logs import job_event
 from workers.metrics import count_finished
-from workers.runner import NotClaimed, Outcome
+from workers.runner import Claimed, NotClaimed, Outcome
 
 log = logging.getLogger("courier.jobs")
 
@@ -21,18 +26,37 @@ log = logging.getLogger("courier.jobs")
 def run_job(self: CourierTask, job_id: str) -> None:
     started = time.monotonic()
     try:
-        outcome = self.runner.run(job_id)
+        claimed = self.runner.claim(job_id)
     except NotClaimed:
         log.warning("job %s: store unreachable before the claim; message handed back", job_id)
         raise Reject(requeue=True) from None
+    if isinstance(claimed, Outcome):
+        _report(self, job_id, claimed, started)
+        return
+    calls = execution.call_pool()
+    if calls is None:
+        _report(self, job_id, self.runner.run_claimed(claimed), started)
+    else:
+        calls.spawn(_run_in_pool, self, claimed, started)
+
+
+def _run_in_pool(task: CourierTask, claimed: Claimed, started: float) -> None:
+    try:
+        _report(task, claimed.job_id, task.runner.run_claimed(claimed), started)
+    except Exception as exc:
+        # As a failed task would: the lease lapses and the sweeper hands the job on.
+        log.error("job %s: run raised %s", claimed.job_id, type(exc).__name__)
+
+
+def _report(task: CourierTask, job_id: str, outcome: Outcome, started: float) -> None:
     if outcome.status == "skipped":
         return  # a duplicate or stale message: the job is not this run's to change
     if outcome.status == "requeued":
-        self.metrics.job_requeued(outcome.reason)
+        task.metrics.job_requeued(outcome.reason)
     elif outcome.model is None:  # expired before its claim: the record names model, priority
-        count_finished(self.runtime.redis, job_id, outcome.status)
+        count_finished(task.runtime.redis, job_id, outcome.status)
     else:
-        self.metrics.job_finished(outcome.status, outcome.model, outcome.priority)
+        task.metrics.job_finished(outcome.status, outcome.model, outcome.priority)
     job_event(
         log,
         f"job.{outcome.status}",

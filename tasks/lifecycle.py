@@ -1,8 +1,9 @@
 """Worker process lifecycle: start the lease/sweep loops; bounded graceful shutdown.
 
-On SIGTERM Celery stops taking work and waits for running tasks. Courier bounds that
-wait: after ``shutdown_grace_s`` the jobs still running are handed back to the queue
-(another worker runs them at once) and the worker is told to stop now (SIGQUIT).
+On SIGTERM Celery stops taking work and waits for running tasks, and Courier for the calls
+of its call pool (``workers.execution``). Courier bounds that wait: after
+``shutdown_grace_s`` the jobs still running are handed back to the queue (another worker
+runs them at once) and the worker stops.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import logging
 import os
 import signal
 import threading
+import time
 from typing import Any
 
 from celery.signals import (
     setup_logging,
+    worker_init,
     worker_process_init,
     worker_ready,
     worker_shutdown,
@@ -23,8 +26,9 @@ from celery.signals import (
 )
 
 from config.celery import VISIBILITY_TIMEOUT_S
+from config.settings import get_settings
 from tasks.base import send_callback_if_due
-from workers import broker
+from workers import broker, execution
 from workers.app import app
 from workers.logs import configure_logging
 from workers.metrics import Flusher, count_finished, worker_metrics
@@ -36,6 +40,7 @@ from workers.webhooks.schedule import CallbackSchedule
 log = logging.getLogger("courier.worker")
 _sweepers: dict[int, Sweeper] = {}
 _flushers: dict[int, Flusher] = {}
+_shutdown_deadline: list[float] = []  # monotonic time by which running jobs are handed back
 
 
 def _expired_while_queued(job_id: str, has_callback: bool) -> None:
@@ -105,6 +110,13 @@ def _setup_logging(loglevel: str | int | None = None, **_: Any) -> None:
     )
 
 
+@worker_init.connect
+def _worker_init(sender: Any = None, **_: Any) -> None:
+    settings = get_settings()
+    if settings.worker_call_pool and execution.suits(settings.celery_broker_url):
+        execution.install(int(sender.concurrency))
+
+
 @worker_process_init.connect
 def _child_started(**_: Any) -> None:
     reset_runtime()
@@ -136,6 +148,7 @@ def _shutting_down(**_: Any) -> None:
     for sweeper in _sweepers.values():
         sweeper.stop_sweeps()
     grace = get_runtime().settings.shutdown_grace_s
+    _shutdown_deadline.append(time.monotonic() + grace)
     _in_background(_bounded_shutdown, grace)
 
 
@@ -155,10 +168,25 @@ def _in_background(target: Any, *args: Any) -> None:
 
 @worker_shutdown.connect
 def _shut_down(**_: Any) -> None:
-    """The last flush of the metrics, once running jobs are done."""
+    """Wait for the call pool's jobs (handing back those still running at the grace's end),
+    then flush the metrics a last time."""
+    _drain_call_pool()
     flusher = _flushers.pop(os.getpid(), None)
     if flusher is not None:
         try:
             flusher.stop()
         except Exception as exc:  # at most the last second of counts is lost
             log.warning("last metrics flush failed: %s", exc)
+
+
+def _drain_call_pool() -> None:
+    """Keep the process alive while its calls run: at the grace's end _bounded_shutdown hands
+    back the jobs still running (and this wait ends soon after)."""
+    calls = execution.call_pool()
+    if calls is None or not len(calls):
+        return
+    grace = get_runtime().settings.shutdown_grace_s
+    deadline = _shutdown_deadline[0] if _shutdown_deadline else time.monotonic() + grace
+    if not calls.drain(max(0.0, deadline - time.monotonic() + 1.0)):
+        handed = hand_back_running_jobs()
+        log.warning("call pool still busy after the grace: handed %d job(s) back", handed)

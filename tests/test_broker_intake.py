@@ -1,6 +1,7 @@
 """What a worker takes from the broker (kombu's Redis transport with ``workers/broker.py``'s
 fixes): no more messages than its free slots, each recorded as unacked (restorable) until
-acked, in priority order; and a kill -9 loses none of them."""
+acked, in priority order; and a kill -9 loses none of them. With the call pool a message is
+acked once its job is claimed (the job's lease covers it from then); without, once it ran."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 import uuid
 from typing import Any
 
+import pytest
 import redis
 from kombu import Connection, Queue
 from kombu.message import Message
@@ -20,6 +22,7 @@ from tests.support.jobs import DirectProducer
 from tests.support.procs import wait_until
 from tests.support.simulator import SimulatorHandle
 from tests.support.workers import start_worker
+from workers import keys
 
 pytest_plugins = ["tests.support.fixtures"]
 
@@ -38,14 +41,16 @@ def unacked_job_ids(client: redis.Redis) -> list[str]:
     return ids
 
 
-def test_a_worker_takes_only_free_slots_and_records_each_message(
-    redis_url: str, sim: SimulatorHandle, producer: DirectProducer
+@pytest.mark.parametrize("call_pool", [True, False], ids=["call-pool", "call-in-task"])
+def test_a_worker_takes_only_free_slots_and_covers_each_job(
+    redis_url: str, sim: SimulatorHandle, producer: DirectProducer, call_pool: bool
 ) -> None:
     sim.configure(latency=4)
     tag = uuid.uuid4().hex[:6]
     ids = [producer.submit(f"fetch-{tag}-{i}") for i in range(40)]
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    worker = start_worker(redis_url, sim, concurrency=10, env=FAST_RECOVERY, name="fetcher")
+    env = {**FAST_RECOVERY, "COURIER_WORKER_CALL_POOL": str(call_pool).lower()}
+    worker = start_worker(redis_url, sim, concurrency=10, env=env, name="fetcher")
     rescuer = None
     try:
 
@@ -53,8 +58,12 @@ def test_a_worker_takes_only_free_slots_and_records_each_message(
             return {j for j in ids if producer.job(j)["status"] == "running"}
 
         wait_until(lambda: len(running()) == 10, timeout=20)
-        assert sorted(unacked_job_ids(client)) == sorted(running())
-        assert client.zcard("unacked_index") == 10
+        if call_pool:  # acked once claimed: each running job is leased instead
+            wait_until(lambda: not unacked_job_ids(client), timeout=5)
+            assert sorted(client.zrange(keys.RUNNING, 0, -1)) == sorted(running())
+        else:
+            assert sorted(unacked_job_ids(client)) == sorted(running())
+            assert client.zcard("unacked_index") == 10
         assert sum(producer.job(j)["status"] == "queued" for j in ids) == 30
 
         worker.kill9()

@@ -32,6 +32,9 @@ two slots took 72 s). While the worker cannot take a message, polls are capped a
 within ``ACK_FLUSH_S``, many acks per round trip. An ack still unsent when the worker dies
 is a message redelivered after the visibility timeout, as with one lost in flight: the job's
 one-way status makes that delivery a no-op.
+
+6. No message while the call pool is full: a gevent worker runs calls in its own pool, not
+in Celery's tasks (``workers.execution``), so the consumer asks that pool too.
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
+from workers import execution
+
 log = logging.getLogger("courier.broker")
 
 # Acks are sent to Redis in batches this often (see 5. above).
@@ -57,6 +62,10 @@ class ResilientQoS(kombu_redis.QoS):  # type: ignore[misc]
         self._acks: list[Any] = []
         self._acks_lock = threading.Lock()
         self._ack_flusher: threading.Thread | None = None
+
+    def can_consume(self) -> bool:
+        """Also no message while the process's call pool is full (``workers.execution``)."""
+        return execution.has_room() and bool(super().can_consume())
 
     def ack(self, delivery_tag: Any) -> None:
         with self._acks_lock:

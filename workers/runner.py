@@ -72,6 +72,15 @@ class Outcome:
     limited_by: str | None = None  # requeued by the rate limiter: its reason (tokens, …)
 
 
+@dataclass(slots=True)
+class Claimed:
+    """A job this worker holds the lease of, with its record as the claim read it."""
+
+    job_id: str
+    token: str
+    record: Record
+
+
 @dataclass
 class JobRunner:
     runtime: Runtime
@@ -83,6 +92,11 @@ class JobRunner:
     sleep: Callable[[float], None] = time.sleep
 
     def run(self, job_id: str) -> Outcome:
+        claimed = self.claim(job_id)
+        return claimed if isinstance(claimed, Outcome) else self.run_claimed(claimed)
+
+    def claim(self, job_id: str) -> Claimed | Outcome:
+        """Take the job (leased from here on), or say why not (skipped, expired)."""
         store, leases = self.runtime.store, self.runtime.leases
         token = leases.new_token()
         try:
@@ -104,6 +118,10 @@ class JobRunner:
             priority=record.get("priority"),
             attempt=int(record.get("attempts") or 1),
         )
+        return Claimed(job_id, token, record)
+
+    def run_claimed(self, claimed: Claimed) -> Outcome:
+        job_id, token, record = claimed.job_id, claimed.token, claimed.record
         try:
             outcome = self._run_route(job_id, token, record)
             outcome.tenant = record.get("tenant")
@@ -119,10 +137,10 @@ class JobRunner:
             log.exception("job %s: unexpected error", job_id)
             error = {"type": "provider_error", "message": f"internal error: {type(exc).__name__}"}
             fields = {"error": {**error, "retryable": False}}
-            self._end(job_id, token, "failed", fields, claim.record)
+            self._end(job_id, token, "failed", fields, record)
             return Outcome("failed", reason="internal")
         finally:
-            leases.remove(job_id)
+            self.runtime.leases.remove(job_id)
 
     # ---- the route ----------------------------------------------------------
 
