@@ -94,12 +94,14 @@ def start_api(sim: Simulator) -> tuple[Proc, str]:
     return stack.start_api(courier_env(sim))
 
 
-def start_courier_worker(sim: Simulator, *args: str) -> Proc:
-    """``courier worker`` with the shipped defaults (it execs celery: same pid)."""
+def start_courier_worker(sim: Simulator, *args: str, env: dict[str, str] | None = None) -> Proc:
+    """``courier worker`` with the shipped defaults (it execs celery: same pid); ``env``
+    overrides some of its settings."""
     name = f"bench-{time.monotonic_ns()}@%h"
     proc = python_module(
-        "producers.cli", "worker", "-n", name, *args, env=courier_env(sim), name="worker"
-    )
+        "producers.cli", "worker", "-n", name, *args, env=courier_env(sim, **(env or {})),
+        name="worker",
+    )  # fmt: skip
     _wait_ready(proc)
     return proc
 

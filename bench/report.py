@@ -6,7 +6,7 @@ import importlib.metadata
 import os
 import platform
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import redis
 from bench.bare import CpuComparison
 from bench.harness import REDIS_URL
 from bench.idle import IdleOverhead
+from bench.pool import pool_table
 from bench.priority import PriorityResult
 from bench.scenarios import Cell
 
@@ -45,6 +46,7 @@ class Run:
     submit_concurrency: int
     submit_batch: int
     reruns: list[str]
+    pool: list[Cell] = field(default_factory=list)  # bench.pool's A/B cells
 
 
 def _f(value: float | None, digits: int = 2, suffix: str = "") -> str:
@@ -342,6 +344,16 @@ def render(run: Run) -> str:
             "calls, run before and after each cell; each ratio uses the mean of the two. This "
             "machine's speed drifts by up to 2x within minutes (a shared host), hence the "
             "interleaving and the median.",
+            "",
+        ]
+    if run.pool:
+        lines += [
+            "## Memory: the call pool vs calls held in Celery's tasks",
+            "",
+            "The same cell (1,000 jobs at 5 s) with `COURIER_WORKER_CALL_POOL=true` (the "
+            "default) and `false`, alternating (see the README's *Worker model*).",
+            "",
+            *pool_table(run.pool),
             "",
         ]
     if run.idle is not None:

@@ -35,6 +35,7 @@ from bench.bare import CpuComparison, compare_cpu
 from bench.harness import LOG_DIR, REDIS_URL, Simulator, flush, start_api
 from bench.idle import IdleOverhead, idle_overhead
 from bench.plot import plot
+from bench.pool import compare_pool
 from bench.priority import PriorityResult, run_priority
 from bench.report import Run, render
 from bench.scenarios import (
@@ -83,6 +84,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cpu-jobs", type=int, help="jobs per CPU-comparison cell (default 5000)")
     p.add_argument("--cpu-reps", type=int, help="CPU-comparison cells (default 3)")
     p.add_argument(
+        "--pool-reps", type=int, default=2, help="call pool on/off pairs of cells (default 2)"
+    )
+    p.add_argument(
         "--submit-concurrency", type=int, default=SUBMIT_CONCURRENCY, help="POSTs in flight"
     )
     p.add_argument(
@@ -104,7 +108,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--skip",
         default="",
-        help="comma-separated: probe,cpu,idle,courier,scale,priority,baseline",
+        help="comma-separated: probe,cpu,pool,idle,courier,scale,priority,baseline",
     )
     p.add_argument(
         "--profile",
@@ -246,6 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     baseline: list[Cell] = []
     spots: list[str] = []
     cpu: CpuComparison | None = None
+    pool: list[Cell] = []
     priority: PriorityResult | None = None
     idle: IdleOverhead | None = None
     probe: list[tuple[int, int, float, float]] = []
@@ -289,6 +294,15 @@ def main(argv: list[str] | None = None) -> None:
                 ).cpu_ms_per_job  # fmt: skip
 
             cpu = compare_cpu(sim, args.bare_calls, args.cpu_jobs, args.cpu_reps, worker_cpu_ms)
+        if "pool" not in args.skip:
+
+            def pool_cell(env: dict[str, str]) -> Cell:
+                return run_courier_cell(
+                    sim, api_url, 5.0, 1000, None,
+                    args.submit_concurrency, args.submit_batch, env=env,
+                )  # fmt: skip
+
+            pool = compare_pool(pool_cell, args.pool_reps)
         for jobs in args.scale_sizes if "scale" not in args.skip else []:
             try:
                 cell = run_courier_cell(
@@ -353,6 +367,7 @@ def main(argv: list[str] | None = None) -> None:
         submit_batch=args.submit_batch,
         notes=[],
         reruns=[],
+        pool=pool,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     previous = saved.load(args.out / "results.json") if args.update else None

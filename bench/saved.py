@@ -15,7 +15,7 @@ from bench.priority import PriorityResult
 from bench.report import Run
 from bench.scenarios import Cell
 
-SECTIONS = ("probe", "cpu", "idle", "courier", "scale", "priority", "baseline")
+SECTIONS = ("probe", "cpu", "pool", "idle", "courier", "scale", "priority", "baseline")
 
 
 def to_json(run: Run) -> dict[str, Any]:
@@ -29,6 +29,7 @@ def from_json(data: dict[str, Any]) -> Run:
     values["started"] = datetime.fromisoformat(data["started"])
     values["courier"] = [Cell(**c) for c in data["courier"]]
     values["baseline"] = [Cell(**c) for c in data["baseline"]]
+    values["pool"] = [Cell(**c) for c in data.get("pool") or []]
     if cpu := data.get("cpu"):
         values["cpu"] = CpuComparison(cpu["jobs"], cpu["calls"], [CpuRep(**r) for r in cpu["reps"]])
     values["priority"] = PriorityResult(**data["priority"]) if data.get("priority") else None
@@ -58,6 +59,8 @@ def merge(old: Run, new: Run, ran: set[str]) -> Run:
         merged.probe = new.probe
     if "cpu" in ran:
         merged.cpu = new.cpu
+    if "pool" in ran:
+        merged.pool = new.pool
     if "courier" in ran or "scale" in ran:
         merged.submit_concurrency, merged.submit_batch = new.submit_concurrency, new.submit_batch
         merged.courier = _replace_cells(old.courier, new.courier)

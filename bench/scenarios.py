@@ -246,12 +246,14 @@ def run_courier_cell(
     concurrency: int = SUBMIT_CONCURRENCY,
     batch: int = SUBMIT_BATCH,
     processes: int = 1,
+    env: dict[str, str] | None = None,
 ) -> Cell:
-    """One matrix cell: ``processes`` ``courier worker`` processes (RSS and CPU summed)."""
+    """One matrix cell: ``processes`` ``courier worker`` processes (RSS and CPU summed);
+    ``env`` overrides worker settings."""
     cell = Cell("courier", latency, jobs, ran=True, processes=processes)
     flush(REDIS_URL)
     store = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    workers = [start_courier_worker(sim) for _ in range(processes)]
+    workers = [start_courier_worker(sim, env=env) for _ in range(processes)]
     pids = [w.pid for w in workers]
     spy: Proc | None = None
     try:

@@ -20,10 +20,13 @@ from workers.metrics import count_finished
 from workers.runner import Claimed, NotClaimed, Outcome
 
 log = logging.getLogger("courier.jobs")
+# The task's result as Flower shows it: the job runs on; its record says how it ends.
+HANDED_TO_POOL = "claimed; running in the call pool"
 
 
 @app.task(name="courier.run_job", base=CourierTask, bind=True, acks_late=True)
-def run_job(self: CourierTask, job_id: str) -> None:
+def run_job(self: CourierTask, job_id: str) -> str | None:
+    """Returns what Flower shows as the task's result: where the job's call went."""
     started = time.monotonic()
     try:
         claimed = self.runner.claim(job_id)
@@ -32,12 +35,13 @@ def run_job(self: CourierTask, job_id: str) -> None:
         raise Reject(requeue=True) from None
     if isinstance(claimed, Outcome):
         _report(self, job_id, claimed, started)
-        return
+        return None
     calls = execution.call_pool()
     if calls is None:
         _report(self, job_id, self.runner.run_claimed(claimed), started)
-    else:
-        calls.spawn(_run_in_pool, self, claimed, started)
+        return None
+    calls.spawn(_run_in_pool, self, claimed, started)
+    return HANDED_TO_POOL
 
 
 def _run_in_pool(task: CourierTask, claimed: Claimed, started: float) -> None:

@@ -37,7 +37,7 @@ class CallPool:
         message the consumer takes while its task has not yet reached the pool."""
         from celery.worker import state
 
-        return len(self._pool) + len(state.reserved_requests) < self._pool.size
+        return bool(len(self._pool) + len(state.reserved_requests) < self._pool.size)
 
     def spawn(self, run: Callable[..., Any], *args: Any) -> None:
         """Start ``run`` in the pool; waits for a slot only when a race filled it."""
