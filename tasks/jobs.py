@@ -54,7 +54,9 @@ def _run_in_pool(task: CourierTask, claimed: Claimed, started: float) -> None:
 
 def _report(task: CourierTask, job_id: str, outcome: Outcome, started: float) -> None:
     if outcome.status == "skipped":
-        return  # a duplicate or stale message: the job is not this run's to change
+        if outcome.reason == "ended_elsewhere":  # cancelled, or handed on meanwhile
+            job_event(log, "job.outcome_dropped", job_id=job_id, model=outcome.model)
+        return  # else a duplicate or stale message: the job is not this run's to change
     if outcome.status == "requeued":
         task.metrics.job_requeued(outcome.reason)
     elif outcome.model is None:  # expired before its claim: the record names model, priority

@@ -97,6 +97,27 @@ def test_a_rate_limited_job_logs_when_it_runs_again_and_which_limit(
     assert {e["limited_by"] for e in requeued} <= {"requests", "queue"}
 
 
+def test_an_answer_for_a_job_cancelled_mid_call_is_dropped_not_counted(
+    redis_url: str, sim: SimulatorHandle
+) -> None:
+    tag = f"dropped-{uuid.uuid4().hex[:6]}"
+    sim.faults([{"delay": 2}], match=tag)
+    worker = start_worker(redis_url, sim, concurrency=5, name="logs-drop")
+    producer = DirectProducer(redis_url)
+    try:
+        job_id = producer.submit(tag)
+        wait_until(lambda: producer.job(job_id)["status"] == "running", timeout=20)
+        assert producer.store.finish(job_id, "cancelled", allowed=("queued", "running"))[0]
+        wait_until(lambda: '"job.outcome_dropped"' in worker.output(), timeout=20)
+        assert producer.job(job_id)["status"] == "cancelled"
+    finally:
+        worker.stop()
+        producer.close()
+    entries = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
+    events = [e["event"] for e in entries if e.get("job_id") == job_id and "event" in e]
+    assert events == ["job.started", "job.outcome_dropped"]
+
+
 def _forget_limits(redis_url: str, pattern: str) -> None:
     """Drop the limiter's state for ``pattern`` (and the burst's jobs still waiting on it)."""
     client = redis.Redis.from_url(redis_url, decode_responses=True)

@@ -221,8 +221,10 @@ class JobRunner:
                 return self._later(job_id, token, delay, "retry", index, failures, error=exc)
             if self.limiter is not None and reservation is not None:
                 self.limiter.settle(reservation, result, None)
-            self._end(job_id, token, "succeeded", {"result": result.to_record()}, record)
+            ended = self._end(job_id, token, "succeeded", {"result": result.to_record()}, record)
             self._best_effort(self.breaker.record_success, model)
+            if not ended:  # cancelled, or handed on when our lease lapsed: not ours to count
+                return Outcome("skipped", reason="ended_elsewhere")
             return Outcome("succeeded", model=model, attempts=attempt)
 
         assert last_error is not None or not route
@@ -284,7 +286,8 @@ class JobRunner:
         details = error.to_record()
         if isinstance(error, RetryableError):
             details["retryable"] = True
-        self._end(job_id, token, "failed", {"error": details}, record)
+        if not self._end(job_id, token, "failed", {"error": details}, record):
+            return Outcome("skipped", reason="ended_elsewhere")
         return Outcome("failed", reason=error.error_type, attempts=attempts)
 
     def _expire(
