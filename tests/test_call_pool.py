@@ -4,7 +4,6 @@ shutdown waits for its calls."""
 
 from __future__ import annotations
 
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import redis
 from tests.support.jobs import DirectProducer
 from tests.support.procs import wait_until
 from tests.support.simulator import SimulatorHandle
-from tests.support.workers import flush_queues, start_worker
+from tests.support.workers import flush_queues, sigterm_and_wait, start_worker
 from workers import keys
 
 
@@ -76,10 +75,7 @@ def test_warm_shutdown_waits_for_calls_within_the_grace(
     worker = start_worker(redis_url, sim, concurrency=10, env=env, name="drain")
     ids = [producer.submit(f"{tag}-{i}") for i in range(3)]
     wait_until(lambda: len(_tagged(sim, tag)) >= 3, timeout=20)
-    stopped_at = time.monotonic()
-    worker.signal(signal.SIGTERM)
-    worker.popen.wait(30)
-    took = time.monotonic() - stopped_at
+    took = sigterm_and_wait(worker)
     # The calls ended and were recorded before the process left; nothing was handed back.
     assert [producer.job(j)["status"] for j in ids] == ["succeeded"] * 3
     assert took < 15, f"shutdown took {took:.1f}s"

@@ -6,7 +6,6 @@ Figures (recovery time, duplicate provider calls) are printed; run with ``-s`` t
 from __future__ import annotations
 
 import itertools
-import signal
 import time
 import uuid
 from collections import defaultdict
@@ -19,7 +18,7 @@ from tests.support.netns import NetnsHost, netns_available
 from tests.support.procs import free_port, python_module, wait_http, wait_until
 from tests.support.redis_server import RedisServer
 from tests.support.simulator import SimulatorHandle
-from tests.support.workers import start_worker
+from tests.support.workers import sigterm_and_wait, start_worker
 
 FAST_RECOVERY = {"COURIER_LEASE_TTL_S": "5", "COURIER_SWEEP_INTERVAL_S": "0.5"}
 
@@ -174,10 +173,7 @@ def test_sigterm_hands_back_running_jobs_in_bounded_time(
     tag = f"sigterm-{uuid.uuid4().hex[:6]}"
     ids = [producer.submit(f"{tag}-{i}") for i in range(5)]
     wait_until(lambda: len(calls_by_prompt(sim, tag)) >= 5, timeout=30)
-    stopped_at = time.monotonic()
-    worker.signal(signal.SIGTERM)
-    worker.popen.wait(30)
-    took = time.monotonic() - stopped_at
+    took = sigterm_and_wait(worker)
     assert took < 15, f"shutdown took {took:.1f}s"
     assert {producer.job(j)["status"] for j in ids} == {"queued"}
     sim.configure(latency=0.1)

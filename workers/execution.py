@@ -28,16 +28,17 @@ class CallPool:
     """At most ``size`` greenlets, each running one job's call."""
 
     def __init__(self, size: int) -> None:
+        from celery.worker import state
         from gevent.pool import Pool
 
         self._pool = Pool(size)
+        self._worker_state = state  # asked on every consumer poll: imported once, here
 
     def has_room(self) -> bool:
         """Room for one more job, counting those taken in and not yet handed over: a
         message the consumer takes while its task has not yet reached the pool."""
-        from celery.worker import state
-
-        return bool(len(self._pool) + len(state.reserved_requests) < self._pool.size)
+        taken_in = len(self._worker_state.reserved_requests)
+        return bool(len(self._pool) + taken_in < self._pool.size)
 
     def spawn(self, run: Callable[..., Any], *args: Any) -> None:
         """Start ``run`` in the pool; waits for a slot only when a race filled it."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 
@@ -64,6 +65,14 @@ def wait_ready(proc: Proc, timeout: float = 40) -> Proc:
         proc.stop()
         raise RuntimeError(f"the worker did not start:\n{proc.output()[-3000:]}") from None
     return proc
+
+
+def sigterm_and_wait(proc: Proc, timeout: float = 30) -> float:
+    """Send SIGTERM (a warm shutdown) and wait for the process to leave; seconds it took."""
+    stopped_at = time.monotonic()
+    proc.signal(signal.SIGTERM)
+    proc.popen.wait(timeout)
+    return time.monotonic() - stopped_at
 
 
 def flush_queues(redis_url: str) -> None:
