@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     # A gevent worker on Redis runs calls in its own pool, not in Celery's task greenlets
     # (workers.execution); off: each task holds its call, and Flower lists it as active.
     worker_call_pool: bool = True
+    # With the call pool and the broker on the job store's Redis, jobs are taken off their
+    # queues by Courier's intake, one round trip per job (workers.intake), not by Celery's
+    # task consumer.
+    worker_intake: bool = True
     lease_ttl_s: float = Field(default=20.0, ge=2)
     sweep_interval_s: float = Field(default=1.0, gt=0)
     provider_timeout_s: float = Field(default=120.0, gt=0)

@@ -34,25 +34,25 @@ def run_job(self: CourierTask, job_id: str) -> str | None:
         log.warning("job %s: store unreachable before the claim; message handed back", job_id)
         raise Reject(requeue=True) from None
     if isinstance(claimed, Outcome):
-        _report(self, job_id, claimed, started)
+        report(self, job_id, claimed, started)
         return None
     calls = execution.call_pool()
     if calls is None:
-        _report(self, job_id, self.runner.run_claimed(claimed), started)
+        report(self, job_id, self.runner.run_claimed(claimed), started)
         return None
-    calls.spawn(_run_in_pool, self, claimed, started)
+    calls.spawn(run_in_pool, self, claimed, started)
     return HANDED_TO_POOL
 
 
-def _run_in_pool(task: CourierTask, claimed: Claimed, started: float) -> None:
+def run_in_pool(task: CourierTask, claimed: Claimed, started: float) -> None:
     try:
-        _report(task, claimed.job_id, task.runner.run_claimed(claimed), started)
+        report(task, claimed.job_id, task.runner.run_claimed(claimed), started)
     except Exception as exc:
         # As a failed task would: the lease lapses and the sweeper hands the job on.
         log.error("job %s: run raised %s", claimed.job_id, type(exc).__name__)
 
 
-def _report(task: CourierTask, job_id: str, outcome: Outcome, started: float) -> None:
+def report(task: CourierTask, job_id: str, outcome: Outcome, started: float) -> None:
     if outcome.status == "skipped":
         if outcome.reason == "ended_elsewhere":  # cancelled, or handed on meanwhile
             job_event(log, "job.outcome_dropped", job_id=job_id, model=outcome.model)

@@ -1,7 +1,9 @@
 """What a worker takes from the broker (kombu's Redis transport with ``workers/broker.py``'s
 fixes): no more messages than its free slots, each recorded as unacked (restorable) until
 acked, in priority order; and a kill -9 loses none of them. With the call pool a message is
-acked once its job is claimed (the job's lease covers it from then); without, once it ran."""
+acked once its job is claimed (the job's lease covers it from then); without, once it ran.
+By default Courier's intake takes the job messages instead, claiming each job as its message
+leaves the queue (tests/test_intake.py)."""
 
 from __future__ import annotations
 
@@ -41,15 +43,22 @@ def unacked_job_ids(client: redis.Redis) -> list[str]:
     return ids
 
 
-@pytest.mark.parametrize("call_pool", [True, False], ids=["call-pool", "call-in-task"])
+MODES = {
+    "intake": {},  # the default: Courier's intake takes the job messages (tasks/intake.py)
+    "call-pool": {"COURIER_WORKER_INTAKE": "false"},  # Celery's consumer, calls in the pool
+    "call-in-task": {"COURIER_WORKER_CALL_POOL": "false"},
+}
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_a_worker_takes_only_free_slots_and_covers_each_job(
-    redis_url: str, sim: SimulatorHandle, producer: DirectProducer, call_pool: bool
+    redis_url: str, sim: SimulatorHandle, producer: DirectProducer, mode: str
 ) -> None:
     sim.configure(latency=4)
     tag = uuid.uuid4().hex[:6]
     ids = [producer.submit(f"fetch-{tag}-{i}") for i in range(40)]
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    env = {**FAST_RECOVERY, "COURIER_WORKER_CALL_POOL": str(call_pool).lower()}
+    env = {**FAST_RECOVERY, **MODES[mode]}
     worker = start_worker(redis_url, sim, concurrency=10, env=env, name="fetcher")
     rescuer = None
     try:
@@ -58,7 +67,7 @@ def test_a_worker_takes_only_free_slots_and_covers_each_job(
             return {j for j in ids if producer.job(j)["status"] == "running"}
 
         wait_until(lambda: len(running()) == 10, timeout=20)
-        if call_pool:  # acked once claimed: each running job is leased instead
+        if mode != "call-in-task":  # acked (or never kept) once claimed: leased instead
             wait_until(lambda: not unacked_job_ids(client), timeout=5)
             assert sorted(client.zrange(keys.RUNNING, 0, -1)) == sorted(running())
         else:

@@ -40,6 +40,10 @@ class CallPool:
         taken_in = len(self._worker_state.reserved_requests)
         return bool(len(self._pool) + taken_in < self._pool.size)
 
+    def wait_for_room(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for a free slot (the intake takes its jobs straight in)."""
+        return bool(self._pool.wait_available(timeout=timeout))
+
     def spawn(self, run: Callable[..., Any], *args: Any) -> None:
         """Start ``run`` in the pool; waits for a slot only when a race filled it."""
         self._pool.spawn(run, *args)
@@ -53,6 +57,7 @@ class CallPool:
 
 
 _calls: CallPool | None = None
+_broker_gated = True  # False once the intake, not Celery, takes in this worker's jobs
 
 
 def suits(broker_url: str) -> bool:
@@ -77,6 +82,14 @@ def call_pool() -> CallPool | None:
     return _calls
 
 
+def ungate_broker() -> None:
+    """Celery's consumer takes no job messages any more (the intake does): the pool's room
+    no longer holds it back."""
+    global _broker_gated
+    _broker_gated = False
+
+
 def has_room() -> bool:
-    """May the broker consumer take another job? Always, without a call pool."""
-    return _calls is None or _calls.has_room()
+    """May the broker consumer take another message? Always, without a call pool or once
+    the intake takes the jobs."""
+    return _calls is None or not _broker_gated or _calls.has_room()

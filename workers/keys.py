@@ -7,6 +7,7 @@ kombu; everything else Courier stores starts with ``courier:``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 PREFIX = "courier:"
 
@@ -22,6 +23,7 @@ JOB_EVENTS = PREFIX + "events:job-ended"  # pub/sub channel: job id when a job e
 SWEEPER_LOCK = PREFIX + "lock:sweeper"  # string: which worker process sweeps now
 QUEUED = PREFIX + "queued:{priority}"  # zset: job id → when it entered that queue (ms)
 STARTS = PREFIX + "stats:starts:{second}"  # counter: jobs started in that second, for ETAs
+SET_ASIDE = PREFIX + "messages:set-aside"  # list: job-queue messages naming no job (newest 1,000)
 
 # Webhooks
 WEBHOOK_SECRET = PREFIX + "webhook:secret"  # string: generated signing secret
@@ -73,6 +75,21 @@ STARTS_PREFIX = STARTS.removesuffix("{second}")
 
 def starts(second: int) -> str:
     return STARTS.format(second=second)
+
+
+# kombu's Redis transport keeps one list per priority step of a queue: "<queue><sep><step>".
+PRIORITY_SEP = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)
+
+
+def broker_lists(queues: Sequence[str]) -> list[str]:
+    """The lists of these kombu queues in the order its BRPOP reads them: by priority step
+    first, then by queue."""
+    return [
+        queue if step == 0 else f"{queue}{PRIORITY_SEP}{step}"
+        for step in PRIORITY_STEPS
+        for queue in queues
+    ]
 
 
 def breaker(model: str) -> str:

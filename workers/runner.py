@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 import redis
 
 from workers.breaker import CircuitBreaker
+from workers.claims import Claim
 from workers.errors import CourierError, FinalError, ProviderTimeout, RetryableError
 from workers.logs import job_event
 from workers.providers.base import Provider, ProviderResult, split_model
@@ -97,17 +98,20 @@ class JobRunner:
 
     def claim(self, job_id: str) -> Claimed | Outcome:
         """Take the job (leased from here on), or say why not (skipped, expired)."""
-        store, leases = self.runtime.store, self.runtime.leases
-        token = leases.new_token()
+        token = self.runtime.leases.new_token()
         try:
-            claim = store.claim(job_id, token, self.runtime.settings.lease_ttl_s)
+            claim = self.runtime.store.claim(job_id, token, self.runtime.settings.lease_ttl_s)
         except redis.RedisError as exc:
             raise NotClaimed(job_id) from exc
+        return self.accept(job_id, token, claim)
+
+    def accept(self, job_id: str, token: str, claim: Claim) -> Claimed | Outcome:
+        """What the store's claim of the job under ``token`` means for this run."""
         if claim.status == "expired":
             return self._expire(job_id, token="", allowed=("queued",))
         if claim.record is None:
             return Outcome("skipped", reason=claim.status)
-        leases.add(job_id, token)
+        self.runtime.leases.add(job_id, token)
         record = claim.record
         job_event(
             log,

@@ -9,17 +9,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from workers import keys, scripts
+from workers.claims import Claim, Taken, claim_from
 from workers.jobs import TERMINAL, CallbackState
 from workers.records import Record, encode_fields, new_job_id, now_ms
 
 CALLBACK_SAFETY_S = 30.0
-PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: "<queue><sep><step>" per priority step
 
 
 class QuotaExceeded(Exception):
@@ -31,14 +30,6 @@ class QuotaExceeded(Exception):
         self.limit = limit
 
 
-@dataclass(slots=True)
-class Claim:
-    """The outcome of trying to start a job: ``record`` is set only when it is ours to run."""
-
-    status: str
-    record: Record | None = None
-
-
 class JobStore:
     """Reads and changes job records. Takes a redis-py client with ``decode_responses=True``."""
 
@@ -47,6 +38,7 @@ class JobStore:
         self.retention_s = retention_s
         self._create = client.register_script(scripts.CREATE)
         self._claim = client.register_script(scripts.CLAIM)
+        self._take = client.register_script(scripts.TAKE)
         self._begin_attempt = client.register_script(scripts.BEGIN_ATTEMPT)
         self._finish = client.register_script(scripts.FINISH)
         self._requeue = client.register_script(scripts.REQUEUE)
@@ -216,10 +208,29 @@ class JobStore:
             keys=[keys.job(job_id), keys.RUNNING, keys.SCHEDULED, *keys.QUEUED_ALL],
             args=[job_id, token, now, now + int(lease_ttl_s * 1000), keys.starts(now // 1000)],
         )
-        if out[0] != "claimed":
-            return Claim(out[0])
-        flat = out[1:]
-        return Claim("claimed", dict(zip(flat[::2], flat[1::2], strict=True)))
+        return claim_from(out)
+
+    def take(
+        self, lists: Sequence[str], token: str, lease_ttl_s: float, message: str = ""
+    ) -> Taken | None:
+        """Take the first message off the broker ``lists`` (or ``message``, already taken
+        off) and claim its job, in one round trip; None when every list is empty."""
+        now = now_ms()
+        out: list[str] = self._take(
+            keys=[keys.RUNNING, keys.SCHEDULED, *keys.QUEUED_ALL, keys.SET_ASIDE, *lists],
+            args=[
+                token,
+                now,
+                now + int(lease_ttl_s * 1000),
+                keys.starts(now // 1000),
+                keys.JOB_PREFIX,
+                message,
+            ],
+        )
+        if not out:
+            return None
+        task_id, argsrepr, job_id, *claimed = out
+        return Taken(task_id, argsrepr, job_id, claim_from(claimed) if job_id else Claim(""))
 
     def begin_attempt(self, job_id: str, token: str) -> int:
         """Count a provider call about to be made: the attempt number, -1 if the lease is
@@ -334,8 +345,7 @@ class JobStore:
         """Jobs waiting in ``priority``'s queue index for longer than ``older_than_s`` while
         that broker queue holds no message at all: their message was lost. Their age is
         reset, so each is reported once per ``older_than_s``."""
-        queue = f"jobs.{priority}"
-        lists = [queue, *(f"{queue}{PRIORITY_SEP}{step}" for step in (3, 6, 9))]
+        lists = keys.broker_lists([f"jobs.{priority}"])
         pipe = self.redis.pipeline(transaction=False)
         for name in lists:
             pipe.llen(name)

@@ -27,19 +27,9 @@ from workers.webhooks import delivery_stats
 
 log = logging.getLogger("courier.api.metrics")
 
-KOMBU_PRIORITY_SEP = "\x06\x16"
-KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
 PRIORITIES = ("high", "normal", "low")
 MAX_SERIES = 500  # per family: beyond it the smallest series are summed as "_other"
 OTHER = "_other"
-
-
-def queue_lists(queue: str) -> list[str]:
-    """The Redis lists kombu uses for one queue, one per priority step."""
-    return [
-        queue if step == 0 else f"{queue}{KOMBU_PRIORITY_SEP}{step}"
-        for step in KOMBU_PRIORITY_STEPS
-    ]
 
 
 def queue_depths(client: redis.Redis, queues: Iterable[str] = ALL_QUEUES) -> dict[str, int]:
@@ -47,10 +37,10 @@ def queue_depths(client: redis.Redis, queues: Iterable[str] = ALL_QUEUES) -> dic
     names = list(queues)
     pipe = client.pipeline(transaction=False)
     for queue in names:
-        for name in queue_lists(queue):
+        for name in keys.broker_lists([queue]):
             pipe.llen(name)
     lengths = [int(n) for n in pipe.execute()]
-    steps = len(KOMBU_PRIORITY_STEPS)
+    steps = len(keys.PRIORITY_STEPS)
     return {q: sum(lengths[i * steps : (i + 1) * steps]) for i, q in enumerate(names)}
 
 

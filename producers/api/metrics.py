@@ -34,12 +34,11 @@ from producers.api.collectors import (
     ClusterCollector,
     QueueDepthCollector,
     queue_depths,
-    queue_lists,
 )
 from workers import metrics as wm
 
 log = logging.getLogger("courier.api.metrics")
-__all__ = ["ApiMetrics", "RequestMetricsMiddleware", "queue_depths", "queue_lists"]
+__all__ = ["ApiMetrics", "RequestMetricsMiddleware", "queue_depths"]
 
 
 class LocalCollector(Collector):

@@ -10,6 +10,7 @@ import redis
 
 from tests.support.procs import Proc, wait_until
 from tests.support.simulator import SimulatorHandle
+from workers import keys
 
 ALL_QUEUES = "jobs.high,jobs.normal,jobs.low,callbacks"
 
@@ -76,10 +77,12 @@ def sigterm_and_wait(proc: Proc, timeout: float = 30) -> float:
 
 
 def flush_queues(redis_url: str) -> None:
-    """Forget every queued job of earlier tests: their broker messages and Courier's own
-    queue indexes and schedule (else the sweeper would rightly enqueue them again)."""
+    """Forget every queued or running job of earlier tests: their broker messages, Courier's
+    own queue indexes, schedule and leases (else the sweeper would rightly enqueue them
+    again), and the messages set aside."""
     client = redis.Redis.from_url(redis_url)
-    for pattern in ("jobs.*", "courier:queued:*", "courier:scheduled", "unacked*"):
+    patterns = ("jobs.*", "courier:queued:*", "courier:scheduled", "courier:running", "unacked*")
+    for pattern in (*patterns, keys.SET_ASIDE):
         for key in client.scan_iter(pattern):
             client.delete(key)
     client.close()

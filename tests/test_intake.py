@@ -1,0 +1,106 @@
+"""Courier's job intake (tasks/intake.py): one Lua script takes a job's message off its queue
+and claims the job. Against real Redis with the messages Celery's producer writes, and with a
+real gevent worker and the simulator."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import redis
+
+from tests.support.jobs import DirectProducer
+from tests.support.procs import wait_until
+from tests.support.simulator import SimulatorHandle
+from tests.support.workers import start_worker
+from workers import keys
+
+pytest_plugins = ["tests.support.fixtures"]
+
+ALL_LISTS = keys.broker_lists(["jobs.high", "jobs.normal", "jobs.low"])
+
+
+def messages_left(client: redis.Redis) -> int:
+    return sum(int(client.llen(name)) for name in ALL_LISTS) + int(client.hlen("unacked"))
+
+
+def test_take_claims_the_first_job_in_priority_order(producer: DirectProducer) -> None:
+    low = producer.submit("take low", priority="low")
+    normal = producer.submit("take normal")
+    high = producer.submit("take high", priority="high")
+    taken_in_order = []
+    while (taken := producer.store.take(ALL_LISTS, f"tok-{len(taken_in_order)}", 10)) is not None:
+        assert taken.claim.status == "claimed" and taken.claim.record is not None
+        assert taken.argsrepr == f"['{taken.job_id}']" and taken.task_id
+        taken_in_order.append(taken.job_id)
+    assert taken_in_order == [high, normal, low]
+    assert [producer.job(j)["status"] for j in taken_in_order] == ["running"] * 3
+    # The lease covers each job now: no copy of its message is kept anywhere.
+    assert messages_left(producer.redis) == 0
+    assert producer.redis.zcard(keys.RUNNING) == 3
+
+
+def test_a_message_whose_job_ended_is_taken_and_not_run(producer: DirectProducer) -> None:
+    job_id = producer.submit("cancelled before its turn")
+    producer.store.finish(job_id, "cancelled", allowed=("queued",))
+    taken = producer.store.take(ALL_LISTS, "tok", 10)
+    assert taken is not None and taken.job_id == job_id
+    assert taken.claim.status == "cancelled" and taken.claim.record is None
+    assert producer.store.take(ALL_LISTS, "tok", 10) is None  # nothing else queued
+
+
+def test_a_message_already_popped_is_claimed(producer: DirectProducer) -> None:
+    job_id = producer.submit("popped by BRPOP first")
+    popped = producer.redis.brpop(ALL_LISTS, timeout=1)
+    assert popped is not None
+    taken = producer.store.take(ALL_LISTS, "tok", 10, message=popped[1])
+    assert taken is not None and taken.job_id == job_id and taken.claim.status == "claimed"
+
+
+def test_a_message_naming_no_job_is_set_aside(producer: DirectProducer) -> None:
+    producer.celery.send_task("courier.not_a_job", args=["x"], queue="jobs.normal")
+    taken = producer.store.take(ALL_LISTS, "tok", 10)
+    assert taken is not None and taken.job_id == "" and taken.task_id
+    (kept,) = producer.redis.lrange(keys.SET_ASIDE, 0, -1)
+    assert json.loads(kept)["headers"]["task"] == "courier.not_a_job"
+
+
+def test_a_worker_sets_a_foreign_message_aside_and_runs_the_jobs_behind_it(
+    redis_url: str, sim: SimulatorHandle, producer: DirectProducer
+) -> None:
+    sim.configure(latency=0.05)
+    tag = uuid.uuid4().hex[:6]
+    producer.celery.send_task("courier.not_a_job", args=["x"], queue="jobs.normal")
+    ids = [producer.submit(f"intake-{tag}-{i}") for i in range(20)]
+    worker = start_worker(redis_url, sim, concurrency=5, name="intake")
+    try:
+        jobs = producer.wait(ids, timeout=60)
+        wait_until(lambda: "names no job" in worker.output(), timeout=10)
+        assert "taking jobs from jobs.high, jobs.normal, jobs.low" in worker.output()
+    finally:
+        worker.stop()
+    assert [j["status"] for j in jobs] == ["succeeded"] * 20
+    assert producer.redis.llen(keys.SET_ASIDE) == 1
+    assert messages_left(producer.redis) == 0
+
+
+def test_an_idle_worker_starts_a_new_job_at_once(
+    redis_url: str, sim: SimulatorHandle, producer: DirectProducer
+) -> None:
+    """With its queues empty the intake waits on BRPOP, not on a poll interval."""
+    sim.configure(latency=0)
+    worker = start_worker(redis_url, sim, concurrency=5, name="idle-intake")
+    try:
+        producer.wait([producer.submit("warm-up")], timeout=30)
+        time.sleep(1.5)  # the intake is now blocked in BRPOP on empty queues
+        waits = []
+        for i in range(5):
+            job_id = producer.submit(f"idle-{i}")
+            producer.wait([job_id], timeout=10)
+            record = producer.store.get(job_id) or {}
+            waits.append(float(record["started_at"]) - float(record["created_at"]))
+    finally:
+        worker.stop()
+    # Generous for a loaded CI host; a poll loop would show its period here.
+    assert sorted(waits)[len(waits) // 2] < 0.5, waits
