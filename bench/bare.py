@@ -39,10 +39,16 @@ class CpuRep:
     bare_before_ms: float
     worker_ms: float
     bare_after_ms: float
+    # The same cell with Celery's consumer taking the job messages (COURIER_WORKER_INTAKE=false)
+    celery_consumer_ms: float | None = None
+
+    @property
+    def bare_ms(self) -> float:
+        return (self.bare_before_ms + self.bare_after_ms) / 2
 
     @property
     def ratio(self) -> float:
-        return self.worker_ms / ((self.bare_before_ms + self.bare_after_ms) / 2)
+        return self.worker_ms / self.bare_ms
 
 
 @dataclass
@@ -54,6 +60,12 @@ class CpuComparison:
     @property
     def median_ratio(self) -> float:
         return statistics.median(rep.ratio for rep in self.reps)
+
+    @property
+    def median_intake_gain(self) -> float | None:
+        """Median of worker CPU with the intake ÷ with Celery's consumer, cell by cell."""
+        pairs = [r.worker_ms / r.celery_consumer_ms for r in self.reps if r.celery_consumer_ms]
+        return statistics.median(pairs) if pairs else None
 
 
 def bare_sdk_cpu(sim: Simulator, calls: int) -> BareSdk:
@@ -87,19 +99,26 @@ def measure(base_url: str, calls: int) -> BareSdk:
 
 
 def compare_cpu(
-    sim: Simulator, calls: int, jobs: int, reps: int, worker_cpu_ms: Callable[[], float | None]
+    sim: Simulator,
+    calls: int,
+    jobs: int,
+    reps: int,
+    worker_cpu_ms: Callable[[dict[str, str]], float | None],
 ) -> CpuComparison:
-    """``reps`` worker cells, each between two bare runs (the runs in between are shared)."""
+    """``reps`` pairs of worker cells (the shipped worker, then the same with Celery's consumer
+    taking the jobs), each pair between two bare runs (the runs in between are shared)."""
     comparison = CpuComparison(jobs, calls, [])
     before = bare_sdk_cpu(sim, calls).mean_ms
     for rep in range(reps):
-        worker = worker_cpu_ms()
+        worker = worker_cpu_ms({})
+        celery_consumer = worker_cpu_ms({"COURIER_WORKER_INTAKE": "false"})
         after = bare_sdk_cpu(sim, calls).mean_ms
         if worker is not None:
-            comparison.reps.append(CpuRep(before, worker, after))
+            comparison.reps.append(CpuRep(before, worker, after, celery_consumer))
             print(
                 f"cpu rep {rep + 1}: bare {before:.2f} / {after:.2f} ms, worker {worker:.2f} ms "
-                f"per job: {comparison.reps[-1].ratio:.2f}x",
+                f"per job: {comparison.reps[-1].ratio:.2f}x (Celery's consumer: "
+                f"{celery_consumer or 0:.2f} ms)",
                 flush=True,
             )
         before = after

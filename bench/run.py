@@ -287,10 +287,10 @@ def main(argv: list[str] | None = None) -> None:
                     print("\n".join(spots), flush=True)
         if "cpu" not in args.skip:
 
-            def worker_cpu_ms() -> float | None:
+            def worker_cpu_ms(env: dict[str, str]) -> float | None:
                 return run_courier_cell(
                     sim, api_url, 0.0, args.cpu_jobs, None,
-                    args.submit_concurrency, args.submit_batch,
+                    args.submit_concurrency, args.submit_batch, env=env,
                 ).cpu_ms_per_job  # fmt: skip
 
             cpu = compare_cpu(sim, args.bare_calls, args.cpu_jobs, args.cpu_reps, worker_cpu_ms)
