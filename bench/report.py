@@ -362,7 +362,8 @@ def render(run: Run) -> str:
             "## Memory: the call pool vs calls held in Celery's tasks",
             "",
             "The same cell (1,000 jobs at 5 s) with `COURIER_WORKER_CALL_POOL=true` (the "
-            "default) and `false`, alternating (see the README's *Worker model*).",
+            "default; jobs taken by the intake) and `false` (jobs taken by Celery's consumer, "
+            "each call held in its task), alternating (see the README's *Worker model*).",
             "",
             *pool_table(run.pool),
             "",

@@ -28,6 +28,7 @@ from typing import Any
 import gevent
 import redis
 from celery import bootsteps
+from celery.signals import worker_shutting_down
 from celery.utils.saferepr import saferepr
 
 from config.celery import JOB_QUEUES
@@ -178,6 +179,8 @@ class JobIntake(bootsteps.StartStopStep):  # type: ignore[misc]
         self.intake: Intake | None = None
 
     def start(self, consumer: Any) -> None:
+        if _shutting_down:
+            return  # a consumer restarted during a warm shutdown takes no more jobs
         if self.intake is None:
             calls = execution.call_pool()
             if calls is None or not suits():
@@ -190,6 +193,7 @@ class JobIntake(bootsteps.StartStopStep):  # type: ignore[misc]
                 consumer.cancel_task_queue(name)
             execution.ungate_broker()
             self.intake = Intake(run_job, calls, queues, consumer)
+            _intakes.append(self.intake)
             log.info("intake: taking jobs from %s", ", ".join(queues))
         self.intake.start()
 
@@ -199,6 +203,19 @@ class JobIntake(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def shutdown(self, consumer: Any) -> None:
         self.stop(consumer)
+
+
+_intakes: list[Intake] = []
+_shutting_down = False
+
+
+@worker_shutting_down.connect
+def _stop_taking(**_: Any) -> None:
+    """At once on SIGTERM: Celery stops its consumer's steps only later in a warm shutdown."""
+    global _shutting_down
+    _shutting_down = True
+    for intake in _intakes:
+        intake.stop()
 
 
 app.steps["consumer"].add(JobIntake)

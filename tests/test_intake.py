@@ -13,7 +13,7 @@ import redis
 from tests.support.jobs import DirectProducer
 from tests.support.procs import wait_until
 from tests.support.simulator import SimulatorHandle
-from tests.support.workers import start_worker
+from tests.support.workers import sigterm_and_wait, start_worker
 from workers import keys
 
 pytest_plugins = ["tests.support.fixtures"]
@@ -104,3 +104,24 @@ def test_an_idle_worker_starts_a_new_job_at_once(
         worker.stop()
     # Generous for a loaded CI host; a poll loop would show its period here.
     assert sorted(waits)[len(waits) // 2] < 0.5, waits
+
+
+def test_a_warm_shutdown_takes_no_more_jobs(
+    redis_url: str, sim: SimulatorHandle, producer: DirectProducer
+) -> None:
+    """SIGTERM stops the intake: the jobs running finish within the grace, the rest stay
+    queued, with their messages, for the next worker."""
+    sim.configure(latency=1)
+    ids = [producer.submit(f"shutdown-{i}") for i in range(30)]
+    env = {"COURIER_SHUTDOWN_GRACE_S": "10"}
+    worker = start_worker(redis_url, sim, concurrency=5, env=env, name="stopping")
+    wait_until(lambda: sum(producer.job(j)["status"] != "queued" for j in ids) >= 5, timeout=20)
+    signalled = time.time()
+    sigterm_and_wait(worker)
+    records = [producer.store.get(j) or {} for j in ids]
+    late = [r["id"] for r in records if r.get("started_at") and float(r["started_at"]) > signalled]
+    assert late == []
+    queued = [r["id"] for r in records if r["status"] == "queued"]
+    assert all(r["status"] in ("succeeded", "queued") for r in records)
+    assert len(queued) >= 15
+    assert messages_left(producer.redis) == len(queued)
