@@ -17,7 +17,7 @@ import builtins
 import time
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypedDict, Unpack
 from urllib.parse import quote
 
 import httpx
@@ -49,22 +49,27 @@ class JobWaitTimeout(TimeoutError):
         self.job = job
 
 
+class JobOptions(TypedDict, total=False):
+    """A submission's keyword arguments besides ``model`` and ``request`` (SPEC §3)."""
+
+    prompt: str | None  # shorthand for a one-message chat (or one-text embedding) request
+    kind: str  # "chat" (default) or "embedding"
+    priority: str | None
+    callback_url: str | None
+    fallback_models: list[str] | None
+    metadata: dict[str, Any] | None
+    max_attempts: int | None
+    timeout_s: float | None
+    expires_in_s: float | None
+
+
 def submission_body(
-    model: str,
-    request: dict[str, Any] | None = None,
-    *,
-    prompt: str | None = None,
-    kind: str = "chat",
-    priority: str | None = None,
-    callback_url: str | None = None,
-    fallback_models: list[str] | None = None,
-    metadata: dict[str, Any] | None = None,
-    max_attempts: int | None = None,
-    timeout_s: float | None = None,
-    expires_in_s: float | None = None,
+    model: str, request: dict[str, Any] | None = None, **options: Unpack[JobOptions]
 ) -> dict[str, Any]:
     """The JSON body of ``POST /v1/jobs``; ``prompt`` is shorthand for a one-message
     chat request (or a one-text embedding request)."""
+    prompt = options.pop("prompt", None)
+    kind = options.pop("kind", "chat")
     if request is None:
         if prompt is None:
             raise ValueError("give request= or prompt=")
@@ -74,16 +79,7 @@ def submission_body(
             else {"messages": [{"role": "user", "content": prompt}]}
         )
     body: dict[str, Any] = {"model": model, "kind": kind, "request": request}
-    optional = {
-        "priority": priority,
-        "callback_url": callback_url,
-        "fallback_models": fallback_models,
-        "metadata": metadata,
-        "max_attempts": max_attempts,
-        "timeout_s": timeout_s,
-        "expires_in_s": expires_in_s,
-    }
-    body.update({k: v for k, v in optional.items() if v is not None})
+    body.update({k: v for k, v in options.items() if v is not None})
     return body
 
 
@@ -154,30 +150,10 @@ class Courier(_Base):
         model: str,
         request: dict[str, Any] | None = None,
         *,
-        prompt: str | None = None,
-        kind: str = "chat",
-        priority: str | None = None,
-        callback_url: str | None = None,
-        fallback_models: builtins.list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        max_attempts: int | None = None,
-        timeout_s: float | None = None,
-        expires_in_s: float | None = None,
         idempotency_key: str | None = None,
+        **options: Unpack[JobOptions],
     ) -> Job:
-        body = submission_body(
-            model,
-            request,
-            prompt=prompt,
-            kind=kind,
-            priority=priority,
-            callback_url=callback_url,
-            fallback_models=fallback_models,
-            metadata=metadata,
-            max_attempts=max_attempts,
-            timeout_s=timeout_s,
-            expires_in_s=expires_in_s,
-        )
+        body = submission_body(model, request, **options)
         headers = self._submit_headers(idempotency_key)
         job: Job = parse(self.http.post("/v1/jobs", json=body, headers=headers))
         return job
@@ -263,30 +239,10 @@ class AsyncCourier(_Base):
         model: str,
         request: dict[str, Any] | None = None,
         *,
-        prompt: str | None = None,
-        kind: str = "chat",
-        priority: str | None = None,
-        callback_url: str | None = None,
-        fallback_models: builtins.list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        max_attempts: int | None = None,
-        timeout_s: float | None = None,
-        expires_in_s: float | None = None,
         idempotency_key: str | None = None,
+        **options: Unpack[JobOptions],
     ) -> Job:
-        body = submission_body(
-            model,
-            request,
-            prompt=prompt,
-            kind=kind,
-            priority=priority,
-            callback_url=callback_url,
-            fallback_models=fallback_models,
-            metadata=metadata,
-            max_attempts=max_attempts,
-            timeout_s=timeout_s,
-            expires_in_s=expires_in_s,
-        )
+        body = submission_body(model, request, **options)
         headers = self._submit_headers(idempotency_key)
         job: Job = parse(await self.http.post("/v1/jobs", json=body, headers=headers))
         return job
