@@ -9,7 +9,9 @@ import time
 import uuid
 
 import redis
+from prometheus_client import CollectorRegistry
 
+from producers.api.collectors import ClusterCollector
 from tests.support.jobs import DirectProducer
 from tests.support.procs import wait_until
 from tests.support.simulator import SimulatorHandle
@@ -83,6 +85,9 @@ def test_a_worker_sets_a_foreign_message_aside_and_runs_the_jobs_behind_it(
     assert [j["status"] for j in jobs] == ["succeeded"] * 20
     assert producer.redis.llen(keys.SET_ASIDE) == 1
     assert messages_left(producer.redis) == 0
+    registry = CollectorRegistry()
+    registry.register(ClusterCollector(producer.redis))
+    assert registry.get_sample_value("courier_messages_set_aside") == 1
 
 
 def test_an_idle_worker_starts_a_new_job_at_once(

@@ -138,10 +138,11 @@ class ClusterCollector(Collector):
         pipe = self.client.pipeline(transaction=False)
         pipe.zcard(keys.RUNNING)
         pipe.zcard(keys.SCHEDULED)
+        pipe.llen(keys.SET_ASIDE)
         for priority in PRIORITIES:
             pipe.zcard(keys.queued(priority))
             pipe.zrange(keys.queued(priority), 0, 0, withscores=True)
-        running, scheduled, *per_priority = pipe.execute()
+        running, scheduled, set_aside, *per_priority = pipe.execute()
         now_ms = time.time() * 1000
 
         queued = GaugeMetricFamily(
@@ -196,6 +197,11 @@ class ClusterCollector(Collector):
             ),
             queued,
             oldest,
+            GaugeMetricFamily(
+                "courier_messages_set_aside",
+                "Messages on the job queues that named no job, kept aside (newest 1,000)",
+                value=set_aside,
+            ),
         ]
 
     def _webhooks(self) -> list[Metric]:
