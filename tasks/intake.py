@@ -89,10 +89,13 @@ class Intake:
                 continue
             try:
                 taken = self._take()
-            except redis.RedisError as exc:
+            except Exception as exc:  # the loop must outlive any fault: it is the worker's intake
                 failures += 1
                 delay = min(0.1 * 2**failures, 5.0)
-                log.warning("intake: Redis unreachable (%s); trying again in %.1f s", exc, delay)
+                if isinstance(exc, redis.RedisError):
+                    log.warning("intake: Redis unreachable (%s); again in %.1f s", exc, delay)
+                else:
+                    log.exception("intake: taking a job failed; again in %.1f s", delay)
                 gevent.sleep(delay)
                 continue
             failures = 0
