@@ -87,7 +87,7 @@ class Settings(BaseSettings):
     # (workers.execution); off: each task holds its call, and Flower lists it as active.
     worker_call_pool: bool = True
     # With the call pool and the broker on the job store's Redis, jobs are taken off their
-    # queues by Courier's intake, one round trip per job (workers.intake), not by Celery's
+    # queues by Courier's intake, one round trip per job (tasks.intake), not by Celery's
     # task consumer.
     worker_intake: bool = True
     lease_ttl_s: float = Field(default=20.0, ge=2)

@@ -120,18 +120,19 @@ class Intake:
     def _claim_popped(self, message: str, token: str, ttl: float) -> Taken | None:
         """Claim the job of a message BRPOP took off its queue, while Redis lets us."""
         store = self._task.runtime.store
-        for attempt in range(TAKE_RETRIES):
+        for attempt in range(TAKE_RETRIES - 1):
             try:
                 return store.take(self._lists, token, ttl, message)
             except redis.ConnectionError:
-                if attempt + 1 == TAKE_RETRIES:
-                    log.error(
-                        "intake: a taken message could not be claimed; the sweeper will "
-                        "enqueue its job again"
-                    )
-                    raise
                 gevent.sleep(0.2 * 2**attempt)
-        raise AssertionError("unreachable")
+        try:
+            return store.take(self._lists, token, ttl, message)
+        except redis.ConnectionError:
+            log.error(
+                "intake: a taken message could not be claimed; the sweeper will enqueue "
+                "its job again"
+            )
+            raise
 
     def _hand_over(self, taken: Taken, token: str, started: float) -> None:
         if not taken.job_id:

@@ -1,6 +1,8 @@
 """``courier.run_job``: run one job, named by id (the message carries nothing else).
 
-In a gevent worker on Redis the task only claims the job and hands the call to the
+A gevent worker whose broker is the job store's Redis takes job messages with its intake
+(``tasks.intake``), not through this task; the helpers below serve both. With the intake off
+(``COURIER_WORKER_INTAKE=false``) the task only claims the job and hands the call to the
 process's call pool (``workers.execution``); elsewhere it runs the whole job itself.
 """
 
