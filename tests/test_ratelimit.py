@@ -178,12 +178,12 @@ def test_tpm_with_large_max_tokens(run: Run) -> None:
         c["input_tokens"] + c["output_tokens"] for c in ok if float(c["started"]) < t_first + 60
     )
     # Reserving 1,000 output tokens per call did not starve the minute: refunds at settle.
-    # Without them the bucket would pass 12,000 / ~1,520 = 7 calls (~3,700 tokens) in it.
-    # Usually ~22 calls go in the first 10 s (~11,700 tokens), but the simulator's sliding
-    # window is not the limiter's bucket: on a loaded host one allowed 429 can fall early,
-    # and its shared cool-down then holds the rest (a CI run saw 7,951 tokens).
+    # Without them the bucket would pass 12,000 / ~1,520 = 7 calls (~3,700 tokens) in it;
+    # ~22 calls go in the first 10 s (~11,700 tokens). Two CI runs saw ~7,950 tokens and
+    # 126 s: jobs refused before any call had answered were lined up 7.6 s apart, at their
+    # whole max_tokens (test_ratelimit_waiting: ..._a_queue_behind_due_waiters_asks_again_soon).
     starts = sorted(round(float(c["started"]) - t_first, 1) for c in ok)
-    assert first_minute >= 0.6 * TPM, (first_minute, starts, len(refused))
+    assert first_minute >= 0.8 * TPM, (first_minute, starts, len(refused))
     elapsed = max(float(c["finished"]) for c in ok) - t_first
     assert elapsed <= 110, elapsed
 

@@ -104,6 +104,23 @@ def test_before_any_output_is_known_waiters_ask_again_once_calls_answer(
     assert sum(v.granted for v in later) >= 4  # the refunds made room for several at once
 
 
+def test_before_any_output_is_known_a_queue_behind_due_waiters_asks_again_soon(
+    make: Factory, clock: Clock
+) -> None:
+    """Whatever the reason of the refusal (here: waiters ahead are due), a place in line
+    counted at every waiter's whole max_tokens is not kept: seen in the two-worker test, the
+    first call held up 2 s (the SDK's import), jobs refused behind the due waiters were spread
+    7.6 s apart (1,520 tokens each at 200/s) where ~530 each would be used, doubling the run."""
+    b, r = make(None), rule(tpm=12_000)
+    granted = [Ask(1500, NORMAL, f"g{i}", f"g{i}", input_tokens=500) for i in range(8)]
+    assert all(b.reserve(r, a).granted for a in granted)
+    first = b.reserve(r, Ask(1500, NORMAL, "w0", "w0", 500))
+    clock.advance(first.wait_s)  # w0 is due; no call has answered yet
+    behind = [b.reserve(r, Ask(1500, NORMAL, f"q{i}", f"q{i}", 500)) for i in range(10)]
+    assert {v.reason for v in behind} == {"queue"}
+    assert max(v.wait_s for v in behind) <= Policy().default_latency_s
+
+
 def test_waiters_count_on_the_refunds_of_calls_in_flight(make: Factory, clock: Clock) -> None:
     """Once the average output is known, a burst refused while calls are in flight is told
     to come back when those calls answer and refund their unused max_tokens, not after the

@@ -166,11 +166,12 @@ class MemoryBackend:
                     at_once = (ahead + 1) * unit + floors[i] - refunds[i]
                     after_refunds = _time_to_hold(alg, state, now, cap, at_once)
                     resource_wait = min(resource_wait, max(latency, after_refunds))
+                if resource == "tokens" and key.output_avg is None and key.in_flight:
+                    # No output seen yet, so the line counted every waiter's whole max_tokens
+                    # (whatever the reason of the refusal): ask again once the calls in flight
+                    # have answered, refunded and set the average.
+                    resource_wait = min(resource_wait, latency)
                 wait = max(wait, resource_wait)
-        if reason == "tokens" and key.output_avg is None and key.in_flight:
-            # No output seen yet, so the line counted every waiter's whole max_tokens: ask
-            # again once the calls in flight have answered, refunded and set the average.
-            wait = min(wait, latency)
         if rule.max_in_flight > 0 and len(key.in_flight) >= rule.max_in_flight:
             wait = max(wait, latency * (ahead + 1) / rule.max_in_flight)
         if reason == "room":

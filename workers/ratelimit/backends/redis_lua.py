@@ -118,11 +118,11 @@ for i = 1, 2 do
       local at_once = (ahead + 1) * unit + floors[i] - refunds[i]
       w = math.min(w, math.max(lat, time_to_hold(sts[i], caps[i], at_once)))
     end
+    -- no output seen yet (see the memory backend): ask again once the calls in flight answered
+    if i == 2 and not oavg and nif > 0 then w = math.min(w, lat) end
     wait = math.max(wait, w)
   end
 end
--- no output seen yet (see the memory backend): ask again once the calls in flight answered
-if reason == 'tokens' and not oavg and nif > 0 then wait = math.min(wait, lat) end
 if mif > 0 and nif >= mif then wait = math.max(wait, lat * (ahead + 1) / mif) end
 if reason == 'room' then wait = math.max(wait, lat) end
 wait = math.max(wait, cd - NOW, minwait)
