@@ -31,11 +31,13 @@ thousands comes back one by one at the rate, not all at once. Calls in flight re
 whole ``max_tokens`` and give most of it back when they answer: when those refunds (each call
 assumed like the refused one) would cover the waiters ahead and this one at their whole
 reservations, ``wait_s`` is only the calls' average latency, so a burst of claims is not
-paced slower than a trickle. Before any answer has set the average output, the tokens part of
-``wait_s`` is at most that latency, whatever the reason of the refusal: the line could only
-count every waiter's whole ``max_tokens``, so it asks again once calls have answered. Waiters
-register, by job id, in one zset per priority
-(id → when due).
+paced slower than a trickle. Before any answer has set the average output (whatever the
+reason of the refusal), each waiter ahead counts its prompt alone and the calls in flight
+give back their whole ``max_tokens``: ``wait_s`` is the earliest the job could go, and it
+asks again then, knowing more. (A line counted at every whole ``max_tokens`` paced a fresh
+key's first minute at a third of its rate in the two-worker test; capping every wait at a
+call's latency would poll for as long as the first calls run.) Waiters register, by job id,
+in one zset per priority (id → when due).
 
 **Priority rule.** High before normal before low:
 

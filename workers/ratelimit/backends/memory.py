@@ -132,6 +132,12 @@ class MemoryBackend:
         output = costs[1] - prompt
         if key.output_avg is not None:
             output = min(output, key.output_avg)
+        unknown = key.output_avg is None and bool(key.in_flight)
+        if unknown:
+            # No output seen yet, but the calls in flight will tell: count each waiter ahead
+            # at its prompt alone, so this one is told the earliest it could go (not a place
+            # paced at every whole max_tokens), and asks again then, knowing more.
+            output = 0.0
         line = (1.0, prompt + output)  # what each waiter ahead will use, net
         floors: list[float] = []
         for i, resource in enumerate(RESOURCES):
@@ -163,14 +169,10 @@ class MemoryBackend:
                 state, cap = key.states[resource], caps[i]
                 resource_wait = _time_to_hold(alg, state, now, cap, need)
                 if refunds[i] > 0:  # granted then, each waiter takes its whole reservation
-                    at_once = (ahead + 1) * unit + floors[i] - refunds[i]
+                    each = line[i] if unknown else unit
+                    at_once = ahead * min(each, unit) + unit + floors[i] - refunds[i]
                     after_refunds = _time_to_hold(alg, state, now, cap, at_once)
                     resource_wait = min(resource_wait, max(latency, after_refunds))
-                if resource == "tokens" and key.output_avg is None and key.in_flight:
-                    # No output seen yet, so the line counted every waiter's whole max_tokens
-                    # (whatever the reason of the refusal): ask again once the calls in flight
-                    # have answered, refunded and set the average.
-                    resource_wait = min(resource_wait, latency)
                 wait = max(wait, resource_wait)
         if rule.max_in_flight > 0 and len(key.in_flight) >= rule.max_in_flight:
             wait = max(wait, latency * (ahead + 1) / rule.max_in_flight)

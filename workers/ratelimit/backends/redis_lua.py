@@ -69,6 +69,9 @@ local due_same = 0
 if not mine or mine > NOW then due_same = redis.call('ZCOUNT', lane, lo, NOW) end
 local cd = tonumber(redis.call('GET', KEYS[7])) or 0
 local nif = redis.call('ZCARD', KEYS[3])
+-- no output seen yet, calls in flight (see the memory backend): each waiter at its prompt alone
+local unknown = not oavg and nif > 0
+if unknown then line[2] = prompt end
 local reason = ''
 if cd > NOW then reason = 'cooldown'
 elseif due_higher > 0 then reason = 'priority'
@@ -115,11 +118,11 @@ for i = 1, 2 do
     local need = ahead * math.min(line[i], unit) + unit + floors[i]
     local w = time_to_hold(sts[i], caps[i], need)
     if refunds[i] > 0 then
-      local at_once = (ahead + 1) * unit + floors[i] - refunds[i]
+      local each = unit
+      if unknown then each = line[i] end
+      local at_once = ahead * math.min(each, unit) + unit + floors[i] - refunds[i]
       w = math.min(w, math.max(lat, time_to_hold(sts[i], caps[i], at_once)))
     end
-    -- no output seen yet (see the memory backend): ask again once the calls in flight answered
-    if i == 2 and not oavg and nif > 0 then w = math.min(w, lat) end
     wait = math.max(wait, w)
   end
 end
