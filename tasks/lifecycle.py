@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from celery.signals import (
+    celeryd_after_setup,
     setup_logging,
     worker_init,
     worker_process_init,
@@ -32,6 +33,7 @@ from workers import broker, execution
 from workers.app import app
 from workers.logs import configure_logging
 from workers.metrics import Flusher, count_finished, worker_metrics
+from workers.providers import import_adapters
 from workers.queues import enqueue_callback, enqueue_job
 from workers.runtime import get_runtime, reset_runtime
 from workers.sweeper import Sweeper
@@ -115,6 +117,15 @@ def _worker_init(sender: Any = None, **_: Any) -> None:
     settings = get_settings()
     if settings.worker_call_pool and execution.suits(settings.celery_broker_url):
         execution.install(int(sender.concurrency))
+
+
+@celeryd_after_setup.connect
+def _preload_sdks(**_: Any) -> None:
+    """Logging is set up by now, and no job is taken and no prefork child forked yet."""
+    if get_settings().worker_preload_sdks:
+        started = time.monotonic()
+        import_adapters()
+        log.info("provider SDKs imported in %.1f s", time.monotonic() - started)
 
 
 @worker_process_init.connect

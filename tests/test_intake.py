@@ -111,6 +111,26 @@ def test_an_idle_worker_starts_a_new_job_at_once(
     assert sorted(waits)[len(waits) // 2] < 0.5, waits
 
 
+def test_a_worker_imports_the_provider_sdks_before_it_takes_a_job(
+    redis_url: str, sim: SimulatorHandle, producer: DirectProducer
+) -> None:
+    """The default (tests turn it off to start workers faster): a gevent worker that imported
+    ``anthropic`` on its first call stalled every greenlet for ~1.2 s."""
+    worker = start_worker(
+        redis_url, sim, concurrency=5, name="preload", env={"COURIER_WORKER_PRELOAD_SDKS": "true"}
+    )
+    try:
+        ids = [
+            producer.submit("first anthropic", "anthropic:claude-haiku-4-5"),
+            producer.submit("first openai", "openai:gpt-4o-mini"),
+        ]
+        assert {j["status"] for j in producer.wait(ids, timeout=30)} == {"succeeded"}
+    finally:
+        worker.stop()
+    output = worker.output()
+    assert 0 <= output.find("provider SDKs imported") < output.find("intake: taking jobs")
+
+
 def test_a_warm_shutdown_takes_no_more_jobs(
     redis_url: str, sim: SimulatorHandle, producer: DirectProducer
 ) -> None:

@@ -22,6 +22,7 @@ def courier_env(redis_url: str, sim: SimulatorHandle | None, **extra: str) -> di
         "COURIER_API_KEYS": "t1:key-one,t2:key-two",
         "PYTHONUNBUFFERED": "1",
         "COURIER_SHUTDOWN_GRACE_S": "1",
+        "COURIER_WORKER_PRELOAD_SDKS": "false",  # ~1.7 s more per worker start; tested once
     }
     if sim is not None:
         env |= {

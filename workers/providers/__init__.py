@@ -3,7 +3,7 @@
 ``get_provider("openai")`` returns this process's one :class:`OpenAIProvider` (built on first
 use, then reused: building an SDK client costs ~55 ms of CPU and owns the connection pool).
 Adapters are imported lazily, so a process that never calls a provider (the HTTP API) does not
-import the SDKs.
+import the SDKs; a worker imports them as it starts (:func:`import_adapters`).
 
 Clients read ``OPENAI_API_KEY``/``OPENAI_BASE_URL`` and ``ANTHROPIC_API_KEY``/
 ``ANTHROPIC_BASE_URL`` the way the SDKs do, at the time the provider is first built; call
@@ -21,6 +21,7 @@ context, so a shard costs ~50 KB.
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Callable
 
@@ -35,6 +36,7 @@ __all__ = [
     "ProviderResult",
     "Usage",
     "get_provider",
+    "import_adapters",
     "provider_names",
     "register_provider",
     "reset_providers",
@@ -44,6 +46,17 @@ __all__ = [
 MAX_CONNECTIONS = 2000
 MAX_KEEPALIVE_CONNECTIONS = 1000
 CLIENT_SHARDS = 32
+
+
+ADAPTER_MODULES = ("workers.providers.openai_adapter", "workers.providers.anthropic_adapter")
+
+
+def import_adapters() -> None:
+    """Import the built-in adapters and their SDKs now: importing ``anthropic`` takes ~1.2 s of
+    CPU here, and a gevent worker that did it on its first call stalled every greenlet as long
+    (its first jobs held their rate-limit reservations the while)."""
+    for module in ADAPTER_MODULES:
+        importlib.import_module(module)
 
 
 def _build_openai() -> Provider:
