@@ -33,7 +33,7 @@ from workers import broker, execution
 from workers.app import app
 from workers.logs import configure_logging
 from workers.metrics import Flusher, count_finished, worker_metrics
-from workers.providers import import_adapters
+from workers.providers import ADAPTER_MODULES, env_api_key, import_adapters
 from workers.queues import enqueue_callback, enqueue_job
 from workers.runtime import get_runtime, reset_runtime
 from workers.sweeper import Sweeper
@@ -121,11 +121,14 @@ def _worker_init(sender: Any = None, **_: Any) -> None:
 
 @celeryd_after_setup.connect
 def _preload_sdks(**_: Any) -> None:
-    """Logging is set up by now, and no job is taken and no prefork child forked yet."""
+    """The SDKs of the providers whose API key is set (RSS here: openai +14 MB, anthropic
+    +44 MB). Logging is set up by now, and no job is taken and no prefork child forked yet."""
     if get_settings().worker_preload_sdks:
         started = time.monotonic()
-        import_adapters()
-        log.info("provider SDKs imported in %.1f s", time.monotonic() - started)
+        keyed = [name for name in ADAPTER_MODULES if env_api_key(name)]
+        imported = import_adapters(keyed)
+        took = time.monotonic() - started
+        log.info("provider SDKs imported (%s) in %.1f s", ", ".join(imported) or "none", took)
 
 
 @worker_process_init.connect

@@ -128,7 +128,8 @@ def test_a_worker_imports_the_provider_sdks_before_it_takes_a_job(
     finally:
         worker.stop()
     output = worker.output()
-    assert 0 <= output.find("provider SDKs imported") < output.find("intake: taking jobs")
+    imported = output.find("provider SDKs imported (openai, anthropic)")
+    assert 0 <= imported < output.find("intake: taking jobs")
 
 
 def test_a_warm_shutdown_takes_no_more_jobs(

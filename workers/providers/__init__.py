@@ -22,8 +22,9 @@ context, so a shard costs ~50 KB.
 from __future__ import annotations
 
 import importlib
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from workers.errors import InvalidRequest
 from workers.providers.base import Provider, ProviderResult, Usage, split_model
@@ -35,6 +36,7 @@ __all__ = [
     "Provider",
     "ProviderResult",
     "Usage",
+    "env_api_key",
     "get_provider",
     "import_adapters",
     "provider_names",
@@ -48,15 +50,28 @@ MAX_KEEPALIVE_CONNECTIONS = 1000
 CLIENT_SHARDS = 32
 
 
-ADAPTER_MODULES = ("workers.providers.openai_adapter", "workers.providers.anthropic_adapter")
+ADAPTER_MODULES = {
+    "openai": "workers.providers.openai_adapter",
+    "anthropic": "workers.providers.anthropic_adapter",
+}
 
 
-def import_adapters() -> None:
-    """Import the built-in adapters and their SDKs now: importing ``anthropic`` takes ~1.2 s of
-    CPU here, and a gevent worker that did it on its first call stalled every greenlet as long
-    (its first jobs held their rate-limit reservations the while)."""
-    for module in ADAPTER_MODULES:
-        importlib.import_module(module)
+def env_api_key(provider: str) -> str | None:
+    """The key the provider's SDK reads: ``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ..."""
+    return os.environ.get(f"{provider.upper()}_API_KEY")
+
+
+def import_adapters(providers: Iterable[str]) -> list[str]:
+    """Import these built-in adapters and their SDKs now; the names imported. Importing
+    ``anthropic`` takes ~1.2 s of CPU here, and a gevent worker that did it on its first call
+    stalled every greenlet as long (its first jobs held their rate-limit reservations the
+    while)."""
+    imported = []
+    for name in providers:
+        if name in ADAPTER_MODULES:
+            importlib.import_module(ADAPTER_MODULES[name])
+            imported.append(name)
+    return imported
 
 
 def _build_openai() -> Provider:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import os
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -22,6 +21,7 @@ import redis
 
 from config.settings import ModelLimit
 from workers.errors import CourierError, FinalError, ProviderTimeout, ProviderUnavailable
+from workers.providers import env_api_key
 from workers.providers.base import ProviderResult
 from workers.ratelimit.backends.redis import RedisBackend, snapshot
 from workers.ratelimit.bucket import TokenBucket
@@ -45,11 +45,6 @@ class Reservation:
     id: str = ""
     estimate: Estimate | None = None
     started: float = 0.0  # time.monotonic() at the grant, for the latency average
-
-
-def env_api_key(provider: str) -> str | None:
-    """The key the provider's SDK reads: ``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ..."""
-    return os.environ.get(f"{provider.upper()}_API_KEY")
 
 
 def key_digest(api_key: str | None) -> str:
