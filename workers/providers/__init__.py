@@ -63,9 +63,9 @@ def env_api_key(provider: str) -> str | None:
 
 def import_adapters(providers: Iterable[str]) -> list[str]:
     """Import these built-in adapters and their SDKs now; the names imported. Importing
-    ``anthropic`` takes ~1.2 s of CPU here, and a gevent worker that did it on its first call
-    stalled every greenlet as long (its first jobs held their rate-limit reservations the
-    while)."""
+    ``anthropic`` takes ~0.9 s here (``openai`` ~0.3 s), and a gevent worker that did it on its
+    first call stalled every greenlet as long (its first jobs held their rate-limit
+    reservations the while)."""
     imported = []
     for name in providers:
         if name in ADAPTER_MODULES:
