@@ -10,6 +10,7 @@ from tests.support.jobs import DirectProducer
 from tests.support.simulator import SimulatorHandle
 from tests.support.stack import KEY1, chat_body
 from tests.support.workers import flush_queues, start_worker
+from workers.queue_position import queue_position
 
 pytest_plugins = ["tests.support.fixtures"]
 
@@ -21,8 +22,8 @@ def test_high_jobs_overtake_a_low_backlog(
     tag = uuid.uuid4().hex[:6]
     low = [producer.submit(f"low-{tag}-{i}", priority="low") for i in range(60)]
     high = [producer.submit(f"high-{tag}-{i}", priority="high") for i in range(6)]
-    assert producer.store.queue_position(high[0], "high") == (1, 0)
-    assert producer.store.queue_position(low[59], "low") == (60, 65)
+    assert queue_position(producer.redis, high[0], "high") == (1, 0)
+    assert queue_position(producer.redis, low[59], "low") == (60, 65)
     worker = start_worker(redis_url, sim, concurrency=2, name="prio")
     try:
         jobs = {j["id"]: j for j in producer.wait(low + high, timeout=120)}

@@ -9,6 +9,7 @@ from typing import Any
 import redis
 
 from workers import keys
+from workers.queue_position import queue_position, start_rate
 from workers.records import to_view
 from workers.store import JobStore
 
@@ -142,16 +143,16 @@ def test_queue_position_and_aging(redis_client: redis.Redis) -> None:
         redis_client.delete(key)
     high = [store.create("t1", {**FIELDS, "priority": "high"})[0] for _ in range(2)]
     low = [store.create("t1", {**FIELDS, "priority": "low"})[0] for _ in range(3)]
-    assert store.queue_position(high[1], "high") == (2, 1)
-    assert store.queue_position(low[0], "low") == (1, 2)
+    assert queue_position(redis_client, high[1], "high") == (2, 1)
+    assert queue_position(redis_client, low[0], "low") == (1, 2)
     assert store.claim(high[0], "tok", 10).status == "claimed"
-    assert store.queue_position(high[0], "high") is None
-    assert store.queue_position(low[2], "low") == (3, 3)
+    assert queue_position(redis_client, high[0], "high") is None
+    assert queue_position(redis_client, low[2], "low") == (3, 3)
     time.sleep(0.05)
     moved = store.age("low", "normal", older_than_s=0.01)
     assert moved == low
-    assert store.queue_position(low[0], "normal") == (1, 1)
-    assert store.start_rate(window_s=5) >= 0
+    assert queue_position(redis_client, low[0], "normal") == (1, 1)
+    assert start_rate(redis_client, window_s=5) >= 0
 
 
 def test_orphans_are_queued_jobs_whose_queue_is_empty(redis_client: redis.Redis) -> None:

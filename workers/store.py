@@ -373,29 +373,7 @@ class JobStore:
         )
         return ids
 
-    # ---- queue position and aging -----------------------------------------
-
-    def queue_position(self, job_id: str, priority: str) -> tuple[int, int] | None:
-        """(position in its queue, 1 = next; jobs ahead of it in all queues), or None when
-        the job is not waiting in a queue (scheduled for later, running, ended)."""
-        order = ("high", "normal", "low")
-        pipe = self.redis.pipeline(transaction=False)
-        for name in order:
-            pipe.zrank(keys.queued(name), job_id)
-        for name in order:
-            pipe.zcard(keys.queued(name))
-        found = pipe.execute()
-        ranks, sizes = found[:3], found[3:]
-        for index, rank in enumerate(ranks):
-            if rank is not None:
-                return rank + 1, rank + sum(sizes[:index])
-        return None
-
-    def start_rate(self, window_s: int = 60) -> float:
-        """Jobs started per second over the last ``window_s`` seconds, cluster-wide."""
-        now = int(time.time())
-        counts = self.redis.mget([keys.starts(now - i) for i in range(1, window_s + 1)])
-        return sum(int(c) for c in counts if c) / window_s  # type: ignore[union-attr]
+    # ---- priority aging -----------------------------------------------------
 
     def age(self, source: str, target: str, older_than_s: float, limit: int = 500) -> list[str]:
         """Move jobs that waited in ``source`` longer than ``older_than_s`` up to ``target``;

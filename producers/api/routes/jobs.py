@@ -31,6 +31,7 @@ from producers.api.errors import ApiError
 from producers.api.limits import reject_unknown_query
 from workers import keys
 from workers.jobs import TERMINAL, BatchSubmission, Job, JobList, JobSubmission, Status, iso
+from workers.queue_position import queue_position, start_rate
 from workers.queues import enqueue_callback, enqueue_job, enqueue_jobs
 from workers.records import Record, to_view
 from workers.store import JobStore, QuotaExceeded
@@ -233,11 +234,11 @@ async def get_job(
 def queue_info(store: JobStore, record: Record) -> dict[str, Any] | None:
     """Where a queued job stands: its place in its queue and an estimated start from the
     cluster's start rate over the last minute (None while nothing has started lately)."""
-    place = store.queue_position(record["id"], record["priority"])
+    place = queue_position(store.redis, record["id"], record["priority"])
     if place is None:
         return None
     position, ahead = place
-    rate = store.start_rate()
+    rate = start_rate(store.redis)
     eta = iso(time.time() + (ahead + 1) / rate) if rate > 0 else None
     return {"position": position, "ahead": ahead, "estimated_start_at": eta}
 
