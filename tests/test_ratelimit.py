@@ -181,7 +181,7 @@ def test_tpm_with_large_max_tokens(run: Run) -> None:
     # Without them the bucket would pass 12,000 / ~1,520 = 7 calls (~3,700 tokens) in it;
     # ~22 calls go in the first 10 s (~11,700 tokens). Two CI runs saw ~7,950 tokens and
     # 126 s: jobs refused before any call had answered were lined up 7.6 s apart, at their
-    # whole max_tokens (test_ratelimit_waiting: ..._a_queue_behind_due_waiters_asks_again_soon).
+    # whole max_tokens (test_ratelimit_waiting: ..._a_queue_is_told_the_earliest_it_could_go).
     starts = sorted(round(float(c["started"]) - t_first, 1) for c in ok)
     assert first_minute >= 0.8 * TPM, (first_minute, starts, len(refused))
     elapsed = max(float(c["finished"]) for c in ok) - t_first

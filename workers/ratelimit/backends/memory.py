@@ -168,7 +168,9 @@ class MemoryBackend:
                 need = ahead * min(line[i], unit) + unit + floors[i]
                 state, cap = key.states[resource], caps[i]
                 resource_wait = _time_to_hold(alg, state, now, cap, need)
-                if refunds[i] > 0:  # granted then, each waiter takes its whole reservation
+                if refunds[i] > 0:
+                    # Granted then, each waiter ahead takes its whole reservation; before any
+                    # output is known, the earliest bound: its prompt alone.
                     each = line[i] if unknown else unit
                     at_once = ahead * min(each, unit) + unit + floors[i] - refunds[i]
                     after_refunds = _time_to_hold(alg, state, now, cap, at_once)
