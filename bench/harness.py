@@ -18,10 +18,10 @@ from pathlib import Path
 import psutil
 import redis
 
+from core import keys
 from tests.support import stack
 from tests.support.procs import Proc, free_port, python_module, wait_until
 from tests.support.simulator import SimulatorHandle
-from workers import keys
 
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/12")
 BASELINE_REDIS_URL = os.environ.get("BASELINE_REDIS_URL", "redis://127.0.0.1:6379/11")
@@ -50,13 +50,13 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 class Simulator:
-    """``python -m workers.simulator`` at a given latency (changed live between cells)."""
+    """``python -m simulator`` at a given latency (changed live between cells)."""
 
     def __init__(self, latency: float) -> None:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         port = free_port()
         self.proc = python_module(
-            "workers.simulator", "--port", str(port), "--latency", str(latency), name="sim"
+            "simulator", "--port", str(port), "--latency", str(latency), name="sim"
         )
         self.handle = SimulatorHandle(f"http://127.0.0.1:{port}")
         wait_until(self.handle.health, timeout=30)

@@ -18,7 +18,7 @@ from bench.harness import (
     start_courier_worker,
 )
 from bench.scenarios import WARMUP_JOBS, chat_body, stop_worker
-from workers import keys
+from core import keys
 
 
 @dataclass

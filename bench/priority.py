@@ -22,8 +22,8 @@ from bench.harness import (
     wait_terminal,
 )
 from bench.scenarios import stop_worker, submit_via_api, suspect_lines
+from core import keys
 from tests.support.jobs import DirectProducer
-from workers import keys
 
 
 @dataclass

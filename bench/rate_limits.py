@@ -219,7 +219,7 @@ def run_baseline(
 
 
 def _sample(url: str, started: float) -> None:
-    from workers.ratelimit import limiter_state
+    from core.ratelimit import limiter_state
 
     client = redis.Redis.from_url(url, decode_responses=True)
     while True:
@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
     db = claim_db(args.redis_host, args.redis_port)
     url = f"redis://{args.redis_host}:{args.redis_port}/{db}"
     port = free_port()
-    sim_proc = python_module("workers.simulator", "--port", str(port), name="bench-sim")
+    sim_proc = python_module("simulator", "--port", str(port), name="bench-sim")
     rows: list[Figures] = []
     try:
         wait_http(f"http://127.0.0.1:{port}/_sim/health")

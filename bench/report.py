@@ -292,7 +292,7 @@ def render(run: Run) -> str:
         "",
         f"Reproduce: `{run.command}` (or `make bench`; `python -m bench.run --help` for the "
         "matrix flags). Local Redis DB 12 (Courier) and 11 (baseline), flushed per cell; the "
-        "provider simulator (`python -m workers.simulator`) at each latency.",
+        "provider simulator (`python -m simulator`) at each latency.",
         "",
         *machine_lines(run),
         "",

@@ -36,8 +36,8 @@ from bench.harness import (
     tree_cpu_s,
     wait_terminal,
 )
+from core import keys
 from tests.support.procs import Proc
-from workers import keys
 
 MODEL = "openai:gpt-4o-mini"
 # Jobs per ``POST /v1/jobs/batch`` and requests in flight: the API's best rate here (see

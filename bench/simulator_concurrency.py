@@ -2,7 +2,7 @@
 
 ``python -m bench.simulator_concurrency [--requests 1000] [--latency 1] [--runs 3]``
 
-Starts ``python -m workers.simulator --latency 1`` as a subprocess, fires N
+Starts ``python -m simulator --latency 1`` as a subprocess, fires N
 concurrent requests at it from a raw-asyncio HTTP/1.1 client (one connection
 per request, a few microseconds of client CPU each, so the client does not
 dominate as the SDKs would at ~6-9 ms per call), and reports the wall time of
@@ -124,7 +124,7 @@ def run_scenario(port: int, server: psutil.Process, name: str, n: int, runs: int
 
 def start_simulator(port: int, latency: float) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "workers.simulator", "--port", str(port), "--latency", str(latency)],
+        [sys.executable, "-m", "simulator", "--port", str(port), "--latency", str(latency)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -100,5 +100,5 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_send_sent_event": settings.task_events,
         "worker_hijack_root_logger": False,
         "worker_redirect_stdouts": False,
-        "include": ["tasks.jobs", "tasks.callbacks", "tasks.intake"],
+        "include": ["tasks.jobs", "tasks.callbacks", "workers.lifecycle"],
     }

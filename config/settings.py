@@ -84,10 +84,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     worker_concurrency: int = Field(default=1000, ge=1, le=10000)
     # A gevent worker on Redis runs calls in its own pool, not in Celery's task greenlets
-    # (workers.execution); off: each task holds its call, and Flower lists it as active.
+    # (workers.run.pool); off: each task holds its call, and Flower lists it as active.
     worker_call_pool: bool = True
     # With the call pool and the broker on the job store's Redis, jobs are taken off their
-    # queues by Courier's intake, one round trip per job (tasks.intake), not by Celery's
+    # queues by Courier's intake, one round trip per job (workers.run.intake), not by Celery's
     # task consumer.
     worker_intake: bool = True
     # Import the SDKs of the providers with an API key when the worker starts (~0.3 s openai,

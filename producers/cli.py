@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from config.celery import ALL_QUEUES
 from config.settings import Settings, api_keys_problem, production_problems, unsafe_message
-from workers.apikeys import ManagedKeys
+from producers.api.apikeys import ManagedKeys
 
 cli = typer.Typer(
     name="courier",
@@ -90,7 +90,7 @@ def api(
     (COURIER_LOG_FORMAT=text for plain text); the audit trail is on logger courier.audit."""
     import uvicorn
 
-    from workers.logs import configure_logging
+    from core.logs import configure_logging
 
     checked_settings(serves_api=True)
 
@@ -162,7 +162,7 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Seed of the fault dice")] = 0,
 ) -> None:
     """Serve a local provider speaking the OpenAI and Anthropic HTTP APIs."""
-    from workers.simulator import main as simulator_main
+    from simulator import main as simulator_main
 
     simulator_main(
         [
@@ -299,7 +299,7 @@ def keys_revoke(
 def keys_webhook_secret() -> None:
     """Print a new Standard Webhooks secret (whsec_ + 32 random bytes) for
     COURIER_WEBHOOK_SECRET."""
-    from workers.webhooks.signing import generate_secret
+    from core.signing import generate_secret
 
     typer.echo(generate_secret())
 

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import httpx
 
 from config.settings import Settings
-from workers.jobs import TERMINAL
+from core.jobs import TERMINAL
 
 MAX_WAIT_S = 60.0
 RETRY_STATUSES = frozenset({502, 503, 504})

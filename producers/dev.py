@@ -206,7 +206,7 @@ class DevStack:
             say("providers: using the configured provider keys")
             return
         port = free_port()
-        self.start("sim", [sys.executable, "-m", "workers.simulator", "--port", str(port)])
+        self.start("sim", [sys.executable, "-m", "simulator", "--port", str(port)])
         sim = f"http://127.0.0.1:{port}"
         self.env.update(
             OPENAI_BASE_URL=f"{sim}/v1",

@@ -53,7 +53,7 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 def simulator() -> Iterator[SimulatorHandle]:
     """One simulator server for the session; each test that uses it starts from a reset."""
     port = free_port()
-    proc = python_module("workers.simulator", "--port", str(port), "--latency", "0", name="sim")
+    proc = python_module("simulator", "--port", str(port), "--latency", "0", name="sim")
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/_sim/health")

@@ -10,6 +10,7 @@ import httpx
 import pytest
 import redis
 
+from core import keys
 from tests.support.procs import Proc, free_port, wait_until
 from tests.support.simulator import SimulatorHandle
 from tests.support.stack import (
@@ -22,7 +23,6 @@ from tests.support.stack import (
     unique,
     wait_job,
 )
-from workers import keys
 
 pytest_plugins = ["tests.support.fixtures"]
 pytestmark = pytest.mark.timeout(60)

@@ -11,11 +11,11 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
+from core import keys
 from producers.api import quotas
 from tests.support.procs import Proc, free_port
 from tests.support.simulator import SimulatorHandle
 from tests.support.stack import assert_error, chat_body, paused, start_api, unique, wait_job
-from workers import keys
 
 pytest_plugins = ["tests.support.fixtures"]
 pytestmark = pytest.mark.timeout(60)

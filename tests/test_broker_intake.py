@@ -20,11 +20,11 @@ import redis
 from kombu import Connection, Queue
 from kombu.message import Message
 
+from core import keys
 from tests.support.jobs import DirectProducer
 from tests.support.procs import wait_until
 from tests.support.simulator import SimulatorHandle
 from tests.support.workers import start_worker
-from workers import keys
 
 pytest_plugins = ["tests.support.fixtures"]
 

@@ -1,4 +1,4 @@
-"""The call pool of a gevent worker (workers.execution), with real workers and the simulator:
+"""The call pool of a gevent worker (workers.run.pool), with real workers and the simulator:
 it bounds the calls in flight and leaves the rest of the queue in Redis, and a warm
 shutdown waits for its calls."""
 
@@ -11,11 +11,11 @@ from collections.abc import Iterator
 import pytest
 import redis
 
+from core import keys
 from tests.support.jobs import DirectProducer
 from tests.support.procs import wait_until
 from tests.support.simulator import SimulatorHandle
 from tests.support.workers import flush_queues, sigterm_and_wait, start_worker
-from workers import keys
 
 
 @pytest.fixture()

@@ -121,7 +121,7 @@ def test_worker_cut_off_from_redis() -> None:
         server.start()
         sim_port = free_port()
         sim_proc = python_module(
-            "workers.simulator", "--host", sim_ip, "--port", str(sim_port), "--latency", "3"
+            "simulator", "--host", sim_ip, "--port", str(sim_port), "--latency", "3"
         )
         sim = SimulatorHandle(f"http://{sim_ip}:{sim_port}")
         wait_http(f"{sim.url}/_sim/health")

@@ -11,12 +11,12 @@ import uuid
 import redis
 from prometheus_client import CollectorRegistry
 
+from core import keys
 from producers.api.collectors import ClusterCollector
 from tests.support.jobs import DirectProducer
 from tests.support.procs import wait_until
 from tests.support.simulator import SimulatorHandle
 from tests.support.workers import sigterm_and_wait, start_worker
-from workers import keys
 
 pytest_plugins = ["tests.support.fixtures"]
 

@@ -8,12 +8,12 @@ import uuid
 
 import redis
 
+from core import keys
+from core.logs import JsonFormatter, Redactor, secrets_from_env
 from tests.support.jobs import DirectProducer
 from tests.support.procs import wait_until
 from tests.support.simulator import SimulatorHandle
 from tests.support.workers import start_worker
-from workers import keys
-from workers.logs import JsonFormatter, Redactor, secrets_from_env
 
 
 def test_redactor_hides_configured_and_shaped_secrets() -> None:

@@ -319,8 +319,8 @@ def _cmd(service: dict[str, Any]) -> str:
 
 
 def test_series_are_capped_and_histograms_cumulative() -> None:
+    from core import metrics as wm
     from producers.api.collectors import MAX_SERIES, capped
-    from workers import metrics as wm
 
     flood = {(f"openai:made-up-{i}", "normal", "chat"): float(i) for i in range(MAX_SERIES * 2)}
     kept = capped(flood)

@@ -6,11 +6,11 @@ import uuid
 
 import httpx
 
+from producers.api.queue_position import queue_position
 from tests.support.jobs import DirectProducer
 from tests.support.simulator import SimulatorHandle
 from tests.support.stack import KEY1, chat_body
 from tests.support.workers import flush_queues, start_worker
-from workers.queue_position import queue_position
 
 pytest_plugins = ["tests.support.fixtures"]
 

@@ -11,7 +11,7 @@ import httpx2
 import openai
 import pytest
 
-from workers.errors import (
+from core.errors import (
     AuthenticationFailed,
     ContentFiltered,
     CourierError,
@@ -20,13 +20,14 @@ from workers.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+from core.retry_after import parse_retry_after
 from workers.providers import anthropic_adapter, openai_adapter
 from workers.providers.anthropic_adapter import (
     DEFAULT_MAX_TOKENS,
     JSON_OBJECT_INSTRUCTION,
     build_message_params,
 )
-from workers.providers.errors_map import map_sdk_error, parse_retry_after, rate_limit_headers
+from workers.providers.errors_map import map_sdk_error, rate_limit_headers
 from workers.providers.openai_adapter import build_chat_params
 
 OPENAI_KEY = "sk-test-openai-fake"

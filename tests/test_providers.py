@@ -12,9 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.procs import free_port
-from tests.support.simulator import SimulatorHandle
-from workers.errors import (
+from core.errors import (
     AuthenticationFailed,
     CourierError,
     InvalidRequest,
@@ -22,6 +20,8 @@ from workers.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+from tests.support.procs import free_port
+from tests.support.simulator import SimulatorHandle
 from workers.providers import get_provider, register_provider, reset_providers, resolve_model
 from workers.providers.anthropic_adapter import AnthropicProvider
 from workers.providers.base import Provider

@@ -17,12 +17,12 @@ from kombu.connection import Connection
 
 from config.celery import ALL_QUEUES, celery_config, message_priority
 from config.settings import Settings
+from core.queues import enqueue_job
 from producers.api.collectors import broker_queue_depths
 from tests.support.jobs import DirectProducer
 from tests.support.receiver import Receiver
 from tests.support.simulator import SimulatorHandle
 from tests.support.workers import start_worker
-from workers.queues import enqueue_job
 
 pytestmark = pytest.mark.timeout(90)
 AMQP_URL = os.environ.get("COURIER_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")

@@ -30,12 +30,12 @@ from typing import Any
 import pytest
 import redis
 
+from core.ratelimit import limiter_state
 from tests.conftest import REDIS_HOST, REDIS_PORT, _claim_redis_db
 from tests.support.jobs import DirectProducer
 from tests.support.procs import Proc, free_port, python_module, wait_http, wait_until
 from tests.support.simulator import SimulatorHandle
 from tests.support.workers import flush_queues, start_worker
-from workers.ratelimit import limiter_state
 
 LATENCY = 0.05
 TPM = 12_000
@@ -56,7 +56,7 @@ class Run:
 
 def _sim(name: str) -> tuple[Proc, SimulatorHandle]:
     port = free_port()
-    proc = python_module("workers.simulator", "--port", str(port), "--latency", "0", name=name)
+    proc = python_module("simulator", "--port", str(port), "--latency", "0", name=name)
     wait_http(f"http://127.0.0.1:{port}/_sim/health")
     return proc, SimulatorHandle(f"http://127.0.0.1:{port}")
 

@@ -11,18 +11,16 @@ import pytest
 import redis
 
 from config.settings import ModelLimit
-from tests.support.ratelimit import Clock, ask, rule
-from workers.errors import (
+from core.errors import (
     InvalidRequest,
     ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
 )
-from workers.providers.base import ProviderResult, Usage
-from workers.ratelimit.backends import MemoryBackend, RedisBackend
-from workers.ratelimit.estimate import DEFAULT_MAX_TOKENS, estimate_request
-from workers.ratelimit.feedback import cooldown_for, read_headers
-from workers.ratelimit.limiter import (
+from core.ratelimit.backends import MemoryBackend, RedisBackend
+from core.ratelimit.estimate import DEFAULT_MAX_TOKENS, estimate_request
+from core.ratelimit.feedback import cooldown_for, read_headers
+from core.ratelimit.limiter import (
     ALGORITHMS,
     RateLimiter,
     Reservation,
@@ -30,7 +28,9 @@ from workers.ratelimit.limiter import (
     match_pattern,
     settlement_for,
 )
-from workers.ratelimit.model import Ask, Policy, Rule, Settlement, Verdict
+from core.ratelimit.model import Ask, Policy, Rule, Settlement, Verdict
+from core.results import ProviderResult, Usage
+from tests.support.ratelimit import Clock, ask, rule
 
 
 class Refuses:
@@ -95,7 +95,7 @@ def test_limiter_round_trip_on_memory(clock: Clock) -> None:
 
 
 def _reservation(input_tokens: int = 100, output_tokens: int = 1000) -> Reservation:
-    from workers.ratelimit.estimate import Estimate
+    from core.ratelimit.estimate import Estimate
 
     return Reservation(
         True, 0, "granted", rule(rpm=1), "rid", Estimate(input_tokens, output_tokens)
@@ -183,7 +183,7 @@ def test_cooldown_hint() -> None:
 
 
 def test_limiter_state_on_redis_server_time(redis_client: redis.Redis) -> None:
-    from workers.ratelimit import limiter_state
+    from core.ratelimit import limiter_state
 
     backend = RedisBackend(redis_client, ALGORITHMS["bucket"])  # Redis TIME, no test clock
     r = rule(rpm=100, tpm=1000, mif=3)
@@ -201,7 +201,7 @@ def test_build_limiter_refills_with_a_margin(redis_client: redis.Redis) -> None:
     from types import SimpleNamespace
 
     from config.settings import Settings
-    from workers.ratelimit import build_limiter, limiter_state
+    from core.ratelimit import build_limiter, limiter_state
 
     pattern = f"openai:margin-{uuid.uuid4().hex[:6]}"
     settings = Settings(limits={pattern: ModelLimit(rpm=60)})

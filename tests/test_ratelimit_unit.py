@@ -10,6 +10,9 @@ from dataclasses import replace
 import pytest
 import redis
 
+from core.ratelimit.backends import MemoryBackend, RedisBackend
+from core.ratelimit.limiter import ALGORITHMS
+from core.ratelimit.model import Ask, Policy, Settlement
 from tests.support.ratelimit import (
     HIGH,
     LOW,
@@ -21,9 +24,6 @@ from tests.support.ratelimit import (
     state,
     until_granted,
 )
-from workers.ratelimit.backends import MemoryBackend, RedisBackend
-from workers.ratelimit.limiter import ALGORITHMS
-from workers.ratelimit.model import Ask, Policy, Settlement
 
 
 def test_burst_then_refused_then_refill(make: Factory, clock: Clock, algorithm: str) -> None:

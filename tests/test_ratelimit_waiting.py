@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.ratelimit.model import Ask, Policy, Settlement
 from tests.support.ratelimit import (
     HIGH,
     LOW,
@@ -16,7 +17,6 @@ from tests.support.ratelimit import (
     state,
     until_granted,
 )
-from workers.ratelimit.model import Ask, Policy, Settlement
 
 
 def test_waits_follow_the_line(make: Factory, algorithm: str) -> None:

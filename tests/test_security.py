@@ -20,6 +20,9 @@ import pytest
 import redis
 
 from config.settings import Settings, production_problems, webhook_secret_problem
+from core import keys
+from core.signing import generate_secret
+from producers.api import apikeys
 from tests.support.procs import ROOT
 from tests.support.receiver import Receiver
 from tests.support.simulator import SimulatorHandle
@@ -31,8 +34,6 @@ from tests.support.stack import (
     start_worker,
     wait_job,
 )
-from workers import apikeys, keys
-from workers.webhooks.signing import generate_secret
 
 pytest_plugins = ["tests.support.fixtures"]
 pytestmark = pytest.mark.timeout(90)

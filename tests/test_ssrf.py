@@ -10,14 +10,14 @@ import httpcore
 import httpx
 import pytest
 
-from tests.support.receiver import Receiver
-from workers.webhooks import ssrf
-from workers.webhooks.ssrf import (
-    UnsafeCallbackURL,
+from core import ssrf
+from core.errors import UnsafeCallbackURL
+from core.ssrf import (
     check_callback_url,
     checked_addresses,
     is_public,
 )
+from tests.support.receiver import Receiver
 from workers.webhooks.transport import build_client
 
 PUBLIC_V4 = "93.184.215.14"

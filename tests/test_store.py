@@ -8,10 +8,10 @@ from typing import Any
 
 import redis
 
-from workers import keys
-from workers.queue_position import queue_position, start_rate
-from workers.records import to_view
-from workers.store import JobStore
+from core import keys
+from core.records import to_view
+from core.store import JobStore
+from producers.api.queue_position import queue_position, start_rate
 
 FIELDS: dict[str, Any] = {
     "model": "openai:gpt-4o-mini",

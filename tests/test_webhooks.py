@@ -17,26 +17,25 @@ import redis
 import standardwebhooks
 
 from config.settings import Settings
+from core import keys
+from core.callbacks import (
+    MAX_RETRY_AFTER_EXTRA_S,
+    CallbackSchedule,
+    dead_letters,
+    next_delay,
+    redeliver,
+)
+from core.queues import enqueue_callback
+from core.retry_after import retry_after_seconds as parse_retry_after
+from core.signing import event_id, generate_secret, signing_secrets
+from core.store import JobStore
 from tests.conftest import REDIS_HOST, REDIS_PORT, _claim_redis_db
 from tests.support.jobs import DirectProducer
 from tests.support.procs import Proc, wait_until
 from tests.support.receiver import Receiver
 from tests.support.simulator import SimulatorHandle
 from tests.support.workers import start_worker
-from workers import keys
-from workers.queues import enqueue_callback
-from workers.store import JobStore
-from workers.webhooks import (
-    CallbackSchedule,
-    WebhookSender,
-    build_client,
-    dead_letters,
-    event_id,
-    generate_secret,
-    redeliver,
-    signing_secrets,
-)
-from workers.webhooks.schedule import MAX_RETRY_AFTER_EXTRA_S, next_delay, parse_retry_after
+from workers.webhooks import WebhookSender, build_client
 
 SECRET = generate_secret()
 PREVIOUS = generate_secret()

@@ -34,7 +34,7 @@ is a message redelivered after the visibility timeout, as with one lost in fligh
 one-way status makes that delivery a no-op.
 
 6. No message while the call pool is full: a gevent worker runs calls in its own pool, not
-in Celery's tasks (``workers.execution``), so the consumer asks that pool too.
+in Celery's tasks (``workers.run.pool``), so the consumer asks that pool too.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from typing import Any
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
-from workers import execution
+from workers.run import pool as execution
 
 log = logging.getLogger("courier.broker")
 
@@ -64,7 +64,7 @@ class ResilientQoS(kombu_redis.QoS):  # type: ignore[misc]
         self._ack_flusher: threading.Thread | None = None
 
     def can_consume(self) -> bool:
-        """Also no message while the process's call pool is full (``workers.execution``)."""
+        """Also no message while the process's call pool is full (``workers.run.pool``)."""
         return execution.has_room() and bool(super().can_consume())
 
     def ack(self, delivery_tag: Any) -> None:

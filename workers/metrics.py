@@ -1,19 +1,5 @@
-"""Cluster-wide job metrics, kept in Redis and rendered by the API at ``GET /metrics``.
-
-Why Redis and not a ``/metrics`` port per worker: workers scale out (``docker compose up
---scale worker=N``, several hosts, no fixed ports), come and go, and run under gevent; a
-counter kept in the shared Redis needs no service discovery, survives worker restarts, and
-any API process renders the same cluster-wide totals, so Prometheus scrapes one target.
-
-Cost on the hot path: a worker only bumps a dict in memory (a few microseconds per job);
-a background loop flushes the deltas every :data:`FLUSH_INTERVAL_S` with one pipelined
-``HINCRBY``/``HINCRBYFLOAT`` per changed series. A ``kill -9`` loses at most that last
-interval. Rare writers (the API's submissions and cancels, the sweeper's expiries) write
-through at once with :func:`count_now` / :func:`count_finished`.
-
-Each family is one hash ``courier:metrics:<family>``: field = label values joined by ``|``,
-value = the count (or, for ``provider_latency``, per-bucket counts and a ``sum`` field).
-"""
+"""What a worker process counts, kept in memory and flushed to Redis (:mod:`core.metrics`
+names the families; the API renders them at ``GET /metrics``)."""
 
 from __future__ import annotations
 
@@ -21,52 +7,28 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
 
-from workers import keys
-from workers.errors import CourierError
-from workers.providers.base import Provider, ProviderResult
+from core import keys
+from core.errors import CourierError
+from core.metrics import (
+    FINISHED,
+    FLUSH_INTERVAL_S,
+    LATENCY,
+    LATENCY_SUM,
+    PROVIDER_ERRORS,
+    REQUEUED,
+    TOKENS,
+    bucket_for,
+    field,
+)
+from core.results import ProviderResult
+from workers.providers.base import Provider
 
 log = logging.getLogger("courier.metrics")
-
-SEP = "|"
-FLUSH_INTERVAL_S = 1.0
-
-# Families: name → label names (the order of the values in a field).
-SUBMITTED = "submitted"
-FINISHED = "finished"
-REQUEUED = "requeued"
-PROVIDER_ERRORS = "provider_errors"
-TOKENS = "tokens"
-LATENCY = "provider_latency"
-LABELS: dict[str, tuple[str, ...]] = {
-    SUBMITTED: ("model", "priority", "kind"),
-    FINISHED: ("status", "model", "priority"),
-    REQUEUED: ("reason",),
-    PROVIDER_ERRORS: ("model", "type"),
-    TOKENS: ("model", "direction"),
-    LATENCY: ("model", "le"),
-}
-# Seconds; provider calls take from a fraction of a second to minutes.
-LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
-LATENCY_SUM = "sum"  # the "le" of the field that holds a model's sum of seconds
-INF = "+Inf"
-
-
-def field(*values: object) -> str:
-    """One series' field: its label values joined by ``|`` (a ``|`` inside becomes ``/``)."""
-    return SEP.join(str(v if v is not None else "").replace(SEP, "/") for v in values)
-
-
-def bucket_for(seconds: float) -> str:
-    """The (non-cumulative) latency bucket a call falls in, by its upper bound."""
-    for bound in LATENCY_BUCKETS:
-        if seconds <= bound:
-            return repr(bound)
-    return INF
 
 
 class MetricsBuffer:
@@ -220,70 +182,3 @@ def worker_metrics() -> WorkerMetrics:
     if _process is None or _process[0] != os.getpid():
         _process = (os.getpid(), WorkerMetrics())
     return _process[1]
-
-
-# ---- write-through, for rare events ------------------------------------------------------
-
-
-def count_now(client: redis.Redis, family: str, *labels: object, amount: int = 1) -> None:
-    client.hincrby(keys.metrics(family), field(*labels), amount)
-
-
-def count_finished(client: redis.Redis, job_id: str, status: str) -> None:
-    """Count a job that ended outside a worker's run (a cancel, an expiry while queued)."""
-    model, priority = client.hmget(keys.job(job_id), ["model", "priority"])  # type: ignore[misc]
-    count_now(client, FINISHED, status, _text(model) or "unknown", _text(priority) or "unknown")
-
-
-# ---- reading, for /metrics ----------------------------------------------------------------
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def parse(raw: Mapping[Any, Any], family: str) -> dict[tuple[str, ...], float]:
-    """A family's hash → {label values: value}; fields of the wrong shape are skipped."""
-    width = len(LABELS[family])
-    out: dict[tuple[str, ...], float] = {}
-    for name, value in raw.items():
-        labels = tuple(_text(name).split(SEP))
-        if len(labels) != width:
-            continue
-        try:
-            out[labels] = float(_text(value))
-        except ValueError:
-            continue
-    return out
-
-
-def read_families(
-    client: redis.Redis, families: Iterable[str] = tuple(LABELS)
-) -> dict[str, dict[tuple[str, ...], float]]:
-    """Every family's series, read in one round trip."""
-    names = list(families)
-    pipe = client.pipeline(transaction=False)
-    for family in names:
-        pipe.hgetall(keys.metrics(family))
-    return {
-        family: parse(raw or {}, family) for family, raw in zip(names, pipe.execute(), strict=True)
-    }
-
-
-def latency_histograms(
-    series: Mapping[tuple[str, ...], float],
-) -> dict[str, tuple[list[tuple[str, float]], float]]:
-    """``provider_latency`` series → per model: cumulative buckets (le, count) and the sum."""
-    per_model: dict[str, dict[str, float]] = {}
-    for (model, le), value in series.items():
-        per_model.setdefault(model, {})[le] = value
-    out: dict[str, tuple[list[tuple[str, float]], float]] = {}
-    for model, values in per_model.items():
-        total, buckets = 0.0, []
-        for bound in (*(repr(b) for b in LATENCY_BUCKETS), INF):
-            total += values.get(bound, 0.0)
-            buckets.append((bound, total))
-        out[model] = (buckets, values.get(LATENCY_SUM, 0.0))
-    return out

@@ -14,28 +14,14 @@ from dataclasses import dataclass, field
 import redis
 
 from config.settings import Settings, get_settings
-from workers.store import JobStore
+from core.connections import redis_client
+from core.store import JobStore
 
 # A worker's job-store pool: its commands are short (no blocking ones), so a greenlet that
 # finds every connection busy waits a moment. Sized to the concurrency instead, a burst of
 # 1,000 jobs opened ~500 connections (each with a 16 KB read buffer), and ten such workers
 # would reach Redis' default limit of 10,000 clients.
 STORE_POOL_MAX = 128
-
-
-def redis_client(url: str, max_connections: int = 200) -> redis.Redis:
-    """A redis-py client whose pool blocks (instead of failing) when all connections are busy."""
-    pool = redis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=30,
-        decode_responses=True,
-        health_check_interval=10,
-        socket_connect_timeout=5,
-        socket_timeout=30,
-        retry_on_timeout=True,
-    )
-    return redis.Redis(connection_pool=pool)
 
 
 @dataclass

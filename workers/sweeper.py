@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from workers import keys
+from core import keys
 from workers.runtime import Runtime
 
 log = logging.getLogger("courier.sweeper")

@@ -19,8 +19,8 @@ from typing import Any
 
 from starlette.types import Scope
 
-from workers import keys
-from workers import metrics as wm
+from core import keys
+from core import metrics as wm
 
 log = logging.getLogger("courier.audit")
 log.setLevel(logging.INFO)  # the trail does not follow the access log's level

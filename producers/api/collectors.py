@@ -19,11 +19,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from config.celery import ALL_QUEUES
-from workers import keys
-from workers import metrics as wm
-from workers.ratelimit import limiter_state
-from workers.runtime import redis_client
-from workers.webhooks import delivery_stats
+from core import keys
+from core import metrics as wm
+from core.callbacks import delivery_stats
+from core.connections import redis_client
+from core.ratelimit import limiter_state
 
 log = logging.getLogger("courier.api.metrics")
 

@@ -18,11 +18,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from config.settings import Settings
+from core.store import JobStore
+from producers.api import apikeys
 from producers.api.errors import ApiError
 from producers.api.metrics import ApiMetrics
 from producers.api.waiter import JobWaiter
-from workers import apikeys
-from workers.store import JobStore
 
 
 @dataclass
@@ -68,7 +68,7 @@ def resolve_tenant(key: str, settings: Settings) -> str | None:
 
     Compares against every configured key in constant time (no early exit, so the
     time taken says nothing about which key nearly matched). Managed keys (kept in
-    Redis by SHA-256 digest, :mod:`workers.apikeys`) are looked up by ``require_tenant``.
+    Redis by SHA-256 digest, :mod:`producers.api.apikeys`) are looked up by ``require_tenant``.
     """
     presented = key.encode("utf-8", "surrogateescape")
     tenant: str | None = None

@@ -10,6 +10,9 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from config.settings import Settings, get_settings
+from core.celery_app import app as celery_app
+from core.connections import redis_client
+from core.store import JobStore
 from producers.api import errors, openapi
 from producers.api.bodylimit import BodyLimitMiddleware
 from producers.api.deps import Services
@@ -17,9 +20,6 @@ from producers.api.limits import HeaderLimitMiddleware
 from producers.api.metrics import ApiMetrics, RequestMetricsMiddleware
 from producers.api.routes import health, jobs
 from producers.api.waiter import JobWaiter
-from workers.app import app as celery_app
-from workers.runtime import redis_client
-from workers.store import JobStore
 
 THREADS = 200  # sync routes run in anyio's threadpool; each may hold one Redis connection
 

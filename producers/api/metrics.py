@@ -30,12 +30,12 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.settings import Settings, get_settings
+from core import metrics as wm
 from producers.api.collectors import (
     ClusterCollector,
     QueueDepthCollector,
     queue_depths,
 )
-from workers import metrics as wm
 
 log = logging.getLogger("courier.api.metrics")
 __all__ = ["ApiMetrics", "RequestMetricsMiddleware", "queue_depths"]

@@ -16,12 +16,12 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from workers.jobs import PROVIDERS, ChatRequest, EmbeddingRequest
+from core.jobs import PROVIDERS, ChatRequest, EmbeddingRequest
 
 REF = "#/components/schemas/{model}"
 PORT = r"(:([0-9]{0,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
 # http(s)://host[:port][/path…]: an ASCII host, no credentials, a port in range, no
-# spaces or control characters (workers.jobs refuses them)
+# spaces or control characters (core.jobs refuses them)
 CALLBACK_URL = (
     r"^[hH][tT][tT][pP][sS]?://[A-Za-z0-9._~%!$&'()*+,;=-]+"
     + PORT

@@ -22,10 +22,10 @@ from typing import Annotated, Any
 import redis.asyncio as aioredis
 from fastapi import Depends
 
+from core import keys
+from core.errors import QuotaExceeded
 from producers.api.deps import Services, ServicesDep, TenantDep
 from producers.api.errors import ApiError, ErrorBody
-from workers import keys
-from workers.store import QuotaExceeded
 
 QUOTA_RETRY_AFTER_S = 5  # when to try again at the unfinished-jobs cap: jobs end at their pace
 

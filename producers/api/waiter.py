@@ -1,6 +1,6 @@
 """Long-poll support for ``GET /v1/jobs/{id}?wait=N``.
 
-One Redis pub/sub subscription per API process listens on ``workers.keys.JOB_EVENTS``
+One Redis pub/sub subscription per API process listens on ``core.keys.JOB_EVENTS``
 (the job store publishes a job's id there when the job ends) and resolves the asyncio
 futures of the requests waiting on that id. A waiting request holds no thread and no
 Redis connection. Each waiter registers its future *before* re-reading the record, so a
@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
-from workers import keys
-from workers.jobs import TERMINAL
-from workers.records import Record
+from core import keys
+from core.jobs import TERMINAL
+from core.records import Record
 
 log = logging.getLogger("courier.api.waiter")
 

@@ -10,10 +10,10 @@ from celery import Celery
 
 from config.celery import celery_config
 from config.settings import Settings
-from workers.jobs import TERMINAL
-from workers.queues import enqueue_job
-from workers.records import to_view
-from workers.store import JobStore
+from core.jobs import TERMINAL
+from core.queues import enqueue_job
+from core.records import to_view
+from core.store import JobStore
 
 
 def chat(prompt: str, **request: Any) -> dict[str, Any]:

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import redis
 
-from workers.ratelimit.backends import MemoryBackend, RedisBackend
-from workers.ratelimit.limiter import ALGORITHMS
-from workers.ratelimit.model import Ask, Backend, Policy, Rule
+from core.ratelimit.backends import MemoryBackend, RedisBackend
+from core.ratelimit.limiter import ALGORITHMS
+from core.ratelimit.model import Ask, Backend, Policy, Rule
 
 HIGH, NORMAL, LOW = 0, 1, 2
 

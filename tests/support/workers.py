@@ -8,9 +8,9 @@ import time
 
 import redis
 
+from core import keys
 from tests.support.procs import Proc, wait_until
 from tests.support.simulator import SimulatorHandle
-from workers import keys
 
 ALL_QUEUES = "jobs.high,jobs.normal,jobs.low,callbacks"
 

@@ -22,12 +22,12 @@ context, so a shard costs ~50 KB.
 from __future__ import annotations
 
 import importlib
-import os
 import threading
 from collections.abc import Callable, Iterable
 
-from workers.errors import InvalidRequest
-from workers.providers.base import Provider, ProviderResult, Usage, split_model
+from core.errors import InvalidRequest
+from core.results import ProviderResult, Usage, split_model
+from workers.providers.base import Provider
 
 __all__ = [
     "CLIENT_SHARDS",
@@ -36,7 +36,6 @@ __all__ = [
     "Provider",
     "ProviderResult",
     "Usage",
-    "env_api_key",
     "get_provider",
     "import_adapters",
     "provider_names",
@@ -54,11 +53,6 @@ ADAPTER_MODULES = {
     "openai": "workers.providers.openai_adapter",
     "anthropic": "workers.providers.anthropic_adapter",
 }
-
-
-def env_api_key(provider: str) -> str | None:
-    """The key the provider's SDK reads: ``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ..."""
-    return os.environ.get(f"{provider.upper()}_API_KEY")
 
 
 def import_adapters(providers: Iterable[str]) -> list[str]:

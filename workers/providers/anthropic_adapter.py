@@ -34,8 +34,8 @@ from typing import Any
 
 import anthropic
 
-from workers.errors import InvalidRequest
-from workers.providers.base import ProviderResult, Usage
+from core.errors import InvalidRequest
+from core.results import ProviderResult, Usage
 from workers.providers.sdk_client import SdkProvider
 
 DEFAULT_MAX_TOKENS = 4096
@@ -319,7 +319,7 @@ class AnthropicProvider(SdkProvider):
     http_client_class = anthropic.DefaultHttpxClient
 
     def complete(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
-        """One Messages API call; raises only :mod:`workers.errors` exceptions."""
+        """One Messages API call; raises only :mod:`core.errors` exceptions."""
         params = build_message_params(model, request)
         return self._call("/v1/messages", params, message_result, model, timeout)
 

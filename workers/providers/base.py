@@ -1,54 +1,18 @@
 """The provider interface: what every adapter takes and returns.
 
-A chat request is the OpenAI-shaped dict of SPEC §3 (``messages``, ``system``,
-``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``tools``,
-``response_format``), already validated by the API. An embedding request is
-``{"input": [str, ...]}``. Adapters turn provider SDK exceptions into the
-error tree of :mod:`workers.errors`; nothing else escapes them.
+A chat request is the OpenAI-shaped dict of the contract (``messages``, ``system``,
+``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``tools``, ``response_format``),
+already validated by the API. An embedding request is ``{"input": [str, ...]}``. Adapters
+turn provider SDK exceptions into the error tree of :mod:`core.errors`; nothing else escapes
+them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-FINISH_REASONS = ("stop", "length", "content_filter", "tool_calls", "error")
-
-
-@dataclass(slots=True)
-class Usage:
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-
-@dataclass(slots=True)
-class ProviderResult:
-    """A normalized answer (SPEC §3 ``result``) plus the provider's rate-limit headers."""
-
-    model: str  # "provider:model" that answered
-    finish_reason: str
-    usage: Usage
-    latency_ms: int
-    output: str | None = None
-    message: dict[str, Any] | None = None
-    embeddings: list[list[float]] | None = None
-    rate_limit_headers: dict[str, str] = field(default_factory=dict)
-
-    def to_record(self) -> dict[str, Any]:
-        """The ``result`` object of the job record."""
-        return {
-            "output": self.output,
-            "message": self.message,
-            "embeddings": self.embeddings,
-            "finish_reason": self.finish_reason,
-            "usage": {
-                "input_tokens": self.usage.input_tokens,
-                "output_tokens": self.usage.output_tokens,
-            },
-            "model": self.model,
-            "latency_ms": self.latency_ms,
-        }
+from core.results import ProviderResult
 
 
 class Provider(Protocol):
@@ -63,11 +27,3 @@ class Provider(Protocol):
     def embed(
         self, model: str, request: Mapping[str, Any], *, timeout: float
     ) -> ProviderResult: ...
-
-
-def split_model(qualified: str) -> tuple[str, str]:
-    """``"openai:gpt-4o-mini"`` → ``("openai", "gpt-4o-mini")``; raises ValueError if malformed."""
-    provider, sep, name = qualified.partition(":")
-    if not sep or not provider or not name:
-        raise ValueError(f"model must be 'provider:model', got {qualified!r}")
-    return provider, name

@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Iterable, Mapping
-from email.utils import parsedate_to_datetime
 from typing import Any
 
-from workers.errors import (
+from core.errors import (
     AuthenticationFailed,
     ContentFiltered,
     CourierError,
@@ -41,7 +39,8 @@ from workers.errors import (
     ProviderUnavailable,
     RateLimited,
 )
-from workers.logs import SECRET_SHAPES, secrets_from_env
+from core.logs import SECRET_SHAPES, secrets_from_env
+from core.retry_after import parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +61,6 @@ NON_SDK_ERRORS: tuple[type[Exception], ...] = (
 )
 
 _KEY_LIKE = re.compile(r"\b(?:sk|pk|key|sess)-[A-Za-z0-9_\-*]{6,}")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
-_DURATION_UNIT = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 
 def rate_limit_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
@@ -79,50 +76,9 @@ def rate_limit_headers(headers: Mapping[str, str] | None) -> dict[str, str]:
     return kept
 
 
-def parse_duration(value: str) -> float | None:
-    """OpenAI's reset durations (``"1s"``, ``"250ms"``, ``"6m0s"``, ``"1h2m3.5s"``) → seconds."""
-    text = value.strip()
-    parts = _DURATION_PART.findall(text)
-    if not parts or "".join(num + unit for num, unit in parts) != text:
-        return None
-    return sum(float(num) * _DURATION_UNIT[unit] for num, unit in parts)
-
-
-def parse_retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
-    """Seconds to wait, from ``retry-after-ms`` (milliseconds) or ``retry-after`` (seconds or an
-    HTTP date); failing both, from the reset header of an exhausted OpenAI bucket. ``None`` if
-    no hint. ``headers`` must have lower-case names (as :func:`rate_limit_headers` returns)."""
-    raw_ms = headers.get("retry-after-ms")
-    if raw_ms is not None:
-        try:
-            return max(0.0, float(raw_ms) / 1000.0)
-        except ValueError:
-            pass
-    raw = headers.get("retry-after")
-    if raw is not None:
-        try:
-            return max(0.0, float(raw))
-        except ValueError:
-            pass
-        try:
-            when = parsedate_to_datetime(raw)
-        except (TypeError, ValueError, IndexError):
-            when = None
-        if when is not None:
-            current = time.time() if now is None else now
-            return max(0.0, when.timestamp() - current)
-    waits: list[float] = []
-    for bucket in ("requests", "tokens"):
-        if headers.get(f"x-ratelimit-remaining-{bucket}") == "0":
-            reset = parse_duration(headers.get(f"x-ratelimit-reset-{bucket}", ""))
-            if reset is not None:
-                waits.append(reset)
-    return max(waits) if waits else None
-
-
 def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     """``text`` without the given secrets, the process's own (webhook secrets, API keys:
-    :func:`workers.logs.secrets_from_env`) or anything shaped like a key, capped in length."""
+    :func:`core.logs.secrets_from_env`) or anything shaped like a key, capped in length."""
     for secret in (*secrets, *secrets_from_env()):
         if secret and len(secret) >= 4:
             text = text.replace(secret, "[redacted]")

@@ -18,8 +18,8 @@ from typing import Any
 
 import openai
 
-from workers.errors import InvalidRequest, ProviderUnavailable
-from workers.providers.base import ProviderResult, Usage
+from core.errors import InvalidRequest, ProviderUnavailable
+from core.results import ProviderResult, Usage
 from workers.providers.sdk_client import SdkProvider
 
 # Chat fields sent to the API as they are, when present (SPEC §3 plus a few safe OpenAI extras).
@@ -169,11 +169,11 @@ class OpenAIProvider(SdkProvider):
     http_client_class = openai.DefaultHttpxClient
 
     def complete(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
-        """One chat completion; raises only :mod:`workers.errors` exceptions."""
+        """One chat completion; raises only :mod:`core.errors` exceptions."""
         params = build_chat_params(model, request)
         return self._call("/chat/completions", params, chat_result, model, timeout)
 
     def embed(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
-        """One embeddings call; raises only :mod:`workers.errors` exceptions."""
+        """One embeddings call; raises only :mod:`core.errors` exceptions."""
         params = build_embedding_params(model, request)
         return self._call("/embeddings", params, embedding_result, model, timeout)

@@ -22,8 +22,8 @@ from typing import Any, Protocol, Self
 import httpx
 import httpx2
 
+from core.results import ProviderResult
 from workers.providers import CLIENT_SHARDS, MAX_CONNECTIONS, MAX_KEEPALIVE_CONNECTIONS
-from workers.providers.base import ProviderResult
 from workers.providers.errors_map import NON_SDK_ERRORS, map_sdk_error, rate_limit_headers
 
 # The clients' own timeout; every call passes its own, so this only bounds a forgotten one.
@@ -100,7 +100,7 @@ class ShardedClient:
 
 class SdkProvider:
     """What both adapters share: the sharded SDK clients, and one call with its errors mapped
-    onto :mod:`workers.errors`. Subclasses name the provider and their SDK's classes.
+    onto :mod:`core.errors`. Subclasses name the provider and their SDK's classes.
 
     ``api_key``/``base_url`` default to what the SDK reads from the environment. SDK retries
     are off: Courier owns the retry policy.

@@ -15,7 +15,6 @@ back.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
@@ -29,13 +28,17 @@ import httpx
 import redis
 
 from config.settings import Settings
-from workers import keys
-from workers.jobs import TERMINAL, iso
-from workers.records import Record, to_view
-from workers.store import CALLBACK_SAFETY_S, JobStore
-from workers.webhooks import payload, schedule
-from workers.webhooks.signing import event_id, signed_headers, signing_secrets
-from workers.webhooks.ssrf import CallbackHostUnresolved, UnsafeCallbackURL, parse_callback_url
+from core import callbacks as schedule
+from core import keys
+from core.callbacks import callback_state
+from core.errors import CallbackHostUnresolved, UnsafeCallbackURL
+from core.jobs import TERMINAL, iso
+from core.records import Record
+from core.retry_after import retry_after_seconds
+from core.signing import event_id, signed_headers, signing_secrets
+from core.ssrf import parse_callback_url
+from core.store import JobStore
+from workers.webhooks import payload
 
 log = logging.getLogger("courier.webhooks")
 
@@ -83,15 +86,6 @@ def _parse_iso(value: Any) -> float | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
     except ValueError:
         return None
-
-
-def _callback_state(record: Record) -> dict[str, Any]:
-    raw = record.get("callback")
-    state: dict[str, Any] = json.loads(raw) if raw else {}
-    state.setdefault("attempts", 0)
-    state.setdefault("log", [])
-    state["url"] = record.get("callback_url")
-    return state
 
 
 class WebhookSender:
@@ -145,7 +139,7 @@ class WebhookSender:
         if record is None or not record.get("callback_url") or record["status"] not in TERMINAL:
             schedule.unschedule(self.redis, job_id)
             return Delivery("skipped", "no finished job with a callback_url")
-        state = _callback_state(record)
+        state = callback_state(record)
         if state.get("status") != "pending":
             schedule.unschedule(self.redis, job_id)
             return Delivery("skipped", f"callback is {state.get('status')}")
@@ -189,7 +183,7 @@ class WebhookSender:
                     latency_ms=took(),
                     error=error,
                     response=head.decode("utf-8", "replace")[:RESPONSE_CHARS],
-                    retry_after=schedule.parse_retry_after(response.headers.get("retry-after")),
+                    retry_after=retry_after_seconds(response.headers.get("retry-after")),
                     final=code == 410,
                 )
         except CallbackHostUnresolved as exc:
@@ -259,54 +253,3 @@ class WebhookSender:
             outcome.status,
         )
         return outcome
-
-
-# ---- redelivery and counters ----------------------------------------------------------
-
-
-class RedeliverError(ValueError):
-    """The callback cannot be redelivered; ``reason`` is not_found, no_callback or not_ended."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-def redeliver(
-    store: JobStore, job_id: str, *, enqueue: Callable[[str], None] | None = None
-) -> dict[str, Any]:
-    """Queue the job's callback again (``POST /v1/jobs/{id}/redeliver``): status back to
-    pending, due now, a fresh retry schedule; attempts keep counting and the event keeps
-    its ``webhook-id``. ``enqueue(job_id)`` sends it at once; whether or not it is given
-    (or fails), the sweeper sends it within :data:`CALLBACK_SAFETY_S`. Returns the job."""
-    record = store.get(job_id)
-    if record is None:
-        raise RedeliverError("not_found", f"job {job_id} not found")
-    if not record.get("callback_url"):
-        raise RedeliverError("no_callback", f"job {job_id} has no callback_url")
-    if record["status"] not in TERMINAL:
-        raise RedeliverError(
-            "not_ended", f"job {job_id} is {record['status']}; its callback is sent when it ends"
-        )
-    state = _callback_state(record)
-    state.update(status="pending", next_attempt_at=None)
-    store.set_fields(job_id, {"callback": state, "callback_round": int(state["attempts"])})
-    schedule.schedule_at(store.redis, job_id, time.time() + CALLBACK_SAFETY_S)
-    if enqueue is not None:
-        enqueue(job_id)
-    return to_view(store.get(job_id) or record)
-
-
-def delivery_stats(client: redis.Redis) -> dict[str, int]:
-    """Cluster-wide counters since the Redis was new: attempts, delivered, failed."""
-    raw: dict[Any, Any] = client.hgetall(keys.CALLBACK_STATS)  # type: ignore[assignment]
-    out = {"attempts": 0, "delivered": 0, "failed": 0}
-    for name, value in raw.items():
-        key = name.decode() if isinstance(name, bytes) else str(name)
-        out[key] = int(value)
-    return out
-
-
-def dead_letters(client: redis.Redis) -> int:
-    """How many callbacks have failed for good (the schedule used up, or a 410)."""
-    return delivery_stats(client)["failed"]

@@ -12,8 +12,8 @@ import json
 import math
 from typing import Any
 
-from workers.jobs import iso
-from workers.records import Record, to_view
+from core.jobs import iso
+from core.records import Record, to_view
 
 
 def dumps(value: Any) -> bytes:

@@ -1,7 +1,7 @@
 """The HTTP client webhooks go out on: one per process, pinned to checked addresses.
 
 httpcore opens every new connection through a *network backend*; ours resolves the
-host itself, refuses it unless every address is public (see :mod:`workers.webhooks.ssrf`),
+host itself, refuses it unless every address is public (see :mod:`core.ssrf`),
 and connects to one of the addresses it checked. The request keeps its URL, so the
 ``Host`` header, TLS SNI and certificate checks still use the callback's host name, and
 the pool keys connections by that name (a connection reused later was checked when it
@@ -17,7 +17,7 @@ from collections.abc import Iterable
 import httpcore
 import httpx
 
-from workers.webhooks.ssrf import checked_addresses
+from core.ssrf import checked_addresses
 
 POOL_SIZE = 200  # ~200 deliveries in flight per worker process
 KEEPALIVE = 50

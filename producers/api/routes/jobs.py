@@ -17,6 +17,14 @@ from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 
 from config.settings import Settings
+from core import keys
+from core.callbacks import redeliver
+from core.errors import QuotaExceeded
+from core.jobs import TERMINAL, BatchSubmission, Job, JobList, JobSubmission, Status, iso
+from core.queues import enqueue_callback, enqueue_job, enqueue_jobs
+from core.records import Record, to_view
+from core.ssrf import check_callback_url
+from core.store import JobStore
 from producers.api import errors, quotas
 from producers.api.deps import (
     CeleryDep,
@@ -29,13 +37,7 @@ from producers.api.deps import (
 )
 from producers.api.errors import ApiError
 from producers.api.limits import reject_unknown_query
-from workers import keys
-from workers.jobs import TERMINAL, BatchSubmission, Job, JobList, JobSubmission, Status, iso
-from workers.queue_position import queue_position, start_rate
-from workers.queues import enqueue_callback, enqueue_job, enqueue_jobs
-from workers.records import Record, to_view
-from workers.store import JobStore, QuotaExceeded
-from workers.webhooks import check_callback_url, redeliver
+from producers.api.queue_position import queue_position, start_rate
 
 log = logging.getLogger("courier.api.jobs")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(reject_unknown_query)])

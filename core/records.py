@@ -1,0 +1,67 @@
+"""A job record as Redis holds it (a hash of strings) and as the API shows it (SPEC §3)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from ulid import ULID
+
+from core.jobs import iso
+
+Record = dict[str, str]
+JSON_FIELDS = ("request", "fallback_models", "metadata", "result", "error", "callback")
+
+
+def new_job_id() -> str:
+    """``job_`` + a ULID: unique and sortable by creation time."""
+    return f"job_{ULID()}"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def encode_fields(fields: Mapping[str, Any]) -> list[str]:
+    """``{name: value}`` → ``[name, value, ...]`` as stored: JSON for the structured fields."""
+    out: list[str] = []
+    for name, value in fields.items():
+        out.append(name)
+        if name in JSON_FIELDS:
+            out.append(json.dumps(value, separators=(",", ":")))
+        else:
+            out.append("" if value is None else str(value))
+    return out
+
+
+def to_view(record: Record) -> dict[str, Any]:
+    """A stored record → the job as SPEC §3 shows it."""
+
+    def loads(name: str) -> Any:
+        raw = record.get(name)
+        return json.loads(raw) if raw else None
+
+    def ts(name: str) -> str | None:
+        raw = record.get(name)
+        return iso(float(raw)) if raw else None
+
+    callback = loads("callback") or {"url": None, "status": "none", "attempts": 0}
+    return {
+        "id": record["id"],
+        "status": record["status"],
+        "model": record["model"],
+        "kind": record.get("kind", "chat"),
+        "priority": record["priority"],
+        "attempts": int(record.get("attempts") or 0),
+        "created_at": ts("created_at"),
+        "started_at": ts("started_at"),
+        "finished_at": ts("finished_at"),
+        "expires_at": ts("expires_at"),
+        "result": loads("result"),
+        "error": loads("error"),
+        "callback": callback,
+        "metadata": loads("metadata") or {},
+        "waiting_for": record.get("waiting_for") or None,
+    }

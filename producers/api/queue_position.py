@@ -1,0 +1,35 @@
+"""Where a queued job stands: its place in the per-priority queue index the job store keeps
+(``keys.queued``), and the cluster's recent start rate for an estimated start. Read only;
+the job store (:mod:`core.store`) owns every change to these keys."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from core import keys
+from core.jobs import PRIORITIES
+
+
+def queue_position(client: redis.Redis, job_id: str, priority: str) -> tuple[int, int] | None:
+    """(position in its queue, 1 = next; jobs ahead of it in all queues), or None when
+    the job is not waiting in a queue (scheduled for later, running, ended)."""
+    pipe = client.pipeline(transaction=False)
+    for name in PRIORITIES:
+        pipe.zrank(keys.queued(name), job_id)
+    for name in PRIORITIES:
+        pipe.zcard(keys.queued(name))
+    found = pipe.execute()
+    ranks, sizes = found[: len(PRIORITIES)], found[len(PRIORITIES) :]
+    for index, rank in enumerate(ranks):
+        if rank is not None:
+            return rank + 1, rank + sum(sizes[:index])
+    return None
+
+
+def start_rate(client: redis.Redis, window_s: int = 60) -> float:
+    """Jobs started per second over the last ``window_s`` seconds, cluster-wide."""
+    now = int(time.time())
+    counts = client.mget([keys.starts(now - i) for i in range(1, window_s + 1)])
+    return sum(int(c) for c in counts if c) / window_s  # type: ignore[union-attr]

@@ -1,0 +1,160 @@
+"""The path every API request takes, whatever the provider.
+
+1. log the arrival; 2. require an API key (401); 3. parse the body (400);
+4. a scripted fault, else the ``--error-rate`` dice: answer an error status, or
+   sleep and go on; 5. admit against the key's RPM/TPM window (429 with
+   ``retry-after``, answered at once, without latency); 6. sleep ``latency``;
+7. answer. Streams sleep the latency before the first byte, then send all
+   their events in one write.
+
+A :class:`Dialect` supplies the provider-specific parts: where the key is,
+what a body means, and how answers and errors look.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from starlette.datastructures import Headers
+from starlette.requests import Request
+from starlette.responses import Response
+
+from simulator.errors import BadRequest
+from simulator.faults import random_fault
+from simulator.limits import Decision, Snapshot, retry_headers
+from simulator.state import SimState
+
+
+@dataclass(slots=True)
+class Call:
+    """A parsed request: what the pipeline needs, plus the dialect's own ``payload``."""
+
+    model: str
+    text: str  # all message text, for fault matching
+    prompt: str  # the last user message text, for the log
+    input_tokens: int
+    output_tokens: int = 0
+    stream: bool = False
+    payload: Any = None
+
+
+class Dialect(Protocol):
+    """One provider endpoint's wire format."""
+
+    provider: str  # "openai" | "anthropic"
+
+    def api_key(self, headers: Headers) -> str | None: ...
+
+    def parse(self, body: Any) -> Call: ...
+
+    def error(
+        self,
+        status: int,
+        message: str | None,
+        headers: dict[str, str],
+        *,
+        param: str | None = None,
+        error_type: str | None = None,
+    ) -> Response: ...
+
+    def rate_headers(self, snapshot: Snapshot | None, wall_now: float) -> dict[str, str]: ...
+
+    def respond(self, call: Call, request_id: str, headers: dict[str, str]) -> Response:
+        """The success answer."""
+        ...
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+def bearer_token(headers: Headers) -> str | None:
+    auth = headers.get("authorization", "")
+    scheme, _, token = auth.partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+async def handle(state: SimState, dialect: Dialect, request: Request) -> Response:
+    """Answer one API request (see the module docstring for the order of checks)."""
+    request_id = new_request_id()
+    entry = state.log.open(request_id, request.url.path, time.time())
+    headers = {"x-request-id": request_id, "request-id": request_id}
+
+    def finish(response: Response) -> Response:
+        entry["status"] = response.status_code
+        entry["finished"] = time.time()
+        return response
+
+    key = dialect.api_key(request.headers)
+    if not key:
+        return finish(dialect.error(401, _missing_key_message(dialect), headers))
+    entry["key_suffix"] = key[-4:]
+
+    try:
+        call = dialect.parse(json.loads(await request.body()))
+    except BadRequest as exc:
+        return finish(dialect.error(400, exc.message, headers, param=exc.param))
+    except ValueError as exc:
+        return finish(dialect.error(400, f"Could not parse the JSON body: {exc}", headers))
+    entry["model"] = call.model
+    entry["prompt"] = call.prompt
+    entry["input_tokens"] = call.input_tokens
+
+    config = state.config
+    fault = state.faults.take(call.model, call.text) or random_fault(
+        state.rng, config.error_rate, dialect.provider
+    )
+    if fault is not None:
+        if fault.status is not None:
+            snapshot = state.limiter.peek(key, time.monotonic(), config.rpm, config.tpm)
+            fault_headers = {**headers, **dialect.rate_headers(snapshot, time.time())}
+            if fault.retry_after is not None:
+                fault_headers.update(retry_headers(fault.retry_after))
+            return finish(dialect.error(fault.status, fault.message, fault_headers))
+        await asyncio.sleep(fault.delay)
+        config = state.config
+
+    cost = call.input_tokens + call.output_tokens
+    decision = state.limiter.admit(key, cost, time.monotonic(), config.rpm, config.tpm)
+    headers.update(dialect.rate_headers(decision.snapshot, time.time()))
+    if not decision.allowed:
+        headers.update(retry_headers(decision.retry_after))
+        error_type = "tokens" if decision.reason in ("tokens", "too_large") else "requests"
+        message = _rate_message(decision, config.rpm, config.tpm, cost)
+        return finish(dialect.error(429, message, headers, error_type=error_type))
+
+    if config.latency > 0:
+        await asyncio.sleep(config.latency)
+    entry["output_tokens"] = call.output_tokens
+    return finish(dialect.respond(call, request_id, headers))
+
+
+def sse_response(frames: Sequence[bytes], headers: dict[str, str]) -> Response:
+    """A ``text/event-stream`` answer. The latency was slept before it, so all frames go
+    out in one write: clients parse SSE the same way, for a fraction of the CPU."""
+    return Response(b"".join(frames), 200, headers, "text/event-stream; charset=utf-8")
+
+
+def _missing_key_message(dialect: Dialect) -> str:
+    if dialect.provider == "anthropic":
+        return "x-api-key header is required"
+    return (
+        "You didn't provide an API key. You need to provide your API key in an "
+        "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+    )
+
+
+def _rate_message(decision: Decision, rpm: int, tpm: int, cost: int) -> str:
+    wait = f"Please try again in {decision.retry_after:.3f}s."
+    if decision.reason == "too_large":
+        return f"Request too large: {cost} tokens exceed the limit of {tpm} tokens per min."
+    if decision.reason == "tokens":
+        return f"Rate limit reached for tokens per min (TPM): Limit {tpm}. {wait}"
+    return f"Rate limit reached for requests per min (RPM): Limit {rpm}. {wait}"

@@ -1,0 +1,113 @@
+"""The simulator's mutable state: live config, request log, faults, rate windows, dice."""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import asdict, dataclass, replace
+from itertools import islice
+from typing import Any
+
+from simulator.faults import FaultQueue
+from simulator.limits import RateLimiter
+
+LOG_LIMIT = 100_000
+
+
+@dataclass(slots=True)
+class SimConfig:
+    """Start-up settings; ``latency``, ``error_rate``, ``rpm`` and ``tpm`` can change live."""
+
+    latency: float = 0.0
+    error_rate: float = 0.0
+    rpm: int = 0
+    tpm: int = 0
+    seed: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def updated(self, changes: Any) -> SimConfig:
+        """A copy with ``changes`` (a JSON object) applied; raises ValueError."""
+        if not isinstance(changes, dict):
+            raise ValueError("body must be a JSON object")
+        unknown = set(changes) - {"latency", "error_rate", "rpm", "tpm", "seed"}
+        if unknown:
+            raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        new = replace(self)
+        for name in ("latency", "error_rate"):
+            if name in changes:
+                value = changes[name]
+                if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                    raise ValueError(f"{name} must be a number >= 0")
+                setattr(new, name, float(value))
+        if new.error_rate > 1:
+            raise ValueError("error_rate must be <= 1")
+        for name in ("rpm", "tpm", "seed"):
+            if name in changes:
+                value = changes[name]
+                if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                    raise ValueError(f"{name} must be an integer >= 0")
+                setattr(new, name, value)
+        return new
+
+
+class RequestLog:
+    """The last ``LOG_LIMIT`` API requests in arrival order; entries are updated in place."""
+
+    def __init__(self, limit: int = LOG_LIMIT) -> None:
+        self._entries: deque[dict[str, Any]] = deque(maxlen=limit)
+        self.total = 0
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.total = 0
+
+    def open(self, request_id: str, path: str, started: float) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "seq": self.total,
+            "id": request_id,
+            "path": path,
+            "model": None,
+            "key_suffix": None,
+            "prompt": None,
+            "started": started,
+            "finished": None,
+            "status": None,
+            "input_tokens": 0,
+            "output_tokens": 0,
+        }
+        self.total += 1
+        self._entries.append(entry)
+        return entry
+
+    def since(self, seq: int) -> list[dict[str, Any]]:
+        """Entries whose ``seq`` is at least ``seq`` (0 = all still kept)."""
+        first = self.total - len(self._entries)
+        return list(islice(self._entries, max(seq - first, 0), None))
+
+
+class SimState:
+    """Everything a request handler reads or changes; one per app."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.startup = replace(config)
+        self.config = replace(config)
+        self.rng = random.Random(config.seed)
+        self.faults = FaultQueue()
+        self.limiter = RateLimiter()
+        self.log = RequestLog()
+
+    def reset(self) -> None:
+        """Back to start-up: config, dice, and empty log, faults and rate windows."""
+        self.config = replace(self.startup)
+        self.rng.seed(self.config.seed)
+        self.faults.clear()
+        self.limiter.reset()
+        self.log.clear()
+
+    def configure(self, changes: Any) -> None:
+        new = self.config.updated(changes)
+        if new.seed != self.config.seed:
+            self.rng.seed(new.seed)
+        self.config = new

@@ -1,0 +1,126 @@
+"""What happens beside the job's path, one concern per hook: logs, metrics, the callback.
+
+The path (:mod:`workers.run.path`) calls every hook at two points: when a job starts
+(claimed, its lease held) and when a run is over (the runner's :class:`Outcome`: ended,
+handed back to the schedule, or not this run's to change). A hook that fails is logged and
+skipped: bookkeeping never costs a job its answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import redis
+
+from core.logs import job_event
+from core.metrics import count_finished
+from workers.metrics import WorkerMetrics
+from workers.run.runner import Claimed, Outcome
+
+log = logging.getLogger("courier.jobs")
+
+
+class Hook(Protocol):
+    def started(self, claimed: Claimed) -> None: ...
+
+    def over(self, job_id: str, outcome: Outcome, runtime_s: float) -> None: ...
+
+
+class LogLines:
+    """One JSON line when a job starts and one when its run is over."""
+
+    def started(self, claimed: Claimed) -> None:
+        record = claimed.record
+        job_event(
+            log,
+            "job.started",
+            job_id=claimed.job_id,
+            tenant=record.get("tenant"),
+            model=record.get("model"),
+            priority=record.get("priority"),
+            attempt=int(record.get("attempts") or 1),
+        )
+
+    def over(self, job_id: str, outcome: Outcome, runtime_s: float) -> None:
+        if outcome.status == "skipped":
+            if outcome.reason == "ended_elsewhere":  # cancelled, or handed on meanwhile
+                job_event(log, "job.outcome_dropped", job_id=job_id, model=outcome.model)
+            return  # else a duplicate or stale message: the job is not this run's to change
+        fields: dict[str, object] = {}
+        if outcome.status == "requeued":  # when it runs again, and which limit sent it back
+            fields["retry_in_s"] = outcome.retry_in_s
+            if outcome.limited_by:
+                fields["limited_by"] = outcome.limited_by
+        job_event(
+            log,
+            f"job.{outcome.status}",
+            job_id=job_id,
+            tenant=outcome.tenant,
+            model=outcome.model,
+            attempt=outcome.attempts,
+            reason=outcome.reason or None,
+            duration_ms=round(runtime_s * 1000),
+            **fields,
+        )
+
+
+class Metrics:
+    """Outcomes counted by status, model and priority; hand-backs by reason."""
+
+    def __init__(self, metrics: Callable[[], WorkerMetrics], client: redis.Redis) -> None:
+        self._metrics = metrics  # per process: a forked child counts its own
+        self._redis = client
+
+    def started(self, claimed: Claimed) -> None:
+        pass
+
+    def over(self, job_id: str, outcome: Outcome, runtime_s: float) -> None:
+        if outcome.status == "skipped":
+            return
+        if outcome.status == "requeued":
+            self._metrics().job_requeued(outcome.reason)
+        elif outcome.model is None:  # expired before its claim: the record names model, priority
+            count_finished(self._redis, job_id, outcome.status)
+        else:
+            self._metrics().job_finished(outcome.status, outcome.model, outcome.priority)
+
+
+class Callback:
+    """An ended job with a ``callback_url`` gets its webhook queued."""
+
+    def __init__(self, enqueue_callback: Callable[[str], None]) -> None:
+        self._enqueue = enqueue_callback
+
+    def started(self, claimed: Claimed) -> None:
+        pass
+
+    def over(self, job_id: str, outcome: Outcome, runtime_s: float) -> None:
+        if outcome.has_callback:
+            self._enqueue(job_id)
+
+
+class Hooks:
+    """Every hook, in order; each one's failure is its own."""
+
+    def __init__(self, hooks: Sequence[Hook]) -> None:
+        self.hooks = list(hooks)
+
+    def started(self, claimed: Claimed) -> None:
+        for hook in self.hooks:
+            try:
+                hook.started(claimed)
+            except Exception:
+                log.exception(
+                    "hook %s failed at the start of %s", type(hook).__name__, claimed.job_id
+                )
+
+    def over(self, job_id: str, outcome: Outcome, started: float) -> None:
+        runtime_s = time.monotonic() - started
+        for hook in self.hooks:
+            try:
+                hook.over(job_id, outcome, runtime_s)
+            except Exception:
+                log.exception("hook %s failed at the end of %s", type(hook).__name__, job_id)

@@ -1,0 +1,322 @@
+"""The runner: claim a job, call the provider under the retry policy, end it once.
+
+The route is the primary model then ``fallback_models``; each model gets up to
+``max_attempts`` calls. Retryable errors back off (in place when short, through the
+durable schedule when long); final errors end the job at once; an open circuit sends
+the job to its next model or makes it wait. The route position survives requeues in
+the record (``route_index``, ``route_failures``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import redis
+
+from core.claims import Claim
+from core.errors import CourierError, FinalError, NotClaimed, ProviderTimeout, RetryableError
+from core.records import Record
+from core.results import ProviderResult, split_model
+from workers.providers.base import Provider
+from workers.run.breaker import CircuitBreaker
+from workers.run.retry import RetryPolicy
+from workers.runtime import Runtime
+
+log = logging.getLogger("courier.runner")
+T = TypeVar("T")
+
+
+class Reservation(Protocol):
+    granted: bool
+    wait_s: float
+    reason: str
+
+
+class Limiter(Protocol):
+    """Cluster-wide rate limits (see core.ratelimit); the runner only asks and settles."""
+
+    def reserve(
+        self, model: str, request: dict[str, Any], priority: str, job_id: str | None = None
+    ) -> Reservation:
+        """``job_id`` keeps a refused job's place in the limiter's line across hand-backs."""
+        ...
+
+    def settle(
+        self,
+        reservation: Reservation,
+        result: ProviderResult | None,
+        error: CourierError | None,
+    ) -> None: ...
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to a job in this run, for logs and metrics."""
+
+    status: str  # succeeded | failed | expired | requeued | skipped
+    reason: str = ""
+    model: str | None = None
+    attempts: int = 0
+    tenant: str | None = None
+    priority: str | None = None
+    retry_in_s: float | None = None  # requeued: when the job runs again
+    limited_by: str | None = None  # requeued by the rate limiter: its reason (tokens, …)
+    has_callback: bool = False  # ended, with a callback_url: its webhook is due
+
+
+@dataclass(slots=True)
+class Claimed:
+    """A job this worker holds the lease of, with its record as the claim read it."""
+
+    job_id: str
+    token: str
+    record: Record
+
+
+@dataclass
+class JobRunner:
+    runtime: Runtime
+    get_provider: Callable[[str], Provider]
+    breaker: CircuitBreaker
+    limiter: Limiter | None = None
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
+    sleep: Callable[[float], None] = time.sleep
+
+    def run(self, job_id: str) -> Outcome:
+        claimed = self.claim(job_id)
+        return claimed if isinstance(claimed, Outcome) else self.run_claimed(claimed)
+
+    def claim(self, job_id: str) -> Claimed | Outcome:
+        """Take the job (leased from here on), or say why not (skipped, expired)."""
+        token = self.runtime.leases.new_token()
+        try:
+            claim = self.runtime.store.claim(job_id, token, self.runtime.settings.lease_ttl_s)
+        except redis.RedisError as exc:
+            raise NotClaimed(job_id) from exc
+        return self.accept(job_id, token, claim)
+
+    def accept(self, job_id: str, token: str, claim: Claim) -> Claimed | Outcome:
+        """What the store's claim of the job under ``token`` means for this run."""
+        if claim.status == "expired":
+            return self._expire(job_id, token="", allowed=("queued",))
+        if claim.record is None:
+            return Outcome("skipped", reason=claim.status)
+        self.runtime.leases.add(job_id, token)
+        return Claimed(job_id, token, claim.record)
+
+    def run_claimed(self, claimed: Claimed) -> Outcome:
+        job_id, token, record = claimed.job_id, claimed.token, claimed.record
+        try:
+            outcome = self._run_route(job_id, token, record)
+            outcome.tenant = record.get("tenant")
+            outcome.priority = record.get("priority")
+            outcome.model = outcome.model or record.get("model")
+            return outcome
+        except redis.RedisError:
+            # The store is unreachable: leave the lease to lapse; the sweeper hands the
+            # job to another worker once Redis answers again.
+            log.exception("job %s: Redis error while running", job_id)
+            raise
+        except Exception as exc:  # a bug, not a provider fault: end the job, visibly
+            log.exception("job %s: unexpected error", job_id)
+            error = {"type": "provider_error", "message": f"internal error: {type(exc).__name__}"}
+            fields = {"error": {**error, "retryable": False}}
+            has_callback = self._end(job_id, token, "failed", fields, record)
+            return Outcome("failed", reason="internal", has_callback=bool(has_callback))
+        finally:
+            self.runtime.leases.remove(job_id)
+
+    # ---- the route ----------------------------------------------------------
+
+    def _run_route(self, job_id: str, token: str, record: Record) -> Outcome:
+        store = self.runtime.store
+        route = [record["model"], *json.loads(record.get("fallback_models") or "[]")]
+        index = int(record.get("route_index") or 0)
+        failures = int(record.get("route_failures") or 0)
+        max_attempts = int(record.get("max_attempts") or 5)
+        timeout_s = float(record.get("timeout_s") or self.runtime.settings.provider_timeout_s)
+        expires_at = float(record["expires_at"]) if record.get("expires_at") else None
+        request: dict[str, Any] = json.loads(record["request"])
+        kind = record.get("kind", "chat")
+        last_error: CourierError | None = None
+        started = time.monotonic()
+        # The claim counted this run's first call already; given back if the run is handed
+        # back before making it.
+        claimed_attempt = int(record.get("attempts") or 1)
+
+        while index < len(route):
+            model = route[index]
+            open_s = self.breaker.open_for(model)
+            if open_s > 0:
+                if index + 1 < len(route):
+                    index, failures = index + 1, 0
+                    continue
+                return self._later(
+                    job_id, token, open_s, "circuit_open", index, failures, claimed_attempt
+                )
+
+            if self.limiter is not None:
+                reservation = self.limiter.reserve(
+                    model, request, record["priority"], job_id=job_id
+                )
+                if not reservation.granted:
+                    wait_s = reservation.wait_s
+                    outcome = self._later(
+                        job_id, token, wait_s, "rate_limit", index, failures, claimed_attempt
+                    )
+                    outcome.limited_by = reservation.reason
+                    return outcome
+            else:
+                reservation = None
+
+            if claimed_attempt:
+                attempt, claimed_attempt = claimed_attempt, 0
+            else:
+                attempt = store.begin_attempt(job_id, token)
+            if attempt == -1:
+                self._release(reservation)
+                return Outcome("skipped", reason="lease_lost")
+            if attempt == -2:
+                self._release(reservation)
+                return self._expire(job_id, token, record=record)
+
+            call_timeout = timeout_s
+            if expires_at is not None:
+                call_timeout = max(0.1, min(timeout_s, expires_at - time.time()))
+            try:
+                result = self._call(model, kind, request, call_timeout)
+            except CourierError as exc:
+                if self.limiter is not None and reservation is not None:
+                    self.limiter.settle(reservation, None, exc)
+                last_error = exc
+                if isinstance(exc, FinalError):
+                    return self._fail(job_id, token, exc, attempt, record)
+                self._best_effort(self.breaker.record_failure, model)
+                failures += 1
+                if failures >= max_attempts:
+                    index, failures = index + 1, 0
+                    continue
+                retry_after = getattr(exc, "retry_after", None)
+                delay = self.policy.delay(failures, retry_after)
+                elapsed = time.monotonic() - started
+                if delay <= self.policy.inline_max_s and elapsed + delay < 2 * timeout_s + 30:
+                    self.sleep(delay)
+                    continue
+                return self._later(job_id, token, delay, "retry", index, failures, error=exc)
+            if self.limiter is not None and reservation is not None:
+                self.limiter.settle(reservation, result, None)
+            ended = self._end(job_id, token, "succeeded", {"result": result.to_record()}, record)
+            self._best_effort(self.breaker.record_success, model)
+            if ended is None:  # cancelled, or handed on when our lease lapsed: not ours to count
+                return Outcome("skipped", reason="ended_elsewhere")
+            return Outcome("succeeded", model=model, attempts=attempt, has_callback=ended)
+
+        assert last_error is not None or not route
+        error = last_error or ProviderTimeout("no model answered")
+        return self._fail(job_id, token, error, int(record.get("attempts") or 0), record)
+
+    def _call(
+        self, model: str, kind: str, request: dict[str, Any], timeout: float
+    ) -> ProviderResult:
+        provider_name, model_name = split_model(model)
+        provider = self.get_provider(provider_name)
+        if kind == "embedding":
+            return provider.embed(model_name, request, timeout=timeout)
+        return provider.complete(model_name, request, timeout=timeout)
+
+    # ---- endings and hand-backs ---------------------------------------------
+
+    def _best_effort(self, update: Callable[[str], object], model: str) -> None:
+        """Circuit bookkeeping must never cost a job its answer."""
+        try:
+            update(model)
+        except redis.RedisError as exc:
+            log.warning("circuit breaker update for %s failed: %s", model, exc)
+
+    def _patiently(self, write: Callable[[], T]) -> T:
+        """Retry a write of an outcome while Redis is unreachable, for as long as our lease
+        could still be valid: an answer already paid for is worth keeping. Past that the
+        lease has lapsed, the write is refused anyway and another worker runs the job."""
+        deadline = time.monotonic() + self.runtime.settings.lease_ttl_s
+        delay = 0.1
+        while True:
+            try:
+                return write()
+            except redis.ConnectionError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                self.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _release(self, reservation: Reservation | None) -> None:
+        if self.limiter is not None and reservation is not None:
+            self.limiter.settle(reservation, None, None)
+
+    def _end(
+        self, job_id: str, token: str, status: str, fields: dict[str, Any], record: Record
+    ) -> bool | None:
+        """End the job; None when it had ended elsewhere, else whether it has a callback."""
+        ended, _, has_callback = self._patiently(
+            lambda: self.runtime.store.finish(
+                job_id, status, token=token, fields=fields, record=record
+            )
+        )
+        return bool(has_callback) if ended else None
+
+    def _fail(
+        self, job_id: str, token: str, error: CourierError, attempts: int, record: Record
+    ) -> Outcome:
+        details = error.to_record()
+        if isinstance(error, RetryableError):
+            details["retryable"] = True
+        has_callback = self._end(job_id, token, "failed", {"error": details}, record)
+        if has_callback is None:
+            return Outcome("skipped", reason="ended_elsewhere")
+        return Outcome(
+            "failed", reason=error.error_type, attempts=attempts, has_callback=has_callback
+        )
+
+    def _expire(
+        self,
+        job_id: str,
+        token: str,
+        allowed: tuple[str, ...] = ("running",),
+        record: Record | None = None,
+    ) -> Outcome:
+        error = {
+            "type": "expired",
+            "message": "the job expired before it finished",
+            "retryable": False,
+        }
+        ended, _, has_callback = self.runtime.store.finish(
+            job_id, "expired", token=token, allowed=allowed, fields={"error": error}, record=record
+        )
+        return Outcome("expired", has_callback=bool(ended and has_callback))
+
+    def _later(
+        self,
+        job_id: str,
+        token: str,
+        delay_s: float,
+        waiting_for: str,
+        index: int,
+        failures: int,
+        unused_attempt: int = 0,
+        error: CourierError | None = None,
+    ) -> Outcome:
+        """Hand the job back to run after ``delay_s``; ``unused_attempt``: the attempt the
+        claim counted for a call this run never made, given back."""
+        fields: dict[str, Any] = {"route_index": index, "route_failures": failures}
+        if unused_attempt:
+            fields["attempts"] = unused_attempt - 1
+        if error is not None:
+            fields["last_error"] = json.dumps(error.to_record())
+        self._patiently(
+            lambda: self.runtime.store.requeue(job_id, token, delay_s, waiting_for, fields)
+        )
+        return Outcome("requeued", reason=waiting_for, retry_in_s=round(delay_s, 3))

@@ -1,3 +1,0 @@
-from workers.simulator.server import main
-
-main()
