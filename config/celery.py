@@ -13,7 +13,9 @@ from kombu.entity import Queue
 
 from config.settings import Settings
 
-JOB_QUEUES = ("jobs.high", "jobs.normal", "jobs.low")
+# Job priorities, highest first: the one list every part of Courier orders them by.
+PRIORITIES = ("high", "normal", "low")
+JOB_QUEUES = tuple(f"jobs.{priority}" for priority in PRIORITIES)
 CALLBACK_QUEUE = "callbacks"
 ALL_QUEUES = (*JOB_QUEUES, CALLBACK_QUEUE)
 # Redis transport: a kombu visibility timeout shorter than a job is harmless here, because

@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from core import keys
+from core import keys, scripts
 from core.errors import RedeliverError
 from core.jobs import TERMINAL
 from core.records import Record, to_view
@@ -29,23 +29,6 @@ from core.store import CALLBACK_SAFETY_S, JobStore
 JITTER = 0.2
 MAX_RETRY_AFTER_EXTRA_S = 3600.0
 REDO_S = 120.0  # a due entry taken by the sweeper comes back this much later unless handled
-
-# KEYS: callbacks_scheduled   ARGV: now_ms, limit, redo_ms, job key prefix
-# → ids due now. Each stays scheduled at now+redo until its delivery reschedules or removes
-#   it, so a crash between this and the enqueue (or during the attempt) loses nothing.
-DUE_CALLBACKS = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-local out = {}
-for _, id in ipairs(ids) do
-  if redis.call('EXISTS', ARGV[4] .. id) == 1 then
-    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), id)
-    table.insert(out, id)
-  else
-    redis.call('ZREM', KEYS[1], id)
-  end
-end
-return out
-"""
 
 
 def next_delay(
@@ -80,7 +63,7 @@ class CallbackSchedule:
     def __init__(self, client: redis.Redis, redo_s: float = REDO_S) -> None:
         self.redis = client
         self.redo_s = redo_s
-        self._due = client.register_script(DUE_CALLBACKS)
+        self._due = client.register_script(scripts.DUE_CALLBACKS)
 
     def due(self, limit: int = 1000) -> list[str]:
         ids: list[str] = self._due(

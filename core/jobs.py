@@ -13,11 +13,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
-Priority = Literal["high", "normal", "low"]
+Priority = Literal["high", "normal", "low"]  # the order of config.celery.PRIORITIES
 Kind = Literal["chat", "embedding"]
 
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "expired"})
-PRIORITIES: tuple[str, ...] = ("high", "normal", "low")
+
 PROVIDERS: frozenset[str] = frozenset({"openai", "anthropic"})
 
 MAX_ATTEMPTS_LIMIT = 20

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from config.celery import PRIORITIES
+
 PREFIX = "courier:"
 
 # Jobs
@@ -69,7 +71,7 @@ def queued(priority: str) -> str:
     return QUEUED.format(priority=priority)
 
 
-QUEUED_ALL = tuple(queued(p) for p in ("high", "normal", "low"))
+QUEUED_ALL = tuple(queued(p) for p in PRIORITIES)
 STARTS_PREFIX = STARTS.removesuffix("{second}")
 
 

@@ -1,4 +1,7 @@
-"""Lua scripts that change a job record atomically (one-way status, leases, schedules).
+"""Every Lua script Courier runs, but the rate limiter's (its algorithms keep their Lua
+twins beside their Python ones, in :mod:`core.ratelimit`).
+
+Scripts that change a job record make it atomic (one-way status, leases, schedules):
 
 Statuses move only forward: queued → running → (succeeded | failed | cancelled | expired),
 with running → queued allowed only to the lease holder (a retry later) or to the
@@ -6,6 +9,8 @@ sweeper once a lease has lapsed (its worker died). Times are milliseconds.
 """
 
 from __future__ import annotations
+
+from core.ratelimit import bucket
 
 # KEYS: job, tenant_jobs, idem, expiries, queued(priority), tenant unfinished (zset)
 # ARGV: id, retention_s, created_ms, use_idem, expires_ms ('' for none), job key prefix,
@@ -196,27 +201,54 @@ end
 return out
 """
 
-# KEYS: scheduled   ARGV: now_ms, limit, redo_ms, job key prefix, queued key prefix
-# → {id, priority, ...} due now; each stays scheduled at now+redo until a worker claims it,
-#   so a crash between this and the enqueue loses nothing.
-DUE = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-local out = {}
-for _, id in ipairs(ids) do
-  local k = ARGV[4] .. id
-  local st = redis.call('HGET', k, 'status')
-  if st == 'queued' then
-    redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[3]), id)
-    local priority = redis.call('HGET', k, 'priority') or 'normal'
-    redis.call('ZADD', ARGV[5] .. priority, 'NX', ARGV[1], id)
-    table.insert(out, id)
-    table.insert(out, priority)
-  else
-    redis.call('ZREM', KEYS[1], id)
+# take_due(zset, now_ms, limit, redo_ms, keep) → the ids due now for which keep(id) holds,
+# each rescheduled at now+redo until whoever handles it reschedules or removes it, so a crash
+# in between loses nothing; the others leave the zset.
+TAKE_DUE = """
+local function take_due(zset, now, limit, redo, keep)
+  local ids = redis.call('ZRANGEBYSCORE', zset, '-inf', now, 'LIMIT', 0, limit)
+  local out = {}
+  for _, id in ipairs(ids) do
+    if keep(id) then
+      redis.call('ZADD', zset, tonumber(now) + tonumber(redo), id)
+      table.insert(out, id)
+    else
+      redis.call('ZREM', zset, id)
+    end
   end
+  return out
+end
+"""
+
+# KEYS: scheduled   ARGV: now_ms, limit, redo_ms, job key prefix, queued key prefix
+# → {id, priority, ...} due now; each stays scheduled at now+redo until a worker claims it.
+DUE = (
+    TAKE_DUE
+    + """
+local out = {}
+local due = take_due(KEYS[1], ARGV[1], ARGV[2], ARGV[3], function(id)
+  return redis.call('HGET', ARGV[4] .. id, 'status') == 'queued'
+end)
+for _, id in ipairs(due) do
+  local priority = redis.call('HGET', ARGV[4] .. id, 'priority') or 'normal'
+  redis.call('ZADD', ARGV[5] .. priority, 'NX', ARGV[1], id)
+  table.insert(out, id)
+  table.insert(out, priority)
 end
 return out
 """
+)
+
+# KEYS: callbacks_scheduled   ARGV: now_ms, limit, redo_ms, job key prefix
+# → callback ids due now (of jobs that still exist), each rescheduled at now+redo.
+DUE_CALLBACKS = (
+    TAKE_DUE
+    + """
+return take_due(KEYS[1], ARGV[1], ARGV[2], ARGV[3], function(id)
+  return redis.call('EXISTS', ARGV[4] .. id) == 1
+end)
+"""
+)
 
 # KEYS: queued:<from>, queued:<to>   ARGV: now_ms, older_than_ms, limit, job key prefix
 # → ids moved up one queue because they waited longer than the aging bound
@@ -233,3 +265,54 @@ for _, id in ipairs(ids) do
 end
 return out
 """
+
+# ---- locks and the circuit breaker ------------------------------------------------------
+
+# KEYS: lock   ARGV: holder, ttl_ms → 1 when ``holder`` has (or keeps) the lock
+ACQUIRE_OR_RENEW = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# KEYS: lock   ARGV: holder → 1 when ``holder`` held the lock and gave it up
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+# KEYS: breaker   ARGV: threshold, open_until → 1 when this failure opened the circuit
+RECORD_FAILURE = """
+local n = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+redis.call('EXPIRE', KEYS[1], 3600)
+if n >= tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'open_until', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# A tenant's submission rate (producers/api/quotas.py).
+# KEYS: bucket   ARGV: rate per s, burst, tokens wanted
+# → {1, '0'} taken, or {0, seconds until that many are due} (nothing taken). The bucket is the
+# rate limiter's (core.ratelimit.bucket: capacity ``burst``, refilled over burst/rate seconds).
+# A batch larger than the burst is taken from a full bucket, leaving it in debt: later
+# submissions wait until the rate has paid it back, so the long-run rate holds.
+SUBMIT_TOKENS = (
+    "local PERIOD = tonumber(ARGV[2]) / tonumber(ARGV[1])\n"
+    + bucket.LUA
+    + """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local burst, want = tonumber(ARGV[2]), tonumber(ARGV[3])
+local st = alg_load(KEYS[1], burst, now)
+local wait = alg_wait(st, now, burst, math.min(want, burst))
+if wait > 0 then return {0, tostring(wait)} end
+alg_add(st, now, burst, -want)
+alg_save(KEYS[1], st, math.ceil((burst - st.level) * PERIOD / burst) + 1)
+return {1, '0'}
+"""
+)

@@ -16,19 +16,12 @@ from dataclasses import dataclass, field
 
 import redis
 
-from core import keys
+from config.celery import PRIORITIES
+from core import keys, scripts
 from workers.runtime import Runtime
 
 log = logging.getLogger("courier.sweeper")
 
-ACQUIRE_OR_RENEW = """
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
 
 Hook = Callable[[str], None]
 
@@ -49,7 +42,7 @@ class Sweeper:
     stop_sweeps_event: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self._lock = self.runtime.redis.register_script(ACQUIRE_OR_RENEW)
+        self._lock = self.runtime.redis.register_script(scripts.ACQUIRE_OR_RENEW)
 
     def holds_lock(self) -> bool:
         ttl_ms = int(max(3.0, self.runtime.settings.sweep_interval_s * 5) * 1000)
@@ -113,7 +106,7 @@ class Sweeper:
         if self.orphan_after_s is None:
             return 0
         found = 0
-        for priority in ("high", "normal", "low"):
+        for priority in PRIORITIES:
             for job_id in self.runtime.store.orphans(priority, self.orphan_after_s):
                 log.warning("job %s had no message left: enqueued again", job_id)
                 self.enqueue_job(job_id, priority)

@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from config.celery import PRIORITIES
 from config.settings import ModelLimit
 from core.credentials import env_api_key
 from core.errors import CourierError, FinalError, ProviderTimeout, ProviderUnavailable
@@ -26,7 +27,7 @@ from core.ratelimit.backends.redis import RedisBackend, snapshot
 from core.ratelimit.bucket import TokenBucket
 from core.ratelimit.estimate import Estimate, estimate_request
 from core.ratelimit.feedback import cooldown_for, read_headers
-from core.ratelimit.model import PRIORITIES, Algorithm, Ask, Backend, Policy, Rule, Settlement
+from core.ratelimit.model import Algorithm, Ask, Backend, Policy, Rule, Settlement
 from core.ratelimit.window import SlidingWindow
 from core.results import ProviderResult
 

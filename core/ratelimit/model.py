@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-PRIORITIES = ("high", "normal", "low")
 RESOURCES = ("requests", "tokens")
 
 

@@ -18,7 +18,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from config.celery import ALL_QUEUES
+from config.celery import ALL_QUEUES, PRIORITIES
 from core import keys
 from core import metrics as wm
 from core.callbacks import delivery_stats
@@ -27,7 +27,6 @@ from core.ratelimit import limiter_state
 
 log = logging.getLogger("courier.api.metrics")
 
-PRIORITIES = ("high", "normal", "low")
 MAX_SERIES = 500  # per family: beyond it the smallest series are summed as "_other"
 OTHER = "_other"
 

@@ -8,8 +8,8 @@ import time
 
 import redis
 
+from config.celery import PRIORITIES
 from core import keys
-from core.jobs import PRIORITIES
 
 
 def queue_position(client: redis.Redis, job_id: str, priority: str) -> tuple[int, int] | None:

@@ -22,38 +22,12 @@ from typing import Annotated, Any
 import redis.asyncio as aioredis
 from fastapi import Depends
 
-from core import keys
+from core import keys, scripts
 from core.errors import QuotaExceeded
 from producers.api.deps import Services, ServicesDep, TenantDep
 from producers.api.errors import ApiError, ErrorBody
 
 QUOTA_RETRY_AFTER_S = 5  # when to try again at the unfinished-jobs cap: jobs end at their pace
-
-# KEYS: bucket   ARGV: rate per s, burst, tokens wanted
-# → {1, '0'} taken, or {0, seconds until that many are due} (nothing taken). A batch larger
-# than the burst is taken from a full bucket, leaving it in debt: later submissions wait
-# until the rate has paid it back, so the long-run rate holds.
-TOKEN_BUCKET = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local v = redis.call('HMGET', KEYS[1], 'level', 'ts')
-local level = tonumber(v[1]) or burst
-local ts = tonumber(v[2]) or now
-level = math.min(burst, level + math.max(0, now - ts) * rate)
-local want = tonumber(ARGV[3])
-local need = math.min(want, burst)
-local allowed, wait = 0, 0
-if level >= need then
-  level = level - want
-  allowed = 1
-else
-  wait = (need - level) / rate
-end
-redis.call('HSET', KEYS[1], 'level', tostring(level), 'ts', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil((burst - level) / rate) + 1)
-return {allowed, tostring(wait)}
-"""
 
 RESPONSES_429: dict[int | str, dict[str, Any]] = {
     429: {
@@ -71,7 +45,7 @@ async def take_submit_token(
     """Take ``count`` submission tokens from the tenant's bucket: 0 when taken, else the
     seconds until that many are due (nothing taken)."""
     allowed, wait = await client.eval(  # type: ignore[misc]
-        TOKEN_BUCKET, 1, keys.tenant_rate(tenant), repr(rate), burst, count
+        scripts.SUBMIT_TOKENS, 1, keys.tenant_rate(tenant), repr(rate), burst, count
     )
     return 0.0 if int(allowed) else float(wait)
 

@@ -13,17 +13,7 @@ from dataclasses import dataclass
 
 import redis
 
-from core import keys
-
-RECORD_FAILURE = """
-local n = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-redis.call('EXPIRE', KEYS[1], 3600)
-if n >= tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'open_until', ARGV[2])
-  return 1
-end
-return 0
-"""
+from core import keys, scripts
 
 
 @dataclass
@@ -37,7 +27,7 @@ class CircuitBreaker:
     clean_cache_s: float = 1.0
 
     def __post_init__(self) -> None:
-        self._record_failure = self.client.register_script(RECORD_FAILURE)
+        self._record_failure = self.client.register_script(scripts.RECORD_FAILURE)
         self._clean_until: dict[str, float] = {}
 
     def open_for(self, model: str) -> float:

@@ -29,7 +29,7 @@ import redis
 
 from config.settings import Settings
 from core import callbacks as schedule
-from core import keys
+from core import keys, scripts
 from core.callbacks import callback_state
 from core.errors import CallbackHostUnresolved, UnsafeCallbackURL
 from core.jobs import TERMINAL, iso
@@ -46,11 +46,6 @@ LOG_KEEP = 20
 RESPONSE_CHARS = 256
 RESPONSE_READ_BYTES = 2048
 EARLY_SLACK_S = 1.0
-
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 
 @dataclass(slots=True)
@@ -108,7 +103,7 @@ class WebhookSender:
         self._secrets = list(secrets) if secrets else None
         self.rand = rand or random.Random()
         self.clock = clock
-        self._release = self.redis.register_script(RELEASE)
+        self._release = self.redis.register_script(scripts.RELEASE)
 
     @property
     def secrets(self) -> list[str]:

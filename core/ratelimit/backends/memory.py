@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from config.celery import PRIORITIES
 from core.ratelimit.model import (
-    PRIORITIES,
     RESOURCES,
     Algorithm,
     Ask,

@@ -25,11 +25,11 @@ from typing import Any
 
 import redis
 
+from config.celery import PRIORITIES
 from core import keys
 from core.ratelimit.backends.memory import describe
 from core.ratelimit.backends.redis_lua import PRELUDE, RESERVE, SETTLE
 from core.ratelimit.model import (
-    PRIORITIES,
     RESOURCES,
     Algorithm,
     Ask,
