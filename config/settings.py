@@ -1,4 +1,6 @@
-"""Courier's settings: environment variables (SPEC §2), or a TOML file named by COURIER_CONFIG.
+"""Courier's settings: environment variables, or a TOML file named by COURIER_CONFIG.
+
+Every variable is listed in docs/contract.md, Configuration.
 
 The TOML file may use the environment names (``COURIER_REDIS_URL = "..."``) or the
 field names (``redis_url = "..."``); the environment wins over the file.
@@ -78,7 +80,7 @@ class Settings(BaseSettings):
     api_url: str = "http://localhost:8000"
     api_key: str | None = Field(default=None, repr=False)
 
-    # Additions to SPEC §2 (documented in the README).
+    # Courier's additions (docs/contract.md, Configuration: Added settings).
     profile: Literal["development", "production"] = "development"
     job_retention_s: int = Field(default=7 * 24 * 3600, ge=60)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

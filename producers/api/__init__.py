@@ -1,4 +1,4 @@
-"""Courier's HTTP API (SPEC §3): ``producers.api:app``."""
+"""Courier's HTTP API (docs/contract.md, HTTP API): ``producers.api:app``."""
 
 from __future__ import annotations
 
