@@ -81,7 +81,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_pool_limit": 100,
         "result_backend": None,
         # The (disabled) backend holds no state; without this Celery builds one per
-        # thread, and under gevent every task's greenlet is a thread (~4 % of worker CPU).
+        # thread, and under gevent every task's greenlet is a thread: one backend per task.
         "result_backend_thread_safe": True,
         "task_ignore_result": True,
         "task_serializer": "json",

@@ -1,4 +1,6 @@
-"""Courier's settings: environment variables (SPEC §2), or a TOML file named by COURIER_CONFIG.
+"""Courier's settings: environment variables, or a TOML file named by COURIER_CONFIG.
+
+Every variable is listed in docs/contract.md, Configuration.
 
 The TOML file may use the environment names (``COURIER_REDIS_URL = "..."``) or the
 field names (``redis_url = "..."``); the environment wins over the file.
@@ -78,7 +80,7 @@ class Settings(BaseSettings):
     api_url: str = "http://localhost:8000"
     api_key: str | None = Field(default=None, repr=False)
 
-    # Additions to SPEC §2 (documented in the README).
+    # Courier's additions (docs/contract.md, Configuration: Added settings).
     profile: Literal["development", "production"] = "development"
     job_retention_s: int = Field(default=7 * 24 * 3600, ge=60)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
@@ -90,14 +92,14 @@ class Settings(BaseSettings):
     # queues by Courier's intake, one round trip per job (workers.run.intake), not by Celery's
     # task consumer.
     worker_intake: bool = True
-    # Import the SDKs of the providers with an API key when the worker starts (~0.3 s openai,
-    # ~0.9 s anthropic), not on the first call, which in a gevent worker stalls every greenlet.
+    # Import the SDKs of the providers with an API key when the worker starts, not on the first
+    # call: the import is slow, and in a gevent worker it stalls every greenlet.
     worker_preload_sdks: bool = True
     lease_ttl_s: float = Field(default=20.0, ge=2)
     sweep_interval_s: float = Field(default=1.0, gt=0)
     provider_timeout_s: float = Field(default=120.0, gt=0)
     priority_aging_s: float = Field(default=300.0, gt=0)  # queued longer → one queue up
-    task_events: bool = True  # Flower's task view; off saves up to ~0.8 ms of CPU per job
+    task_events: bool = True  # Flower's task view; off saves some worker CPU per job
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     breaker_threshold: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=30.0, gt=0)

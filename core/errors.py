@@ -19,8 +19,8 @@ Outside the provider call, refusals the caller handles, each where it is raised:
     NotClaimed                 the store was unreachable before a claim (the message goes back)
 
 Each provider error class has an ``error_type``: the string stored in the job record
-(``error.type`` of the job, docs/contract.md). Celery's serializers do not carry custom exception
-classes faithfully, so only that string and the message cross process lines.
+(``error.type`` of the job, docs/contract.md, The job). Celery's serializers do not carry
+custom exception classes faithfully, so only that string and the message cross process lines.
 """
 
 from __future__ import annotations

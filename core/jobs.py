@@ -1,4 +1,4 @@
-"""The job: what a producer submits, what Courier stores, what it shows (SPEC §3).
+"""The job: what a producer submits, what Courier stores, what it shows (docs/contract.md, The job).
 
 Shared by the API (validation, OpenAPI schema) and the workers (the record).
 """
@@ -241,7 +241,7 @@ class CallbackState(BaseModel):
 
 
 class QueueInfo(BaseModel):
-    """Added to SPEC: where a queued job stands."""
+    """Where a queued job stands (docs/contract.md, What Courier adds)."""
 
     position: int
     ahead: int = 0

@@ -1,4 +1,5 @@
-"""A job record as Redis holds it (a hash of strings) and as the API shows it (SPEC §3)."""
+"""A job record as Redis holds it (a hash of strings) and as the API shows it
+(docs/contract.md, The job)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def encode_fields(fields: Mapping[str, Any]) -> list[str]:
 
 
 def to_view(record: Record) -> dict[str, Any]:
-    """A stored record → the job as SPEC §3 shows it."""
+    """A stored record → the job as the API shows it (docs/contract.md, The job)."""
 
     def loads(name: str) -> Any:
         raw = record.get(name)

@@ -1,7 +1,7 @@
 """What a provider call returns, as both sides read it: the answer, its usage, the model name.
 
-A chat request is the OpenAI-shaped dict of SPEC §3 (``messages``, ``system``,
-``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``tools``,
+A chat request is the OpenAI-shaped dict of docs/contract.md, The job (``messages``,
+``system``, ``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``tools``,
 ``response_format``), already validated by the API. An embedding request is
 ``{"input": [str, ...]}``. Adapters turn provider SDK exceptions into the
 error tree of :mod:`core.errors`; nothing else escapes them.
@@ -23,7 +23,8 @@ class Usage:
 
 @dataclass(slots=True)
 class ProviderResult:
-    """A normalized answer (SPEC §3 ``result``) plus the provider's rate-limit headers."""
+    """A normalized answer (``result`` in docs/contract.md, The job) plus the provider's
+    rate-limit headers."""
 
     model: str  # "provider:model" that answered
     finish_reason: str

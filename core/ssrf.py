@@ -1,4 +1,4 @@
-"""Which callback URLs Courier may POST to (SPEC §4): the SSRF guard.
+"""Which callback URLs Courier may POST to (docs/contract.md, Webhooks): the SSRF guard.
 
 A callback URL must be an absolute ``http(s)://`` URL without credentials whose host
 resolves only to public addresses. Addresses are judged *after* resolving, every one of

@@ -1,4 +1,4 @@
-"""The job store: job records in Redis, the single source of truth (SPEC §3).
+"""The job store: job records in Redis, the single source of truth (docs/contract.md, The job).
 
 Every status change goes through one of the Lua scripts in :mod:`core.scripts`,
 so it is atomic and one-way. The Celery message carries only the job id.

@@ -1,4 +1,5 @@
-"""The ``courier`` command (SPEC §1): api, worker, simulate, submit, dev, keys."""
+"""The ``courier`` command: api, worker, simulate, submit, dev, keys (docs/contract.md,
+Commands)."""
 
 from __future__ import annotations
 

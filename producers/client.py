@@ -1,4 +1,4 @@
-"""The Python client of Courier's HTTP API (SPEC §3), sync and async.
+"""The Python client of Courier's HTTP API (docs/contract.md, HTTP API), sync and async.
 
 >>> with Courier() as courier:                      # COURIER_API_URL, COURIER_API_KEY
 ...     job = courier.submit("openai:gpt-4o-mini", prompt="Hi")
@@ -32,7 +32,7 @@ Job = dict[str, Any]
 
 
 class CourierAPIError(Exception):
-    """An error answer of the API: its HTTP status and SPEC error type and message."""
+    """An error answer of the API: its HTTP status, error type and message."""
 
     def __init__(self, status: int, type: str, message: str) -> None:
         super().__init__(f"{status} {type}: {message}")
@@ -50,7 +50,8 @@ class JobWaitTimeout(TimeoutError):
 
 
 class JobOptions(TypedDict, total=False):
-    """A submission's keyword arguments besides ``model`` and ``request`` (SPEC §3)."""
+    """A submission's keyword arguments besides ``model`` and ``request`` (docs/contract.md,
+    The job)."""
 
     prompt: str | None  # shorthand for a one-message chat (or one-text embedding) request
     kind: str  # "chat" (default) or "embedding"

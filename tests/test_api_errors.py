@@ -1,4 +1,5 @@
-"""Bad and odd input to the HTTP API: a 4xx with SPEC's error body, never a 5xx."""
+"""Bad and odd input to the HTTP API: a 4xx with the contract's error body
+(docs/contract.md, HTTP API), never a 5xx."""
 
 from __future__ import annotations
 

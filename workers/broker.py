@@ -18,17 +18,17 @@ before claiming its job left that job queued with no message, for good.
 :func:`restore_unacked` runs kombu's own restore from the sweeper instead.
 
 3. One Redis client per channel. kombu builds a new ``redis.Redis`` object for every ack
-and every event it publishes (8 % of a busy worker's CPU); the client is reused here while
+and every event it publishes (a share of a busy worker's CPU); the client is reused here while
 the channel's connection pool stays the same.
 
 4. A freed slot must be refilled at once. With every slot busy the consumer sends no
 BRPOP and Celery's green loop then sleeps in ``poll(timeout=2.0)``; nothing wakes it
-when a task ends, so each freed slot stayed idle ~1 s on average (66 jobs of 0.2 s on
-two slots took 72 s). While the worker cannot take a message, polls are capped at
-``SATURATED_POLL_S`` so the slot is refilled within that time.
+when a task ends, so a freed slot stayed idle until that poll timed out (README, Worker
+model). While the worker cannot take a message, polls are capped at ``SATURATED_POLL_S`` so
+the slot is refilled within that time.
 
 5. Acks in batches. kombu sends each ack to Redis (ZREM + HDEL) at once: a round trip per job,
-~5 % of a busy worker's CPU. Here an ack frees its prefetch slot at once and reaches Redis
+a share of a busy worker's CPU. Here an ack frees its prefetch slot at once and reaches Redis
 within ``ACK_FLUSH_S``, many acks per round trip. An ack still unsent when the worker dies
 is a message redelivered after the visibility timeout, as with one lost in flight: the job's
 one-way status makes that delivery a no-op.

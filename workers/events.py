@@ -3,11 +3,11 @@
 With task events on (``COURIER_TASK_EVENTS``, for Flower), Celery publishes three events per
 task: received, started, succeeded. A prefork worker buffers them and publishes one
 ``task.multi`` message per batch; the gevent and thread pools publish each one at once (Celery's
-own comment: "This excludes eventlet/gevent, which should actually buffer"), which measured
-17 % of a gevent worker's CPU at 0 s provider latency. This consumer step turns on the same
-buffering for the pools that lack it and flushes the buffer every :data:`FLUSH_INTERVAL_S`,
-so Flower sees a task's events at most that much later. Flower (Celery's ``EventReceiver``)
-reads batched events as it reads single ones.
+own comment: "This excludes eventlet/gevent, which should actually buffer"): a message per
+event, a large share of a busy gevent worker's CPU (README, Worker model). This consumer step
+turns on the same buffering for the pools that lack it and flushes the buffer every
+:data:`FLUSH_INTERVAL_S`, so Flower sees a task's events at most that much later. Flower
+(Celery's ``EventReceiver``) reads batched events as it reads single ones.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ httpcore (under the SDKs) asks, on every request, whether each idle pooled conne
 readable (a server that closed it), and redis-py asks the same of a pooled connection before
 lending it. Both ask ``select.poll()`` with a zero timeout. Under gevent's monkey-patching that
 is gevent's cooperative ``poll``, which builds and starts a watcher per socket and runs the
-hub: measured at 13 % of a worker's CPU with a few hundred calls in flight (``make bench``
-with ``--profile``). A zero-timeout poll never blocks, so here those two checks use the
-operating system's own ``poll``; every blocking wait stays gevent's.
+hub: a large share of a busy worker's CPU (found with ``python -m bench.run --profile``; the
+figure is in the README, Worker model). A zero-timeout poll never blocks, so here those two
+checks use the operating system's own ``poll``; every blocking wait stays gevent's.
 """
 
 from __future__ import annotations

@@ -124,8 +124,9 @@ def _worker_init(sender: Any = None, **_: Any) -> None:
 
 @celeryd_after_setup.connect
 def _preload_sdks(**_: Any) -> None:
-    """The SDKs of the providers whose API key is set (RSS here: openai +14 MB, anthropic
-    +44 MB). Logging is set up by now, and no job is taken and no prefork child forked yet."""
+    """The SDKs of the providers whose API key is set (they add to the worker's RSS from the
+    start: README, Configuration). Logging is set up by now, and no job is taken and no prefork
+    child forked yet."""
     if get_settings().worker_preload_sdks:
         started = time.monotonic()
         keyed = [name for name in ADAPTER_MODULES if env_api_key(name)]
@@ -147,9 +148,10 @@ def _worker_ready(**_: Any) -> None:
     tune_gc()
 
 
-# A busy worker spent ~13 % of its CPU in the cyclic collector with Python's defaults: each
-# job allocates thousands of objects, so a young collection (every 700) ran several times
-# per job, and each old collection walked every module and class loaded at start-up.
+# A busy worker spent a large share of its CPU in the cyclic collector with Python's defaults
+# (README, Worker model): each job allocates thousands of objects, so a young collection
+# (every 700) ran several times per job, and each old collection walked every module and class
+# loaded at start-up.
 GC_THRESHOLDS = (10_000, 20, 20)
 
 

@@ -19,8 +19,8 @@ from core.store import JobStore
 
 # A worker's job-store pool: its commands are short (no blocking ones), so a greenlet that
 # finds every connection busy waits a moment. Sized to the concurrency instead, a burst of
-# 1,000 jobs opened ~500 connections (each with a 16 KB read buffer), and ten such workers
-# would reach Redis' default limit of 10,000 clients.
+# jobs opened hundreds of connections (each with its own read buffer), and a handful of such
+# workers would reach Redis' default client limit (figures: README, Worker model).
 STORE_POOL_MAX = 128
 
 

@@ -68,7 +68,8 @@ def _positive_int(value: Any) -> int | None:
 
 
 def estimate_request(request: Mapping[str, Any]) -> Estimate:
-    """Estimated input and output tokens of a chat or embedding request (SPEC §3 shapes)."""
+    """Estimated input and output tokens of a chat or embedding request (its shape:
+    docs/contract.md, The job)."""
     if "messages" not in request and "input" in request:
         raw = request["input"]
         inputs = raw if isinstance(raw, list) else [raw]

@@ -1,4 +1,4 @@
-"""Courier's HTTP API (SPEC §3): ``producers.api:app``.
+"""Courier's HTTP API (docs/contract.md, HTTP API): ``producers.api:app``.
 
 The app is built on first access, so that importing a module of this package (the CLI reads
 ``producers.api.apikeys``) neither reads the settings nor builds the Celery app.

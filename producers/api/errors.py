@@ -1,4 +1,5 @@
-"""Every error the API answers, as SPEC §3's body: ``{"error": {"type", "message"}}``.
+"""Every error the API answers, in the contract's body: ``{"error": {"type", "message"}}``
+(docs/contract.md, HTTP API).
 
 ``ApiError`` is the one exception routes raise (an ``HTTPException`` with an error type);
 the handlers below turn it, Starlette's own 404/405, validation errors and Redis outages
@@ -46,7 +47,7 @@ class ErrorBody(BaseModel):
 
 
 class ApiError(HTTPException):
-    """An error answered as SPEC's body, with an explicit error type."""
+    """An error answered in the contract's body, with an explicit error type."""
 
     def __init__(
         self,
@@ -147,7 +148,7 @@ def install(app: FastAPI) -> None:
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI declarations of the given error statuses, all with SPEC's error body."""
+    """OpenAPI declarations of the given error statuses, all with the contract's error body."""
     descriptions = {
         400: "Malformed request (e.g. the body is not JSON)",
         401: "Missing or unknown API key",

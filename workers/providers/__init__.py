@@ -1,9 +1,9 @@
 """Provider adapters and the per-process registry that hands them out.
 
 ``get_provider("openai")`` returns this process's one :class:`OpenAIProvider` (built on first
-use, then reused: building an SDK client costs ~55 ms of CPU and owns the connection pool).
-Adapters are imported lazily, so a process that never calls a provider (the HTTP API) does not
-import the SDKs; a worker imports them as it starts (:func:`import_adapters`).
+use, then reused: building an SDK client costs much CPU, and the client owns the connection
+pool). Adapters are imported lazily, so a process that never calls a provider (the HTTP API)
+does not import the SDKs; a worker imports them as it starts (:func:`import_adapters`).
 
 Clients read ``OPENAI_API_KEY``/``OPENAI_BASE_URL`` and ``ANTHROPIC_API_KEY``/
 ``ANTHROPIC_BASE_URL`` the way the SDKs do, at the time the provider is first built; call
@@ -13,10 +13,10 @@ Connection pool: each client gets its own pool of :data:`MAX_CONNECTIONS` connec
 :data:`MAX_KEEPALIVE_CONNECTIONS` are kept alive, sized for a gevent worker at ``-c 1000``
 (the SDK default of 100 keep-alive connections churns TLS connections above that). The pool is
 split over :data:`CLIENT_SHARDS` SDK clients used in turn: httpcore's pool scans every
-connection and waiting request on each request and release, so one pool of 1,000 busy
-connections cost ~13 % of a worker's CPU at 1,000 calls in flight. With 32 pools of ~60 the
-worker's CPU per job at 1,000 in flight was ~10 % below that with 8; the clients share one TLS
-context, so a shard costs ~50 KB.
+connection and waiting request on each request and release, so one pool of a thousand busy
+connections cost a large share of a worker's CPU, and smaller pools keep each scan short (the
+number of shards was chosen by measurement: README, Worker model). The clients share one TLS
+context, so a shard adds little memory.
 """
 
 from __future__ import annotations
@@ -57,9 +57,9 @@ ADAPTER_MODULES = {
 
 def import_adapters(providers: Iterable[str]) -> list[str]:
     """Import these built-in adapters and their SDKs now; the names imported. Importing
-    ``anthropic`` takes ~0.9 s here (``openai`` ~0.3 s), and a gevent worker that did it on its
-    first call stalled every greenlet as long (its first jobs held their rate-limit
-    reservations the while)."""
+    an SDK is slow (``anthropic`` more than ``openai``; README, Configuration), and a gevent
+    worker that did it on its first call stalled every greenlet as long (its first jobs held
+    their rate-limit reservations the while)."""
     imported = []
     for name in providers:
         if name in ADAPTER_MODULES:

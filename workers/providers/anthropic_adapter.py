@@ -237,7 +237,8 @@ def _format_instruction(response_format: Any) -> str | None:
 
 
 def build_message_params(model: str, request: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of ``messages.create`` for a SPEC (OpenAI-shaped) chat request."""
+    """The keyword arguments of ``messages.create`` for an OpenAI-shaped chat request
+    (docs/contract.md, The job)."""
     openai_messages = request.get("messages")
     if not isinstance(openai_messages, list):
         raise InvalidRequest("chat request needs 'messages' (a list)")

@@ -1,6 +1,6 @@
 """The provider interface: what every adapter takes and returns.
 
-A chat request is the OpenAI-shaped dict of the contract (``messages``, ``system``,
+A chat request is the OpenAI-shaped dict of docs/contract.md, The job (``messages``, ``system``,
 ``max_tokens``, ``temperature``, ``top_p``, ``stop``, ``tools``, ``response_format``),
 already validated by the API. An embedding request is ``{"input": [str, ...]}``. Adapters
 turn provider SDK exceptions into the error tree of :mod:`core.errors`; nothing else escapes

@@ -1,7 +1,8 @@
 """OpenAI (and any OpenAI-compatible server: vLLM, Ollama, the simulator) through the official SDK.
 
-The request is already OpenAI-shaped (SPEC §3), so the mapping is thin: a top-level ``system``
-becomes a leading system message, and only the fields that are present are sent. Decisions:
+The request is already OpenAI-shaped (docs/contract.md, The job), so the mapping is thin: a
+top-level ``system`` becomes a leading system message, and only the fields that are present
+are sent. Decisions:
 
 * A response with ``finish_reason == "content_filter"`` (or a ``refusal`` in the message) is a
   *result* with finish reason ``content_filter``, not an error: the call succeeded and used
@@ -22,7 +23,8 @@ from core.errors import InvalidRequest, ProviderUnavailable
 from core.results import ProviderResult, Usage
 from workers.providers.sdk_client import SdkProvider
 
-# Chat fields sent to the API as they are, when present (SPEC §3 plus a few safe OpenAI extras).
+# Chat fields sent to the API as they are, when present (the contract's, plus a few safe OpenAI
+# extras).
 PASSTHROUGH_FIELDS = (
     "max_tokens",
     "max_completion_tokens",
@@ -56,7 +58,7 @@ def normalize_finish_reason(reason: str | None) -> str:
 
 
 def build_chat_params(model: str, request: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of ``chat.completions.create`` for a SPEC chat request."""
+    """The keyword arguments of ``chat.completions.create`` for a chat request of the contract."""
     messages = request.get("messages")
     if not isinstance(messages, list):
         raise InvalidRequest("chat request needs 'messages' (a list)")
@@ -72,7 +74,7 @@ def build_chat_params(model: str, request: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_embedding_params(model: str, request: Mapping[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of ``embeddings.create`` for a SPEC embedding request."""
+    """The keyword arguments of ``embeddings.create`` for an embedding request of the contract."""
     texts = request.get("input")
     if isinstance(texts, str):
         texts = [texts]

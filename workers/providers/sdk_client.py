@@ -7,7 +7,7 @@ SDKs' documented way to make a custom request) rather than ``chat.completions.cr
 call still goes through the SDK: its auth and version headers, base URL, per-call timeout and
 its exception for every HTTP status (mapped by :mod:`workers.providers.errors_map`). What it
 skips is the SDK's recursive transform of the params and the pydantic models built from the
-answer, which were measured at ~30 % of the CPU of a bare ``create`` call (``make bench``).
+answer, a large part of the CPU of a bare ``create`` call (README, Worker model).
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ class SdkClient(Protocol):
 
 @functools.cache
 def shared_ssl_context() -> ssl.SSLContext:
-    """One TLS context (CA bundle loaded once) for every shard of every provider: each client
-    building its own cost ~0.85 MB of memory, 16 of them ~13 MB per worker."""
+    """One TLS context (CA bundle loaded once) for every shard of every provider: a client
+    building its own would load the bundle again, once per shard (README, Worker model)."""
     return httpx2.create_ssl_context()
 
 

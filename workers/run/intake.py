@@ -5,7 +5,8 @@ worker does not take job messages through Celery's task consumer. The intake tak
 one Lua script (``core.scripts.TAKE``) pops the first message in priority order and claims
 its job, in one round trip, and the job's call goes to the call pool. Celery's way cost a
 BRPOP, kombu's unacked record (MULTI/EXEC), the claim, the ack, and Celery's request and trace
-machinery around a task that only claimed: as much CPU again as the provider call itself.
+machinery around a task that only claimed: CPU comparable to the provider call's own (README,
+Worker model).
 
 Nothing accepted is lost: a message leaves Redis only in the same script that claims its job
 (from then on the lease keeps it: a worker killed later has it handed on by the sweeper). When

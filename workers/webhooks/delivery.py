@@ -1,10 +1,11 @@
 """Delivering a finished job's webhook: one attempt per task run, the next one scheduled.
 
-Outcomes (SPEC §4): a 2xx delivers; a 410, or a host that now resolves to a non-public
-address, stops (``failed``); anything else (another status, a 3xx, since redirects are
-never followed, a timeout, a refused connection) is retried on the schedule, after which
-the callback is ``failed`` (a dead letter, counted in :data:`keys.CALLBACK_STATS`) until
-redelivered. Every attempt is logged on the job's ``callback`` (the last 20).
+Outcomes (docs/contract.md, Webhooks): a 2xx delivers; a 410, or a host that now resolves
+to a non-public address, stops (``failed``); anything else (another status, a 3xx, since
+redirects are never followed, a timeout, a refused connection) is retried on the schedule,
+after which the callback is ``failed`` (a dead letter, counted in
+:data:`keys.CALLBACK_STATS`) until redelivered. Every attempt is logged on the job's
+``callback`` (the last 20).
 
 One delivery of a job runs at a time (a short lock in Redis); a second message for the
 same job while one is in flight is dropped, and one that arrives before the next attempt

@@ -1,4 +1,5 @@
-"""``/v1/jobs``: submit, read (with long-poll), list, cancel, redeliver (SPEC §3).
+"""``/v1/jobs``: submit, read (with long-poll), list, cancel, redeliver (docs/contract.md,
+HTTP API).
 
 Routes that touch the sync job store are plain ``def`` (run in the threadpool); the read
 route is async end to end (an async Redis client and the shared waiter), so a long-poll
