@@ -17,6 +17,7 @@ from config.settings import Settings
 from core.errors import CourierError
 from core.results import ProviderResult, Usage
 from core.store import JobStore
+from workers.run.runner import Reservation
 from workers.runtime import Runtime
 
 # One step of a model's script: an answer, an error to raise, or a call made at that moment
@@ -81,7 +82,7 @@ class FakeProvider:
 
 @dataclass
 class Grant:
-    """A limiter's reservation (``workers.run.runner.Reservation``)."""
+    """A limiter's answer (a ``workers.run.runner.Reservation``)."""
 
     granted: bool = True
     wait_s: float = 0.0
@@ -94,7 +95,7 @@ class FakeLimiter:
 
     verdicts: list[Grant] = field(default_factory=list)
     reserved: list[tuple[str, str, str | None]] = field(default_factory=list)
-    settled: list[tuple[Grant, ProviderResult | None, CourierError | None]] = field(
+    settled: list[tuple[Reservation, ProviderResult | None, CourierError | None]] = field(
         default_factory=list
     )
 
@@ -105,7 +106,10 @@ class FakeLimiter:
         return self.verdicts.pop(0) if self.verdicts else Grant()
 
     def settle(
-        self, reservation: Grant, result: ProviderResult | None, error: CourierError | None
+        self,
+        reservation: Reservation,
+        result: ProviderResult | None,
+        error: CourierError | None,
     ) -> None:
         self.settled.append((reservation, result, error))
 
