@@ -36,7 +36,7 @@ check: lint typecheck test
 
 # Schemathesis against the API's own /openapi.json (also part of `make test`); prints the case count.
 fuzz: install
-	$(BIN)/pytest -q -s tests/test_fuzz.py
+	$(BIN)/pytest -q -s tests/producers/test_fuzz.py
 
 bench: install
 	$(BIN)/python -m bench.run

@@ -1,4 +1,5 @@
-"""A direct producer for worker-level tests: store a job and enqueue it, as the API does."""
+"""A direct producer for worker-level tests: store a job and enqueue it, as the API does; the
+fields of a job as the API stores them (for tests that drive the store or the runner)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,23 @@ def chat(prompt: str, **request: Any) -> dict[str, Any]:
     return {"messages": [{"role": "user", "content": prompt}], **request}
 
 
+def job_fields(
+    prompt: str, model: str = "openai:gpt-4o-mini", *, priority: str = "normal", **options: Any
+) -> dict[str, Any]:
+    """The fields of a chat job as the API stores them (``JobStore.create``)."""
+    return {
+        "model": model,
+        "kind": "chat",
+        "priority": priority,
+        "request": chat(prompt, max_tokens=50),
+        "fallback_models": [],
+        "metadata": {},
+        "max_attempts": 5,
+        "timeout_s": 30,
+        **options,
+    }
+
+
 class DirectProducer:
     def __init__(self, redis_url: str) -> None:
         self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
@@ -37,18 +55,9 @@ class DirectProducer:
         tenant: str = "t1",
         **options: Any,
     ) -> str:
-        fields: dict[str, Any] = {
-            "model": model,
-            "kind": "chat",
-            "priority": priority,
-            "request": chat(prompt, max_tokens=50),
-            "fallback_models": [],
-            "metadata": {},
-            "max_attempts": 5,
-            "timeout_s": 30,
-            **options,
-        }
-        job_id, _ = self.store.create(tenant, fields)
+        job_id, _ = self.store.create(
+            tenant, job_fields(prompt, model, priority=priority, **options)
+        )
         if enqueue:
             enqueue_job(self.celery, job_id, priority)
         return job_id

@@ -3,7 +3,7 @@ fixes): no more messages than its free slots, each recorded as unacked (restorab
 acked, in priority order; and a kill -9 loses none of them. With the call pool a message is
 acked once its job is claimed (the job's lease covers it from then); without, once it ran.
 By default Courier's intake takes the job messages instead, claiming each job as its message
-leaves the queue (tests/test_intake.py)."""
+leaves the queue (tests/workers/test_intake.py)."""
 
 from __future__ import annotations
 
