@@ -1,7 +1,7 @@
 """The Celery configuration, derived from Settings.
 
-Chosen for long I/O-bound provider calls on a Redis broker (see FIELD-NOTES and
-the README's "Worker model"): late acks, no prefetch (strict priorities, nothing
+Chosen for long I/O-bound provider calls on a Redis broker (see the README's
+"Worker model"): late acks, no prefetch (strict priorities, nothing
 held while busy), connection pools sized to the concurrency, events for Flower.
 """
 

@@ -52,7 +52,7 @@ class Sweeper:
         store = self.runtime.store
         self._sweeps = getattr(self, "_sweeps", 0) + 1
         orphans = 0
-        if self._sweeps % self.restore_every == 1:
+        if (self._sweeps - 1) % self.restore_every == 0:  # the first sweep, then every nth
             self.restore_messages()
             orphans = self.requeue_orphans()
         recovered = store.recover_lapsed()
