@@ -57,7 +57,7 @@ def test_chat_job_runs_on_each_provider(
     assert response.status_code == 202, response.text
     job = response.json()
     assert re.fullmatch(r"job_[0-9A-Z]{26}", job["id"])
-    assert job["status"] in ("queued", "running")
+    assert job["status"] in ("queued", "running", "succeeded")  # a fast worker may finish first
     assert (job["model"], job["priority"], job["kind"]) == (model, "normal", "chat")
     assert job["result"] is None and job["error"] is None
     assert job["callback"]["status"] == "none" and job["metadata"] == {"order": 42}
