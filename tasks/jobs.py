@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import logging
 
+from celery import Task
 from celery.exceptions import Reject
 
 from core.celery_app import app
 from core.errors import NotClaimed
 from core.queues import RUN_JOB
+from workers.run.hooks import Run
 from workers.run.wiring import job_path
 
 log = logging.getLogger("courier.jobs")
 
 
-@app.task(name=RUN_JOB, acks_late=True, ignore_result=True, typing=False)
-def run_job(job_id: str) -> str | None:
-    """Returns what Flower shows as the task's result: where the job's call went."""
+# send_events=False: the job path tells Flower the job's state (workers/run/flower.py).
+@app.task(
+    name=RUN_JOB, bind=True, acks_late=True, ignore_result=True, typing=False, send_events=False
+)
+def run_job(self: Task, job_id: str) -> None:
+    request = self.request
     try:
-        return job_path().run_message(job_id)
+        job_path().run_message(Run(job_id, request.id or "", request.hostname or ""))
     except NotClaimed:
         log.warning("job %s: store unreachable before the claim; message handed back", job_id)
         raise Reject(requeue=True) from None

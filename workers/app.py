@@ -12,12 +12,14 @@ import logging
 from core.celery_app import app
 from workers import broker, green
 from workers.events import BufferedTaskEvents
+from workers.run.flower import FlowerEvents
 from workers.run.intake import JobIntake
 
 broker.install()
 green.install()
 app.steps["consumer"].add(BufferedTaskEvents)
 app.steps["consumer"].add(JobIntake)
+app.steps["consumer"].add(FlowerEvents)
 # Per-request INFO lines from the HTTP clients cost CPU on the hot path and say nothing
 # the job's own log line does not.
 # Celery's own "received"/"succeeded" lines are replaced by Courier's job log lines.

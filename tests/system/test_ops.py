@@ -113,7 +113,7 @@ def test_flower_shows_tasks_by_job_id_only(stack: Stack) -> None:
     wait_until(lambda: seen() is not None, timeout=20, interval=0.3)
     task = seen()
     assert task is not None and task["name"] == "courier.run_job"
-    assert "call pool" in str(task.get("result"))  # the job's call went on in the pool
+    assert task.get("runtime") is not None  # the run's, from claim to end (test_flower)
     text = httpx.get(f"{stack.flower_url}/api/tasks", auth=FLOWER_AUTH).text
     assert prompt not in text and "flower-secret-prompt" not in text
     info = httpx.get(f"{stack.flower_url}/api/task/info/{task['uuid']}", auth=FLOWER_AUTH).text

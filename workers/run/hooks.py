@@ -2,8 +2,10 @@
 
 The path (:mod:`workers.run.path`) calls every hook at two points: when a job starts
 (claimed, its lease held) and when a run is over (the runner's :class:`Outcome`: ended,
-handed back to the schedule, or not this run's to change). A hook that fails is logged and
-skipped: bookkeeping never costs a job its answer.
+handed back to the schedule, or not this run's to change). Each call names the :class:`Run`:
+the job and the ``courier.run_job`` task that carried it. A hook that fails is logged and
+skipped: bookkeeping never costs a job its answer. Flower's view is the hook of
+:mod:`workers.run.flower`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import redis
@@ -23,28 +26,44 @@ from workers.run.runner import Claimed, Outcome
 log = logging.getLogger("courier.jobs")
 
 
-class Hook(Protocol):
-    def started(self, claimed: Claimed) -> None: ...
+@dataclass(slots=True)
+class Run:
+    """One run of a job: the job, the ``courier.run_job`` task (message) that started it, the
+    worker that runs it, and when it started (monotonic)."""
 
-    def over(self, job_id: str, outcome: Outcome, runtime_s: float) -> None: ...
+    job_id: str
+    task_id: str = ""
+    hostname: str = ""
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def runtime_s(self) -> float:
+        return time.monotonic() - self.started
+
+
+class Hook(Protocol):
+    def started(self, run: Run, claimed: Claimed) -> None: ...
+
+    def over(self, run: Run, outcome: Outcome) -> None: ...
 
 
 class LogLines:
     """One JSON line when a job starts and one when its run is over."""
 
-    def started(self, claimed: Claimed) -> None:
+    def started(self, run: Run, claimed: Claimed) -> None:
         record = claimed.record
         job_event(
             log,
             "job.started",
-            job_id=claimed.job_id,
+            job_id=run.job_id,
             tenant=record.get("tenant"),
             model=record.get("model"),
             priority=record.get("priority"),
             attempt=int(record.get("attempts") or 1),
         )
 
-    def over(self, job_id: str, outcome: Outcome, runtime_s: float) -> None:
+    def over(self, run: Run, outcome: Outcome) -> None:
+        job_id = run.job_id
         if outcome.status == "skipped":
             if outcome.reason == "ended_elsewhere":  # cancelled, or handed on meanwhile
                 job_event(log, "job.outcome_dropped", job_id=job_id, model=outcome.model)
@@ -62,7 +81,7 @@ class LogLines:
             model=outcome.model,
             attempt=outcome.attempts,
             reason=outcome.reason or None,
-            duration_ms=round(runtime_s * 1000),
+            duration_ms=round(run.runtime_s * 1000),
             **fields,
         )
 
@@ -74,16 +93,16 @@ class Metrics:
         self._metrics = metrics  # per process: a forked child counts its own
         self._redis = client
 
-    def started(self, claimed: Claimed) -> None:
+    def started(self, run: Run, claimed: Claimed) -> None:
         pass
 
-    def over(self, job_id: str, outcome: Outcome, runtime_s: float) -> None:
+    def over(self, run: Run, outcome: Outcome) -> None:
         if outcome.status == "skipped":
             return
         if outcome.status == "requeued":
             self._metrics().job_requeued(outcome.reason)
         elif outcome.model is None:  # expired before its claim: the record names model, priority
-            count_finished(self._redis, job_id, outcome.status)
+            count_finished(self._redis, run.job_id, outcome.status)
         else:
             self._metrics().job_finished(outcome.status, outcome.model, outcome.priority)
 
@@ -94,12 +113,12 @@ class Callback:
     def __init__(self, enqueue_callback: Callable[[str], None]) -> None:
         self._enqueue = enqueue_callback
 
-    def started(self, claimed: Claimed) -> None:
+    def started(self, run: Run, claimed: Claimed) -> None:
         pass
 
-    def over(self, job_id: str, outcome: Outcome, runtime_s: float) -> None:
+    def over(self, run: Run, outcome: Outcome) -> None:
         if outcome.has_callback:
-            self._enqueue(job_id)
+            self._enqueue(run.job_id)
 
 
 class Hooks:
@@ -108,19 +127,16 @@ class Hooks:
     def __init__(self, hooks: Sequence[Hook]) -> None:
         self.hooks = list(hooks)
 
-    def started(self, claimed: Claimed) -> None:
+    def started(self, run: Run, claimed: Claimed) -> None:
         for hook in self.hooks:
             try:
-                hook.started(claimed)
+                hook.started(run, claimed)
             except Exception:
-                log.exception(
-                    "hook %s failed at the start of %s", type(hook).__name__, claimed.job_id
-                )
+                log.exception("hook %s failed at the start of %s", type(hook).__name__, run.job_id)
 
-    def over(self, job_id: str, outcome: Outcome, started: float) -> None:
-        runtime_s = time.monotonic() - started
+    def over(self, run: Run, outcome: Outcome) -> None:
         for hook in self.hooks:
             try:
-                hook.over(job_id, outcome, runtime_s)
+                hook.over(run, outcome)
             except Exception:
-                log.exception("hook %s failed at the end of %s", type(hook).__name__, job_id)
+                log.exception("hook %s failed at the end of %s", type(hook).__name__, run.job_id)

@@ -17,7 +17,7 @@ its unacked record.
 
 The intake takes a job only while the call pool has room, so queued jobs stay in Redis in
 priority order. Celery's consumer still takes the other queues (callbacks) and remote control.
-For Flower, the intake sends the task events Celery would (received, started, succeeded).
+Flower hears of each job's task from the job path's Flower hook (:mod:`workers.run.flower`).
 """
 
 from __future__ import annotations
@@ -30,15 +30,14 @@ import gevent
 import redis
 from celery import bootsteps
 from celery.signals import worker_shutting_down
-from celery.utils.saferepr import saferepr
 
 from config.celery import JOB_QUEUES
 from config.settings import get_settings
 from core import keys
 from core.claims import Taken
 from core.connections import redis_client
-from core.queues import RUN_JOB
 from workers.run import pool as execution
+from workers.run.hooks import Run
 from workers.run.path import JobPath
 from workers.run.pool import CallPool
 from workers.run.wiring import job_path
@@ -144,28 +143,8 @@ class Intake:
             return
         path = self._path
         claimed = path.runner.accept(taken.job_id, token, taken.claim)
-        result = path.start(taken.job_id, claimed, started)
-        self._task_events(taken, result, started)
-
-    def _task_events(self, taken: Taken, result: str | None, started: float) -> None:
-        """The events Celery would have sent for the task, for Flower (buffered, as Celery's;
-        ``workers.events``)."""
-        dispatcher = getattr(self._consumer, "event_dispatcher", None)
-        if dispatcher is None or not dispatcher.enabled:
-            return
-        try:
-            dispatcher.send(
-                "task-received", uuid=taken.task_id, name=RUN_JOB, args=taken.argsrepr,
-                kwargs="{}", root_id=taken.task_id, parent_id=None, retries=0, eta=None,
-                expires=None,
-            )  # fmt: skip
-            dispatcher.send("task-started", uuid=taken.task_id)
-            dispatcher.send(
-                "task-succeeded", uuid=taken.task_id, result=saferepr(result),
-                runtime=time.monotonic() - started,
-            )  # fmt: skip
-        except Exception as exc:  # Flower misses a task; the job runs on
-            log.warning("intake: task events of job %s not sent: %s", taken.job_id, exc)
+        hostname = str(getattr(self._consumer, "hostname", "") or "")
+        path.start(Run(taken.job_id, taken.task_id, hostname, started), claimed)
 
 
 class JobIntake(bootsteps.StartStopStep):  # type: ignore[misc]

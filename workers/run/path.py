@@ -12,16 +12,13 @@ hooks          :mod:`.hooks`: log lines, metrics, the callback (and Flower's vie
 from __future__ import annotations
 
 import logging
-import time
 
-from workers.run.hooks import Hooks
+from workers.run.flower import FlowerView
+from workers.run.hooks import Hooks, Run
 from workers.run.pool import CallPool
 from workers.run.runner import Claimed, JobRunner, Outcome
 
 log = logging.getLogger("courier.jobs")
-
-# The task's result as Flower shows it: the job runs on; its record says how it ends.
-HANDED_TO_POOL = "claimed; running in the call pool"
 
 
 class JobPath:
@@ -31,31 +28,30 @@ class JobPath:
         self.runner = runner
         self.hooks = hooks
         self.pool = pool
+        self.flower: FlowerView | None = None  # the hook that also needs the worker's consumer
 
-    def run_message(self, job_id: str) -> str | None:
+    def run_message(self, run: Run) -> None:
         """The task's body: claim the job named by a message, then :meth:`start` it.
         Raises ``NotClaimed`` when the store is unreachable (the message goes back)."""
-        started = time.monotonic()
-        return self.start(job_id, self.runner.claim(job_id), started)
+        self.start(run, self.runner.claim(run.job_id))
 
-    def start(self, job_id: str, claimed: Claimed | Outcome, started: float) -> str | None:
+    def start(self, run: Run, claimed: Claimed | Outcome) -> None:
         """Run a claimed job (in the call pool when there is one); an :class:`Outcome`
         instead of a claim (expired, skipped) goes straight to the hooks."""
         if isinstance(claimed, Outcome):
-            self.hooks.over(job_id, claimed, started)
-            return None
-        self.hooks.started(claimed)
-        if self.pool is None:
-            self.run(claimed, started)
-            return None
-        self.pool.spawn(self.run, claimed, started)
-        return HANDED_TO_POOL
+            self.hooks.over(run, claimed)
+        elif self.pool is None:
+            self.hooks.started(run, claimed)
+            self.run(run, claimed)
+        else:
+            self.hooks.started(run, claimed)
+            self.pool.spawn(self.run, run, claimed)
 
-    def run(self, claimed: Claimed, started: float) -> None:
+    def run(self, run: Run, claimed: Claimed) -> None:
         try:
             outcome = self.runner.run_claimed(claimed)
         except Exception as exc:
             # As a failed task would: the lease lapses and the sweeper hands the job on.
-            log.error("job %s: run raised %s", claimed.job_id, type(exc).__name__)
-            return
-        self.hooks.over(claimed.job_id, outcome, started)
+            log.error("job %s: run raised %s", run.job_id, type(exc).__name__)
+            outcome = Outcome("skipped", reason="run_raised", message=type(exc).__name__)
+        self.hooks.over(run, outcome)

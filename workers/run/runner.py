@@ -67,6 +67,7 @@ class Outcome:
     retry_in_s: float | None = None  # requeued: when the job runs again
     limited_by: str | None = None  # requeued by the rate limiter: its reason (tokens, …)
     has_callback: bool = False  # ended, with a callback_url: its webhook is due
+    message: str = ""  # failed: the error's message (provider text, redacted; never the prompt)
 
 
 @dataclass(slots=True)
@@ -127,7 +128,12 @@ class JobRunner:
             error = {"type": "provider_error", "message": f"internal error: {type(exc).__name__}"}
             fields = {"error": {**error, "retryable": False}}
             has_callback = self._end(job_id, token, "failed", fields, record)
-            return Outcome("failed", reason="internal", has_callback=bool(has_callback))
+            return Outcome(
+                "failed",
+                reason="internal",
+                has_callback=bool(has_callback),
+                message=error["message"],
+            )
         finally:
             self.runtime.leases.remove(job_id)
 
@@ -278,7 +284,11 @@ class JobRunner:
         if has_callback is None:
             return Outcome("skipped", reason="ended_elsewhere")
         return Outcome(
-            "failed", reason=error.error_type, attempts=attempts, has_callback=has_callback
+            "failed",
+            reason=error.error_type,
+            attempts=attempts,
+            has_callback=has_callback,
+            message=error.message,
         )
 
     def _expire(

@@ -11,7 +11,8 @@ from workers.metrics import metered, worker_metrics
 from workers.providers import get_provider
 from workers.run import pool
 from workers.run.breaker import CircuitBreaker
-from workers.run.hooks import Callback, Hooks, LogLines, Metrics
+from workers.run.flower import FlowerView
+from workers.run.hooks import Callback, Hook, Hooks, LogLines, Metrics
 from workers.run.path import JobPath
 from workers.run.runner import JobRunner, Limiter
 from workers.runtime import Runtime, get_runtime
@@ -44,14 +45,13 @@ def build_runner(runtime: Runtime) -> JobRunner:
     )
 
 
-def build_hooks(runtime: Runtime) -> Hooks:
-    return Hooks(
-        [
-            LogLines(),
-            Metrics(worker_metrics, runtime.redis),
-            Callback(lambda job_id: enqueue_callback(app, job_id)),
-        ]
-    )
+def build_hooks(runtime: Runtime, flower: FlowerView | None) -> Hooks:
+    hooks: list[Hook] = [
+        LogLines(),
+        Metrics(worker_metrics, runtime.redis),
+        Callback(lambda job_id: enqueue_callback(app, job_id)),
+    ]
+    return Hooks([*hooks, flower] if flower is not None else hooks)
 
 
 def job_path() -> JobPath:
@@ -63,6 +63,13 @@ def job_path() -> JobPath:
             path = _paths.get(pid)
             if path is None:
                 runtime = get_runtime()
-                path = JobPath(build_runner(runtime), build_hooks(runtime), pool.call_pool())
+                calls = pool.call_pool()
+                flower = (
+                    FlowerView(list_active=calls is not None)
+                    if app.conf.worker_send_task_events
+                    else None
+                )
+                path = JobPath(build_runner(runtime), build_hooks(runtime, flower), calls)
+                path.flower = flower
                 _paths[pid] = path
     return path
