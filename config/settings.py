@@ -27,6 +27,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from config.providers import ProviderConfig, catalogue, parse_providers
+
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 
 
@@ -77,6 +79,8 @@ class Settings(BaseSettings):
     callback_timeout_s: float = Field(default=10.0, gt=0, le=120)
     callback_max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
     limits: Annotated[dict[str, ModelLimit], NoDecode] = Field(default_factory=dict)
+    # SPEC §10: name → {api, base_url, api_key_env, headers, api_version} (config.providers)
+    providers: Annotated[dict[str, ProviderConfig], NoDecode] = Field(default_factory=dict)
     api_url: str = "http://localhost:8000"
     api_key: str | None = Field(default=None, repr=False)
 
@@ -152,6 +156,16 @@ class Settings(BaseSettings):
             return json.loads(value) if value.strip() else {}
         return value
 
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _parse_providers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value) if value.strip() else {}
+            except ValueError as exc:
+                raise ValueError(f"COURIER_PROVIDERS is not valid JSON: {exc}") from None
+        return parse_providers(value)
+
     @model_validator(mode="after")
     def _safe_in_production(self) -> Settings:
         if self.profile == "production":
@@ -159,6 +173,11 @@ class Settings(BaseSettings):
             if problems:
                 raise ValueError(unsafe_message(problems))
         return self
+
+    @property
+    def provider_catalogue(self) -> dict[str, ProviderConfig]:
+        """Every provider a job may name: ``openai``, ``anthropic`` and COURIER_PROVIDERS."""
+        return catalogue(self.providers)
 
     @property
     def celery_broker_url(self) -> str:

@@ -12,13 +12,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from config.providers import ProviderConfig
+from config.settings import get_settings
+
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
 Priority = Literal["high", "normal", "low"]  # the order of config.celery.PRIORITIES
 Kind = Literal["chat", "embedding"]
 
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "expired"})
-
-PROVIDERS: frozenset[str] = frozenset({"openai", "anthropic"})
 
 MAX_ATTEMPTS_LIMIT = 20
 MAX_METADATA_BYTES = 4096
@@ -72,12 +73,19 @@ def _check_text(text: str, where: str) -> None:
             raise ValueError(f"{where} is not valid Unicode (a lone surrogate)") from None
 
 
+def known_providers() -> dict[str, ProviderConfig]:
+    """The providers a job may name: ``openai``, ``anthropic`` and those of COURIER_PROVIDERS
+    (the API and the workers read the same settings)."""
+    return get_settings().provider_catalogue
+
+
 def validate_model_name(value: str) -> str:
     provider, sep, name = value.partition(":")
     if not sep or not provider or not name or len(value) > 200 or any(c.isspace() for c in value):
         raise ValueError("model must be 'provider:model', e.g. 'openai:gpt-4o-mini'")
-    if provider not in PROVIDERS:
-        raise ValueError(f"unknown provider {provider!r}; known: {', '.join(sorted(PROVIDERS))}")
+    known = known_providers()
+    if provider not in known:
+        raise ValueError(f"unknown provider {provider!r}; known: {', '.join(sorted(known))}")
     return value
 
 
@@ -202,8 +210,15 @@ class JobSubmission(BaseModel):
         model_cls = ChatRequest if self.kind == "chat" else EmbeddingRequest
         normalized = model_cls.model_validate(self.request)
         self.request = normalized.model_dump(exclude_none=True)
-        if self.kind == "embedding" and self.model.startswith("anthropic:"):
-            raise ValueError("anthropic has no embeddings; use an openai model")
+        if self.kind == "embedding":
+            known = known_providers()
+            for model in (self.model, *self.fallback_models):
+                provider = model.partition(":")[0]
+                if not known[provider].embeds:
+                    raise ValueError(
+                        f"{model!r}: provider {provider!r} speaks the anthropic API, which "
+                        "has no embeddings; use an openai or azure provider's model"
+                    )
         return self
 
 

@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from core.credentials import provider_key_envs
+
 REDACTED = "[redacted]"
 SECRET_ENV = (
     "OPENAI_API_KEY",
@@ -40,12 +42,21 @@ STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))
 def secrets_from_env(environ: dict[str, str] | None = None) -> list[str]:
     """The secret values this process knows of: provider keys, API keys, webhook secrets."""
     env = os.environ if environ is None else environ
-    found = [env[name] for name in SECRET_ENV if env.get(name)]
+    found = [env[name] for name in (*SECRET_ENV, *_provider_key_envs()) if env.get(name)]
     for pair in env.get("COURIER_API_KEYS", "").split(","):
         _, _, key = pair.partition(":")
         if key.strip():
             found.append(key.strip())
     return [s for s in found if len(s) >= 4]
+
+
+def _provider_key_envs() -> list[str]:
+    """The variables named providers read their keys from (COURIER_PROVIDERS); none while
+    the settings are invalid (the process is about to say so and stop)."""
+    try:
+        return provider_key_envs()
+    except ValueError:
+        return []
 
 
 class Redactor:

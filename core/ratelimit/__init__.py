@@ -4,8 +4,10 @@
 ``anthropic:claude-haiku-4-5``) to ``{"rpm", "tpm", "max_in_flight"}``. A job's
 ``provider:model`` takes the most specific matching pattern (an exact name, else the pattern
 with the most literal characters); the key is that pattern plus ``sha256(api key)[:12]`` of
-the provider key in use (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``), so two accounts have two
-budgets. A model no pattern matches is not limited: reserve grants without touching Redis.
+the provider key in use (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, or the variable a named
+provider's ``api_key_env`` names: :mod:`core.credentials`), so two accounts have two budgets,
+even under one pattern (``*`` limits each provider key on its own). A model no pattern matches
+is not limited: reserve grants without touching Redis.
 
 **Algorithm.** A token bucket per resource (:mod:`.bucket`): capacity = the limit per minute,
 refilled continuously at 99 % of limit/60 per second (a 1 % margin, so that a provider

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from core.jobs import PROVIDERS, ChatRequest, EmbeddingRequest
+from core.jobs import ChatRequest, EmbeddingRequest, known_providers
 
 REF = "#/components/schemas/{model}"
 PORT = r"(:([0-9]{0,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
@@ -30,13 +30,16 @@ CALLBACK_URL = (
 
 
 def _model_name(providers: list[str]) -> dict[str, Any]:
+    """``provider:model`` for these providers (built-in and COURIER_PROVIDERS' names)."""
+    names = "|".join(providers) or "(?!)"  # provider names are [a-z0-9_-]: nothing to escape
+    example = "openai" if "openai" in providers else (providers or ["openai"])[0]
     return {
         "type": "string",
         # what validate_model_name accepts: no character that str.isspace() counts
-        "pattern": rf"^({'|'.join(providers)}):[^\s\u001c-\u001f\u0085]+$",
+        "pattern": rf"^({names}):[^\s\u001c-\u001f\u0085]+$",
         "maxLength": 200,
-        "description": "provider:model",
-        "examples": [f"{providers[0]}:gpt-4o-mini"],
+        "description": "provider:model; providers: " + ", ".join(providers),
+        "examples": [f"{example}:gpt-4o-mini"],
     }
 
 
@@ -49,8 +52,9 @@ def _component(schema: dict[str, Any], components: dict[str, Any]) -> dict[str, 
 
 def _submission(base: dict[str, Any]) -> dict[str, Any]:
     """``JobSubmission`` as two variants keyed by ``kind``."""
-    everyone = sorted(PROVIDERS)
-    openai_only = ["openai"]
+    known = known_providers()
+    everyone = sorted(known)
+    embedders = sorted(name for name, config in known.items() if config.embeds)
     props = base["properties"]
     url = {"type": "string", "maxLength": 2048, "pattern": CALLBACK_URL}
 
@@ -74,7 +78,7 @@ def _submission(base: dict[str, Any]) -> dict[str, Any]:
         "description": base.get("description", ""),
         "anyOf": [
             variant("ChatJobSubmission", chat_kind, "ChatRequest", everyone),
-            variant("EmbeddingJobSubmission", embedding_kind, "EmbeddingRequest", openai_only),
+            variant("EmbeddingJobSubmission", embedding_kind, "EmbeddingRequest", embedders),
         ],
     }
 
