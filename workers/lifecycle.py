@@ -14,6 +14,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from celery.signals import (
@@ -27,6 +28,7 @@ from celery.signals import (
 )
 
 from config.celery import VISIBILITY_TIMEOUT_S
+from config.providers import ProviderConfig
 from config.settings import get_settings
 from core.callbacks import CallbackSchedule
 from core.celery_app import app
@@ -36,7 +38,8 @@ from core.metrics import count_finished
 from core.queues import enqueue_callback, enqueue_job
 from workers import broker
 from workers.metrics import Flusher, worker_metrics
-from workers.providers import ADAPTER_MODULES, import_adapters
+from workers.providers import import_adapters
+from workers.providers.factory import missing_key_message
 from workers.run import pool
 from workers.runtime import get_runtime, reset_runtime
 from workers.sweeper import Sweeper
@@ -124,15 +127,36 @@ def _worker_init(sender: Any = None, **_: Any) -> None:
 
 @celeryd_after_setup.connect
 def _preload_sdks(**_: Any) -> None:
-    """The SDKs of the providers whose API key is set (they add to the worker's RSS from the
-    start: README, Configuration). Logging is set up by now, and no job is taken and no prefork
-    child forked yet."""
-    if get_settings().worker_preload_sdks:
+    """Say which named providers lack their key; import the SDKs of the providers whose key
+    is set (they add to the worker's RSS from the start: README, Configuration). Logging is set
+    up by now, and no job is taken and no prefork child forked yet."""
+    settings = get_settings()
+    keyed = check_provider_keys(settings.provider_catalogue, settings.providers)
+    if settings.worker_preload_sdks:
         started = time.monotonic()
-        keyed = [name for name in ADAPTER_MODULES if env_api_key(name)]
-        imported = import_adapters(keyed)
+        imported = import_adapters(dict.fromkeys(config.api for config in keyed.values()))
         took = time.monotonic() - started
         log.info("provider SDKs imported (%s) in %.1f s", ", ".join(imported) or "none", took)
+
+
+def check_provider_keys(
+    catalogue: Mapping[str, ProviderConfig], named: Mapping[str, ProviderConfig]
+) -> dict[str, ProviderConfig]:
+    """The providers whose key is set. A named provider without one is an error in the log
+    (its jobs fail with ``authentication``; the worker runs the others); a built-in one
+    without a key is only not in use."""
+    keyed = {}
+    for name, config in catalogue.items():
+        if env_api_key(name, catalogue):
+            keyed[name] = config
+        elif name in named:
+            log.error(
+                "%s; its jobs will fail with error type 'authentication' until the worker "
+                "restarts with %s set",
+                missing_key_message(name, config),
+                config.api_key_env,
+            )
+    return keyed
 
 
 @worker_process_init.connect

@@ -2,12 +2,15 @@
 
 ``get_provider("openai")`` returns this process's one :class:`OpenAIProvider` (built on first
 use, then reused: building an SDK client costs much CPU, and the client owns the connection
-pool). Adapters are imported lazily, so a process that never calls a provider (the HTTP API)
-does not import the SDKs; a worker imports them as it starts (:func:`import_adapters`).
+pool); ``get_provider("gemini")`` the one adapter of a provider named in ``COURIER_PROVIDERS``,
+built by :mod:`.factory` for its API (``openai``, ``anthropic`` or ``azure``). Adapters are
+imported lazily, so a process that never calls a provider (the HTTP API) does not import the
+SDKs; a worker imports those of the providers with a key as it starts (:func:`import_adapters`).
 
-Clients read ``OPENAI_API_KEY``/``OPENAI_BASE_URL`` and ``ANTHROPIC_API_KEY``/
-``ANTHROPIC_BASE_URL`` the way the SDKs do, at the time the provider is first built; call
-:func:`reset_providers` after changing them (tests do).
+The built-in clients read ``OPENAI_API_KEY``/``OPENAI_BASE_URL`` and ``ANTHROPIC_API_KEY``/
+``ANTHROPIC_BASE_URL`` the way the SDKs do, a named provider the variable its ``api_key_env``
+names, at the time the provider is first built; call :func:`reset_providers` after changing
+them (tests do).
 
 Connection pool: each client gets its own pool of :data:`MAX_CONNECTIONS` connections, of which
 :data:`MAX_KEEPALIVE_CONNECTIONS` are kept alive, sized for a gevent worker at ``-c 1000``
@@ -25,9 +28,11 @@ import importlib
 import threading
 from collections.abc import Callable, Iterable
 
+from config.settings import get_settings
 from core.errors import InvalidRequest
 from core.results import ProviderResult, Usage, split_model
 from workers.providers.base import Provider
+from workers.providers.factory import ADAPTER_MODULES, build_provider
 
 __all__ = [
     "CLIENT_SHARDS",
@@ -49,62 +54,53 @@ MAX_KEEPALIVE_CONNECTIONS = 1000
 CLIENT_SHARDS = 32
 
 
-ADAPTER_MODULES = {
-    "openai": "workers.providers.openai_adapter",
-    "anthropic": "workers.providers.anthropic_adapter",
-}
-
-
-def import_adapters(providers: Iterable[str]) -> list[str]:
-    """Import these built-in adapters and their SDKs now; the names imported. Importing
-    an SDK is slow (``anthropic`` more than ``openai``; README, Configuration), and a gevent
-    worker that did it on its first call stalled every greenlet as long (its first jobs held
-    their rate-limit reservations the while)."""
+def import_adapters(apis: Iterable[str]) -> list[str]:
+    """Import the adapters (and SDKs) of these APIs (``openai``, ``anthropic``, ``azure``) now;
+    the APIs imported. Importing an SDK is slow (``anthropic`` more than ``openai``; README,
+    Configuration), and a gevent worker that did it on its first call stalled every greenlet as
+    long (its first jobs held their rate-limit reservations the while)."""
     imported = []
-    for name in providers:
-        if name in ADAPTER_MODULES:
-            importlib.import_module(ADAPTER_MODULES[name])
-            imported.append(name)
+    for api in apis:
+        if api in ADAPTER_MODULES:
+            importlib.import_module(ADAPTER_MODULES[api])
+            imported.append(api)
     return imported
 
 
-def _build_openai() -> Provider:
-    from workers.providers.openai_adapter import OpenAIProvider
-
-    return OpenAIProvider()
-
-
-def _build_anthropic() -> Provider:
-    from workers.providers.anthropic_adapter import AnthropicProvider
-
-    return AnthropicProvider()
-
-
-_factories: dict[str, Callable[[], Provider]] = {
-    "openai": _build_openai,
-    "anthropic": _build_anthropic,
-}
+_factories: dict[str, Callable[[], Provider]] = {}  # registered in code (tests); win over settings
 _instances: dict[str, Provider] = {}
 _lock = threading.Lock()  # a greenlet-aware lock once gevent has monkey-patched threading
 
 
 def register_provider(name: str, factory: Callable[[], Provider]) -> None:
-    """Make ``name`` a provider built by ``factory`` (replaces any cached instance)."""
+    """Make ``name`` a provider built by ``factory`` (replaces any cached instance, and any
+    provider of that name in the settings)."""
     with _lock:
         _factories[name] = factory
         _instances.pop(name, None)
 
 
 def provider_names() -> list[str]:
-    """The provider names :func:`get_provider` knows."""
-    return sorted(_factories)
+    """The provider names :func:`get_provider` knows: the settings' catalogue (``openai``,
+    ``anthropic``, COURIER_PROVIDERS) and those registered."""
+    return sorted({*get_settings().provider_catalogue, *_factories})
+
+
+def _factory(name: str) -> Callable[[], Provider] | None:
+    registered = _factories.get(name)
+    if registered is not None:
+        return registered
+    config = get_settings().provider_catalogue.get(name)
+    if config is None:
+        return None
+    return lambda: build_provider(name, config)
 
 
 def get_provider(name: str) -> Provider:
     """This process's shared provider ``name``; ``InvalidRequest`` if there is no such provider.
 
     Thread- and greenlet-safe: concurrent first calls build exactly one instance. Errors while
-    building (e.g. ``AuthenticationFailed`` for a missing key) propagate and nothing is cached.
+    building (``AuthenticationFailed`` for a missing key) propagate and nothing is cached.
     """
     provider = _instances.get(name)
     if provider is not None:
@@ -112,9 +108,9 @@ def get_provider(name: str) -> Provider:
     with _lock:
         provider = _instances.get(name)
         if provider is None:
-            factory = _factories.get(name)
+            factory = _factory(name)
             if factory is None:
-                known = ", ".join(sorted(_factories))
+                known = ", ".join(provider_names())
                 raise InvalidRequest(f"unknown provider {name!r} (known: {known})")
             provider = factory()
             _instances[name] = provider

@@ -14,14 +14,14 @@ are sent. Decisions:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import openai
 
 from core.errors import InvalidRequest, ProviderUnavailable
 from core.results import ProviderResult, Usage
-from workers.providers.sdk_client import SdkProvider
+from workers.providers.sdk_client import SdkClient, SdkProvider
 
 # Chat fields sent to the API as they are, when present (the contract's, plus a few safe OpenAI
 # extras).
@@ -109,10 +109,10 @@ def _usage(answer: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def chat_result(completion: Mapping[str, Any], *, model: str, latency_ms: int) -> ProviderResult:
-    """A ``ProviderResult`` from a chat completion's JSON (``model`` is "openai:<name>")."""
+    """A ``ProviderResult`` from a chat completion's JSON (``model`` is "<provider>:<name>")."""
     choices = completion.get("choices")
     if not choices:
-        raise ProviderUnavailable("openai: response had no choices")
+        raise ProviderUnavailable(f"{model.partition(':')[0]}: response had no choices")
     choice = choices[0]
     msg = choice.get("message") or {}
     content: str | None = msg.get("content")
@@ -167,7 +167,7 @@ class OpenAIProvider(SdkProvider):
 
     name = "openai"
     sdk_error = openai.OpenAIError
-    client_class = openai.OpenAI
+    client_class: Callable[..., SdkClient] = openai.OpenAI
     http_client_class = openai.DefaultHttpxClient
 
     def complete(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:

@@ -16,7 +16,7 @@ import functools
 import itertools
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, Self
 
 import httpx
@@ -102,8 +102,10 @@ class SdkProvider:
     """What both adapters share: the sharded SDK clients, and one call with its errors mapped
     onto :mod:`core.errors`. Subclasses name the provider and their SDK's classes.
 
-    ``api_key``/``base_url`` default to what the SDK reads from the environment. SDK retries
-    are off: Courier owns the retry policy.
+    ``api_key``/``base_url`` default to what the SDK reads from the environment (a named
+    provider passes both: see :mod:`workers.providers.factory`); ``name`` is what results and
+    errors are labelled with (``gemini:…``), the class's own by default; ``headers`` go with
+    every request. SDK retries are off: Courier owns the retry policy.
     """
 
     name: str
@@ -114,10 +116,14 @@ class SdkProvider:
     def __init__(
         self,
         *,
+        name: str | None = None,
         api_key: str | None = None,
         base_url: str | None = None,
+        headers: Mapping[str, str] | None = None,
         http_client: httpx2.Client | httpx.Client | None = None,
     ) -> None:
+        if name is not None:
+            self.name = name
         self._caught: tuple[type[Exception], ...] = (self.sdk_error, *NON_SDK_ERRORS)
 
         def new_http_client() -> httpx2.Client:
@@ -126,8 +132,8 @@ class SdkProvider:
         client = new_http_client() if http_client is None else http_client
         try:
             first = self.client_class(
-                api_key=api_key,
-                base_url=base_url,
+                **self.client_options(api_key, base_url),
+                default_headers=dict(headers) if headers else None,
                 http_client=client,
                 max_retries=0,
                 timeout=CLIENT_TIMEOUT_S,
@@ -142,6 +148,10 @@ class SdkProvider:
             getattr(first, "auth_token", None),  # anthropic's bearer-token alternative
         )
         self._clients = ShardedClient(first, new_http_client if http_client is None else None)
+
+    def client_options(self, api_key: str | None, base_url: str | None) -> dict[str, Any]:
+        """The SDK client's arguments that say where and as whom (Azure's differ)."""
+        return {"api_key": api_key, "base_url": base_url}
 
     @property
     def base_url(self) -> str:
