@@ -14,6 +14,7 @@ what a body means, and how answers and errors look.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -47,7 +48,7 @@ class Call:
 class Dialect(Protocol):
     """One provider endpoint's wire format."""
 
-    provider: str  # "openai" | "anthropic"
+    provider: str  # "openai" | "anthropic" | "azure"
 
     def api_key(self, headers: Headers) -> str | None: ...
 
@@ -95,7 +96,7 @@ async def handle(state: SimState, dialect: Dialect, request: Request) -> Respons
     key = dialect.api_key(request.headers)
     if not key:
         return finish(dialect.error(401, _missing_key_message(dialect), headers))
-    entry["key_suffix"] = key[-4:]
+    record_caller(entry, request, key)
 
     try:
         call = dialect.parse(json.loads(await request.body()))
@@ -136,6 +137,32 @@ async def handle(state: SimState, dialect: Dialect, request: Request) -> Respons
     return finish(dialect.respond(call, request_id, headers))
 
 
+# What every SDK request carries: not worth a line in the log. The rest (``anthropic-version``,
+# a provider's configured headers) is recorded, credentials excepted.
+ROUTINE_HEADERS = frozenset(
+    {"host", "content-length", "content-type", "accept", "accept-encoding", "connection",
+     "user-agent"}
+)  # fmt: skip
+KEY_HEADERS = ("authorization", "api-key", "x-api-key")
+
+
+def record_caller(entry: dict[str, Any], request: Request, key: str) -> None:
+    """Note in the log entry who called and how: the key's last four characters and digest
+    (never the key), the header that carried it, the other headers worth a look and the
+    ``api-version`` asked for."""
+    entry["key_suffix"] = key[-4:]
+    entry["key_sha256"] = hashlib.sha256(key.encode()).hexdigest()[:12]
+    entry["key_header"] = next((h for h in KEY_HEADERS if h in request.headers), None)
+    entry["headers"] = {
+        name: value
+        for name, value in request.headers.items()
+        if name not in ROUTINE_HEADERS
+        and name not in KEY_HEADERS
+        and not name.startswith("x-stainless-")
+    }
+    entry["api_version"] = request.query_params.get("api-version")
+
+
 def sse_response(frames: Sequence[bytes], headers: dict[str, str]) -> Response:
     """A ``text/event-stream`` answer. The latency was slept before it, so all frames go
     out in one write: clients parse SSE the same way, for a fraction of the CPU."""
@@ -145,6 +172,12 @@ def sse_response(frames: Sequence[bytes], headers: dict[str, str]) -> Response:
 def _missing_key_message(dialect: Dialect) -> str:
     if dialect.provider == "anthropic":
         return "x-api-key header is required"
+    if dialect.provider == "azure":
+        return (
+            "Access denied due to invalid subscription key or wrong API endpoint. Make sure "
+            "to provide a valid key for an active subscription and use a correct regional "
+            "API endpoint for your resource."
+        )
     return (
         "You didn't provide an API key. You need to provide your API key in an "
         "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."

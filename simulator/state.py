@@ -70,6 +70,10 @@ class RequestLog:
             "path": path,
             "model": None,
             "key_suffix": None,
+            "key_sha256": None,  # sha256(key)[:12]
+            "key_header": None,  # authorization | api-key | x-api-key
+            "headers": {},  # non-routine request headers, credentials excepted
+            "api_version": None,  # the api-version query parameter (Azure)
             "prompt": None,
             "started": started,
             "finished": None,
