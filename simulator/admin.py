@@ -12,6 +12,11 @@
 ``DELETE /_sim/faults`` clear them
 ``GET /_sim/log``      ``{"requests": [...], "next": N}``; ``?since=N`` pages
 =====================  ==========================================================
+
+A log entry says what reached the simulator: ``path``, ``model``, ``key_suffix`` and
+``key_sha256`` (``sha256(key)[:12]``; never the key), ``key_header``, ``headers`` (those not
+every SDK request carries, credentials excepted), ``api_version``, ``prompt``, ``status``,
+token counts and times.
 """
 
 from __future__ import annotations
