@@ -1,4 +1,5 @@
-"""Named providers (SPEC §10): ``COURIER_PROVIDERS`` maps a name to the API it speaks.
+"""Named providers: ``COURIER_PROVIDERS`` maps a name to the API it speaks (docs/contract.md,
+Named providers).
 
 ``{"gemini": {"api": "openai", "base_url": "https://…/v1beta/openai/", "api_key_env":
 "GEMINI_API_KEY"}}`` makes ``gemini:gemini-2.5-flash`` a model jobs may name. ``api`` is the

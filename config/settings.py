@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     callback_timeout_s: float = Field(default=10.0, gt=0, le=120)
     callback_max_payload_bytes: int = Field(default=256 * 1024, ge=1024)
     limits: Annotated[dict[str, ModelLimit], NoDecode] = Field(default_factory=dict)
-    # SPEC §10: name → {api, base_url, api_key_env, headers, api_version} (config.providers)
+    # name → {api, base_url, api_key_env, headers, api_version}: config.providers and
+    # docs/contract.md, Named providers
     providers: Annotated[dict[str, ProviderConfig], NoDecode] = Field(default_factory=dict)
     api_url: str = "http://localhost:8000"
     api_key: str | None = Field(default=None, repr=False)

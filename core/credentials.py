@@ -1,4 +1,5 @@
-"""Where a provider's API key comes from: the variable its config names (SPEC §10).
+"""Where a provider's API key comes from: the variable its config names (docs/contract.md,
+Named providers).
 
 ``openai`` and ``anthropic`` read ``OPENAI_API_KEY`` and ``ANTHROPIC_API_KEY``, as their SDKs
 do; a named provider reads the variable its ``api_key_env`` names. Keys are read from the

@@ -1,6 +1,6 @@
-"""Named providers (SPEC §10): COURIER_PROVIDERS entries of each API shape, run end to end by a
-real API and worker against the simulator — which records the key, headers, path and model
-that reached it — plus the configuration's own checks."""
+"""Named providers (docs/contract.md, Named providers): COURIER_PROVIDERS entries of each API
+shape, run end to end by a real API and worker against the simulator — which records the key,
+headers, path and model that reached it — plus the configuration's own checks."""
 
 from __future__ import annotations
 
