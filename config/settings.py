@@ -12,6 +12,7 @@ import base64
 import binascii
 import json
 import os
+import re
 import sys
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -117,6 +118,26 @@ class Settings(BaseSettings):
     callback_require_https: bool | None = None  # None: true in production, else false
     flower: bool = False  # this deployment runs Flower: production then needs its auth
 
+    # Access (SPEC §11; README "Access control"): OAuth2 client credentials and the audit log.
+    # kid → HS256 secret, "kid:secret,kid:secret": the first signs, every one verifies (so
+    # tokens signed before a rotation stay valid). Unset: a key generated once and kept in
+    # Redis (development only; the production API refuses to start without one).
+    jwt_signing_keys: Annotated[dict[str, str], NoDecode] = Field(default_factory=dict, repr=False)
+    jwt_issuer: str = "courier"
+    jwt_audience: str = "courier-api"
+    token_ttl_s: int = Field(default=3600, ge=60, le=24 * 3600)
+    # How long an API process trusts that a client is not revoked: a revoked client's tokens
+    # fail within this many seconds on every API process.
+    token_revocation_check_s: float = Field(default=5.0, ge=0, le=300)
+    token_failures_per_client: int = Field(default=10, ge=1)  # failed token requests per window
+    token_failures_per_address: int = Field(default=30, ge=1)
+    token_failure_window_s: int = Field(default=300, ge=1)
+    audit_retention_s: int = Field(default=90 * 24 * 3600, ge=60)
+    audit_max_entries: int = Field(default=200_000, ge=100)  # per tenant, newest kept
+    # The Python client and `courier submit` as an OAuth2 client (instead of an API key).
+    client_id: str | None = None
+    client_secret: str | None = Field(default=None, repr=False)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -140,6 +161,22 @@ class Settings(BaseSettings):
                 raise ValueError("COURIER_API_KEYS takes 'tenant:key' pairs, comma-separated")
             keys[key.strip()] = tenant.strip()
         return keys
+
+    @field_validator("jwt_signing_keys", mode="before")
+    @classmethod
+    def _parse_signing_keys(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        found: dict[str, str] = {}
+        for pair in filter(None, (p.strip() for p in value.split(","))):
+            kid, sep, secret = pair.partition(":")
+            if not sep or not KID.match(kid.strip()) or not secret.strip():
+                raise ValueError(
+                    "COURIER_JWT_SIGNING_KEYS takes 'kid:secret' pairs, comma-separated "
+                    "(kid: 1-64 letters, digits, . _ -); make one with 'courier keys signing-key'"
+                )
+            found[kid.strip()] = secret.strip()
+        return found
 
     @field_validator("callback_retry_schedule", mode="before")
     @classmethod
@@ -195,6 +232,8 @@ class Settings(BaseSettings):
 # ---- the production profile -----------------------------------------------------
 
 MIN_SECRET_BYTES = 24
+MIN_SIGNING_KEY_CHARS = 32
+KID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 FLOWER_AUTH_ENV = ("FLOWER_BASIC_AUTH", "FLOWER_AUTH_PROVIDER")
 FLOWER_AUTH_ARGS = ("--basic_auth", "--basic-auth", "--auth_provider", "--auth-provider")
 
@@ -270,6 +309,25 @@ def api_keys_problem(settings: Settings, managed_active: int) -> str | None:
         "no API keys: set COURIER_API_KEYS or create one with "
         "'courier keys create --tenant T' (every request would be refused)"
     )
+
+
+def signing_keys_problem(settings: Settings) -> str | None:
+    """Why the API cannot sign tokens safely in production (checked by ``courier api`` and
+    at the app's start-up, not by workers, which verify no token), or None."""
+    if not settings.jwt_signing_keys:
+        return (
+            "no token signing key: set COURIER_JWT_SIGNING_KEYS=kid:secret "
+            "(make one with 'courier keys signing-key')"
+        )
+    short = [
+        kid for kid, key in settings.jwt_signing_keys.items() if len(key) < MIN_SIGNING_KEY_CHARS
+    ]
+    if short:
+        return (
+            f"COURIER_JWT_SIGNING_KEYS: the key(s) {', '.join(short)} have fewer than "
+            f"{MIN_SIGNING_KEY_CHARS} characters; use 'courier keys signing-key'"
+        )
+    return None
 
 
 def unsafe_message(problems: Sequence[str]) -> str:

@@ -49,6 +49,14 @@ TENANT_QUOTA = PREFIX + "quota:{tenant}:{resource}"  # per-tenant quota state, s
 # resource "unfinished": zset of the tenant's queued/running job ids → created (ms)
 # resource "rate": hash (level, ts) of the tenant's submission token bucket
 
+# Access (producers.api.access): OAuth2 clients, token signing, failed token requests, audit
+OAUTH_CLIENT = PREFIX + "oauth:client:{client_id}"  # hash: tenant, role, secret hash, revoked
+OAUTH_CLIENTS = PREFIX + "oauth:clients"  # zset: client id → created (ms), for listing
+JWT_DEV_KEY = PREFIX + "jwt:dev-key"  # string: "kid:secret" generated when none is configured
+TOKEN_FAILURES = PREFIX + "oauth:failures:{kind}:{who}"  # counter: failed token requests in
+# the current window (kind "client": per client id; "address": per source address)
+AUDIT = PREFIX + "audit:{tenant}"  # stream: the tenant's audit entries (ids are ms times)
+
 
 def job(job_id: str) -> str:
     return JOB.format(job_id=job_id)
@@ -125,3 +133,15 @@ def tenant_unfinished(tenant: str) -> str:
 
 def tenant_rate(tenant: str) -> str:
     return tenant_quota(tenant, "rate")
+
+
+def oauth_client(client_id: str) -> str:
+    return OAUTH_CLIENT.format(client_id=client_id)
+
+
+def token_failures(kind: str, who: str) -> str:
+    return TOKEN_FAILURES.format(kind=kind, who=who)
+
+
+def audit(tenant: str) -> str:
+    return AUDIT.format(tenant=tenant)

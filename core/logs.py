@@ -27,11 +27,13 @@ SECRET_ENV = (
     "COURIER_WEBHOOK_SECRET",
     "COURIER_WEBHOOK_SECRET_PREVIOUS",
     "COURIER_API_KEY",
+    "COURIER_CLIENT_SECRET",
     "FLOWER_BASIC_AUTH",
 )
 SECRET_SHAPES = re.compile(
     r"(sk-[A-Za-z0-9_\-]{8,}|whsec_[A-Za-z0-9+/=]{8,}|(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{8,}"
-    r"|ck_[0-9a-f]{12}_[A-Za-z0-9_\-]{16,})"  # managed API keys (producers.api.apikeys)
+    r"|ck_[0-9a-f]{12}_[A-Za-z0-9_\-]{16,}"  # managed API keys (producers.api.apikeys)
+    r"|\bcs_[A-Za-z0-9_\-]{40,})"  # OAuth2 client secrets (producers.api.access.clients)
 )
 STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
@@ -43,10 +45,11 @@ def secrets_from_env(environ: dict[str, str] | None = None) -> list[str]:
     """The secret values this process knows of: provider keys, API keys, webhook secrets."""
     env = os.environ if environ is None else environ
     found = [env[name] for name in (*SECRET_ENV, *_provider_key_envs()) if env.get(name)]
-    for pair in env.get("COURIER_API_KEYS", "").split(","):
-        _, _, key = pair.partition(":")
-        if key.strip():
-            found.append(key.strip())
+    for name in ("COURIER_API_KEYS", "COURIER_JWT_SIGNING_KEYS"):  # "name:secret" pairs
+        for pair in env.get(name, "").split(","):
+            _, _, key = pair.partition(":")
+            if key.strip():
+                found.append(key.strip())
     return [s for s in found if len(s) >= 4]
 
 
@@ -74,7 +77,13 @@ class Redactor:
 
 def _may_hold_a_shape(text: str) -> bool:
     """False only when no SECRET_SHAPES match can start in ``text``."""
-    return "sk-" in text or "whsec_" in text or "ck_" in text or "bearer" in text.lower()
+    return (
+        "sk-" in text
+        or "whsec_" in text
+        or "ck_" in text
+        or "cs_" in text
+        or "bearer" in text.lower()
+    )
 
 
 class JsonFormatter(logging.Formatter):

@@ -1,5 +1,5 @@
-"""The ``courier`` command: api, worker, simulate, submit, dev, keys (docs/contract.md,
-Commands)."""
+"""The ``courier`` command: api, worker, simulate, submit, dev, keys, clients
+(docs/contract.md, Commands)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,24 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 
 from config.celery import ALL_QUEUES
-from config.settings import Settings, api_keys_problem, production_problems, unsafe_message
+from config.settings import (
+    Settings,
+    api_keys_problem,
+    production_problems,
+    signing_keys_problem,
+    unsafe_message,
+)
+from producers.api.access.clients import OAuthClients
 from producers.api.apikeys import ManagedKeys
+
+if TYPE_CHECKING:
+    import redis
 
 cli = typer.Typer(
     name="courier",
@@ -29,10 +39,15 @@ keys_cli = typer.Typer(
     no_args_is_help=True,
 )
 cli.add_typer(keys_cli, name="keys")
+clients_cli = typer.Typer(
+    help="OAuth2 clients (client credentials; secrets stored as salted scrypt hashes).",
+    no_args_is_help=True,
+)
+cli.add_typer(clients_cli, name="clients")
 
 
-def _managed_keys() -> ManagedKeys:
-    """A ManagedKeys on the configured Redis (the production checks do not apply: the keys
+def _redis() -> redis.Redis:
+    """The configured Redis (the production checks do not apply: the keys and clients
     commands are how an operator fixes a missing key)."""
     import redis
 
@@ -41,7 +56,11 @@ def _managed_keys() -> ManagedKeys:
     except ValidationError as exc:
         typer.echo(f"courier: invalid configuration:\n{exc}", err=True)
         raise typer.Exit(2) from None
-    return ManagedKeys(redis.Redis.from_url(settings.redis_url, decode_responses=True))
+    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+
+
+def _managed_keys() -> ManagedKeys:
+    return ManagedKeys(_redis())
 
 
 def checked_settings(serves_api: bool) -> Settings:
@@ -59,8 +78,11 @@ def checked_settings(serves_api: bool) -> Settings:
         problems = production_problems(settings)
         settings = settings.model_copy(update={"profile": "production"})
     if settings.profile == "production" and serves_api:
-        problem = api_keys_problem(settings, _active_managed_keys(settings))
-        problems += [problem] if problem else []
+        for problem in (
+            api_keys_problem(settings, _active_managed_keys(settings)),
+            signing_keys_problem(settings),
+        ):
+            problems += [problem] if problem else []
     if problems:
         typer.echo(f"courier: {unsafe_message(problems)}", err=True)
         raise typer.Exit(2)
@@ -303,6 +325,71 @@ def keys_webhook_secret() -> None:
     from core.signing import generate_secret
 
     typer.echo(generate_secret())
+
+
+@keys_cli.command("signing-key")
+def keys_signing_key() -> None:
+    """Print a new token signing key, kid:secret, for COURIER_JWT_SIGNING_KEYS (put it
+    first; keep the previous key after it until its tokens have expired)."""
+    from producers.api.access.tokens import generate_signing_key
+
+    typer.echo(generate_signing_key())
+
+
+@clients_cli.command("create")
+def clients_create(
+    tenant: Annotated[str, typer.Option(help="The tenant the client acts for")],
+    role: Annotated[str, typer.Option(help="user, admin or auditor")] = "user",
+    name: Annotated[str, typer.Option(help="What the client is for")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the client as JSON")] = False,
+) -> None:
+    """Create a client and print its id and secret: the secret is shown this once."""
+    try:
+        info, secret = OAuthClients(_redis()).create(tenant, role, name)
+    except ValueError as exc:
+        typer.echo(f"courier: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps({**info.to_json(), "secret": secret}))
+        return
+    typer.echo(f"client_id:     {info.id}")
+    typer.echo(f"client_secret: {secret}")
+    typer.echo(
+        f"created {role} client {info.id} for tenant {tenant!r}; the secret is not shown again",
+        err=True,
+    )
+
+
+@clients_cli.command("list")
+def clients_list(
+    tenant: Annotated[str | None, typer.Option(help="Only this tenant's clients")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list")] = False,
+) -> None:
+    """List clients: id, tenant, role, created, revoked (never the secret)."""
+    rows = [info.to_json() for info in OAuthClients(_redis()).list(tenant)]
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    typer.echo(f"{'ID':<26}{'TENANT':<20}{'ROLE':<9}{'CREATED':<22}{'REVOKED':<22}NAME")
+    for row in rows:
+        revoked = row["revoked"] or "-"
+        typer.echo(
+            f"{row['id']:<26}{row['tenant']:<20}{row['role']:<9}{row['created']:<22}"
+            f"{revoked:<22}{row['name']}"
+        )
+
+
+@clients_cli.command("revoke")
+def clients_revoke(
+    client_id: Annotated[str, typer.Argument(help="The client's id (courier clients list)")],
+) -> None:
+    """Revoke a client: no new tokens, and its tokens fail within
+    COURIER_TOKEN_REVOCATION_CHECK_S (default 5 s)."""
+    info = OAuthClients(_redis()).revoke(client_id)
+    if info is None:
+        typer.echo(f"courier: no client {client_id!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked client {info.id} of tenant {info.tenant!r}")
 
 
 def main() -> None:

@@ -4,6 +4,11 @@
 ...     job = courier.submit("openai:gpt-4o-mini", prompt="Hi")
 ...     job = courier.wait(job["id"], timeout=300)
 
+As an OAuth2 client instead of with an API key (``COURIER_CLIENT_ID``,
+``COURIER_CLIENT_SECRET``), it fetches and refreshes its access token itself:
+
+>>> Courier(client_id="cli_...", client_secret="cs_...", scope="jobs:write jobs:read")
+
 Every method returns the job (or ``{"jobs": [...]}``) as the API shows it, and raises
 ``CourierAPIError(status, type, message)`` for an error answer. ``wait`` loops on
 ``?wait=`` (the server holds each request up to 60 s) until the job ends; transient
@@ -24,21 +29,15 @@ import httpx
 
 from config.settings import Settings
 from core.jobs import TERMINAL
+from producers.client_auth import ClientCredentials
+from producers.client_errors import CourierAPIError
+
+__all__ = ["AsyncCourier", "ClientCredentials", "Courier", "CourierAPIError", "JobWaitTimeout"]
 
 MAX_WAIT_S = 60.0
 RETRY_STATUSES = frozenset({502, 503, 504})
 RETRY_PAUSE_S = 1.0
 Job = dict[str, Any]
-
-
-class CourierAPIError(Exception):
-    """An error answer of the API: its HTTP status, error type and message."""
-
-    def __init__(self, status: int, type: str, message: str) -> None:
-        super().__init__(f"{status} {type}: {message}")
-        self.status = status
-        self.type = type
-        self.message = message
 
 
 class JobWaitTimeout(TimeoutError):
@@ -107,14 +106,32 @@ def _transient(exc: Exception) -> bool:
 
 
 class _Base:
-    def __init__(self, base_url: str | None, api_key: str | None, timeout: float) -> None:
-        if base_url is None or api_key is None:
+    def __init__(
+        self,
+        base_url: str | None,
+        api_key: str | None,
+        timeout: float,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        scope: str | None = None,
+    ) -> None:
+        oauth = client_id is not None or client_secret is not None
+        if base_url is None or (api_key is None and not oauth):
             settings = Settings()
             base_url = base_url or settings.api_url
-            api_key = api_key or settings.api_key
+            if not oauth:
+                api_key = api_key or settings.api_key
+                if api_key is None and settings.client_id and settings.client_secret:
+                    client_id, client_secret = settings.client_id, settings.client_secret
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.auth: ClientCredentials | None = None
+        if client_id or client_secret:
+            if api_key or not (client_id and client_secret):
+                raise ValueError("give api_key, or client_id with client_secret")
+            token_url = f"{self.base_url}/oauth/token"
+            self.auth = ClientCredentials(token_url, client_id, client_secret, scope)
 
     def _get_args(self, wait: float | None) -> tuple[dict[str, Any], float]:
         if wait is None:
@@ -140,10 +157,18 @@ class Courier(_Base):
         api_key: str | None = None,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        *,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        scope: str | None = None,
     ) -> None:
-        super().__init__(base_url, api_key, timeout)
+        super().__init__(base_url, api_key, timeout, client_id, client_secret, scope)
         self.http = httpx.Client(
-            base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport
+            base_url=self.base_url,
+            headers=self.headers,
+            timeout=timeout,
+            transport=transport,
+            auth=self.auth,
         )
 
     def submit(
@@ -229,10 +254,18 @@ class AsyncCourier(_Base):
         api_key: str | None = None,
         timeout: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        scope: str | None = None,
     ) -> None:
-        super().__init__(base_url, api_key, timeout)
+        super().__init__(base_url, api_key, timeout, client_id, client_secret, scope)
         self.http = httpx.AsyncClient(
-            base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport
+            base_url=self.base_url,
+            headers=self.headers,
+            timeout=timeout,
+            transport=transport,
+            auth=self.auth,
         )
 
     async def submit(

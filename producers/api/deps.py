@@ -2,7 +2,8 @@
 
 ``Services`` is built once in the app's lifespan (``main.py``) and kept on
 ``app.state``; routes take ``SettingsDep``, ``StoreDep``, ``CeleryDep``, ``WaiterDep``,
-``MetricsDep`` and ``TenantDep`` (the authenticated tenant) instead of globals.
+and ``MetricsDep`` instead of globals. Who is calling comes from
+:mod:`producers.api.access.principal` (``JobsWrite``, ``JobsRead``, ...).
 """
 
 from __future__ import annotations
@@ -15,14 +16,22 @@ import redis
 import redis.asyncio as aioredis
 from celery import Celery
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from config.settings import Settings
 from core.store import JobStore
-from producers.api import apikeys
-from producers.api.errors import ApiError
+from producers.api.access.clients import RevocationCache
+from producers.api.access.tokens import Tokens
+from producers.api.auditlog import AuditLog
 from producers.api.metrics import ApiMetrics
 from producers.api.waiter import JobWaiter
+
+
+@dataclass
+class Access:
+    """What authenticates tokens: their keys, and which clients are revoked."""
+
+    tokens: Tokens
+    revocations: RevocationCache
 
 
 @dataclass
@@ -36,6 +45,8 @@ class Services:
     celery: Celery
     waiter: JobWaiter
     metrics: ApiMetrics
+    access: Access
+    audit: AuditLog
 
 
 def get_services(request: Request) -> Services:
@@ -68,7 +79,8 @@ def resolve_tenant(key: str, settings: Settings) -> str | None:
 
     Compares against every configured key in constant time (no early exit, so the
     time taken says nothing about which key nearly matched). Managed keys (kept in
-    Redis by SHA-256 digest, :mod:`producers.api.apikeys`) are looked up by ``require_tenant``.
+    Redis by SHA-256 digest, :mod:`producers.api.apikeys`) are looked up by
+    :func:`producers.api.access.principal.identify`.
     """
     presented = key.encode("utf-8", "surrogateescape")
     tenant: str | None = None
@@ -78,35 +90,9 @@ def resolve_tenant(key: str, settings: Settings) -> str | None:
     return tenant
 
 
-bearer = HTTPBearer(
-    auto_error=False,
-    description="An API key: from COURIER_API_KEYS, or a managed key (`courier keys create`)",
-)
-
-
-async def require_tenant(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> str:
-    challenge = {"WWW-Authenticate": "Bearer"}
-    if credentials is None or not credentials.credentials:
-        raise ApiError(
-            401, "missing API key: send 'Authorization: Bearer <key>'", headers=challenge
-        )
-    key = credentials.credentials
-    tenant = resolve_tenant(key, get_settings(request))
-    if tenant is None and apikeys.looks_managed(key):
-        # no cache: a revoked key fails on its next request
-        tenant = await apikeys.tenant_for_async(get_services(request).aredis, key)
-    if tenant is None:
-        raise ApiError(401, "unknown API key", headers=challenge)
-    return tenant
-
-
 ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 CeleryDep = Annotated[Celery, Depends(get_celery)]
 WaiterDep = Annotated[JobWaiter, Depends(get_waiter)]
 MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
-TenantDep = Annotated[str, Depends(require_tenant)]

@@ -25,7 +25,7 @@ log = logging.getLogger("courier.api")
 TYPES_BY_STATUS = {
     400: "invalid_request",
     401: "authentication",
-    403: "permission",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
@@ -151,7 +151,9 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI declarations of the given error statuses, all with the contract's error body."""
     descriptions = {
         400: "Malformed request (e.g. the body is not JSON)",
-        401: "Missing or unknown API key",
+        401: "Missing or unknown API key, or a missing, expired, badly signed or revoked "
+        "token (with `WWW-Authenticate: Bearer`)",
+        403: "The credential lacks the scope this route needs (type `forbidden`)",
         404: "No such job for this tenant",
         409: "The job is not in a state that allows this",
         413: "Request body too large",

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from producers.api.deps import TenantDep
+from producers.api.access.principal import identify
 from producers.api.errors import ApiError, error_response
 
 
@@ -56,10 +56,11 @@ def query_names(dependant: Any) -> set[str]:
     return names
 
 
-async def reject_unknown_query(request: Request, _tenant: TenantDep) -> None:
-    """A router dependency (after authentication): 422 for a query parameter the route
-    does not take (a typo such as ``?limt=5`` would otherwise be ignored in silence),
-    naming the ones it takes."""
+async def reject_unknown_query(request: Request) -> None:
+    """A router dependency (after authentication: 401 comes first): 422 for a query
+    parameter the route does not take (a typo such as ``?limt=5`` would otherwise be ignored
+    in silence), naming the ones it takes."""
+    await identify(request)
     route = request.scope.get("route")
     dependant = getattr(route, "dependant", None)
     if dependant is None or not request.query_params:

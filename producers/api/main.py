@@ -13,12 +13,15 @@ from config.settings import Settings, get_settings
 from core.celery_app import app as celery_app
 from core.connections import redis_client
 from core.store import JobStore
-from producers.api import errors, openapi
+from producers.api import docs, errors, openapi
+from producers.api.access.clients import RevocationCache
+from producers.api.access.tokens import Tokens
+from producers.api.auditlog import AuditLog
 from producers.api.bodylimit import BodyLimitMiddleware
-from producers.api.deps import Services
+from producers.api.deps import Access, Services
 from producers.api.limits import HeaderLimitMiddleware
 from producers.api.metrics import ApiMetrics, RequestMetricsMiddleware
-from producers.api.routes import health, jobs
+from producers.api.routes import audit, clients, health, jobs, oauth
 from producers.api.waiter import JobWaiter
 
 THREADS = 200  # sync routes run in anyio's threadpool; each may hold one Redis connection
@@ -31,6 +34,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
         client = redis_client(settings.redis_url, THREADS + 20)
+        tokens = Tokens.from_settings(settings, client)  # production: refuses without a key
         apool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url,
             max_connections=500,
@@ -43,7 +47,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         waiter.start()
         metrics = ApiMetrics(client, waiting=lambda: waiter.waiting)
         store = JobStore(client, settings.job_retention_s)
-        app.state.services = Services(settings, client, aclient, store, celery_app, waiter, metrics)
+        access = Access(tokens, RevocationCache(aclient, settings.token_revocation_check_s))
+        audit_log = AuditLog(aclient, settings.audit_retention_s, settings.audit_max_entries)
+        app.state.services = Services(
+            settings, client, aclient, store, celery_app, waiter, metrics, access, audit_log
+        )
         try:
             yield
         finally:
@@ -56,9 +64,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Long AI jobs on Celery + Redis: submit, poll or get a signed webhook.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
     openapi.install(app)
+    docs.install(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(HeaderLimitMiddleware, max_bytes=settings.max_header_bytes)
     app.add_middleware(
@@ -66,5 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=lambda: getattr(getattr(app.state, "services", None), "metrics", None),
     )
     app.include_router(jobs.router)
+    app.include_router(oauth.router)
+    app.include_router(clients.router)
+    app.include_router(audit.router)
     app.include_router(health.router)
     return app

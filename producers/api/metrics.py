@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
+import time
 from collections.abc import Callable, Iterable
 
 import redis
@@ -27,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from config.settings import Settings, get_settings
@@ -107,6 +110,12 @@ class ApiMetrics:
             ["route", "method", "status"],
             registry=own,
         )
+        self.auth_events = Counter(
+            "courier_auth_events",
+            "Tokens issued (auth.token) and credentials refused (auth.denied), by HTTP status",
+            ["action", "status"],
+            registry=own,
+        )
         self.jobs_submitted = ClusterCounter(client, wm.SUBMITTED)
         self.registry.register(LocalCollector(waiting))
         self.registry.register(ClusterCollector(client))
@@ -120,7 +129,8 @@ class ApiMetrics:
 
 class RequestMetricsMiddleware:
     """Counts every answered request by route template (not raw path), method and status,
-    and writes the audit line of the job actions (:mod:`producers.api.audit`)."""
+    names it with an ``X-Request-ID`` header, and writes the audit entry of the audited
+    actions (:mod:`producers.api.audit`)."""
 
     def __init__(self, app: ASGIApp, metrics: Callable[[], ApiMetrics | None]) -> None:
         self.app = app
@@ -134,11 +144,15 @@ class RequestMetricsMiddleware:
 
         audit = Audit.begin(scope)
         status = 500
+        request_id = "req_" + secrets.token_hex(10)
+        started = time.perf_counter()
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                headers = MutableHeaders(scope=message)
+                headers.append("X-Request-ID", request_id)
             elif audit is not None and message["type"] == "http.response.body":
                 audit.body(message.get("body", b""))
             await send(message)
@@ -152,4 +166,5 @@ class RequestMetricsMiddleware:
             if metrics is not None:
                 metrics.requests.labels(label, scope["method"], str(status)).inc()
             if audit is not None:
-                await audit.end(scope, label, status)
+                duration_ms = round((time.perf_counter() - started) * 1000, 1)
+                await audit.end(scope, label, status, request_id, duration_ms)

@@ -24,7 +24,8 @@ from fastapi import Depends
 
 from core import keys, scripts
 from core.errors import QuotaExceeded
-from producers.api.deps import Services, ServicesDep, TenantDep
+from producers.api.access.principal import JobsWrite
+from producers.api.deps import Services, ServicesDep
 from producers.api.errors import ApiError, ErrorBody
 
 QUOTA_RETRY_AFTER_S = 5  # when to try again at the unfinished-jobs cap: jobs end at their pace
@@ -54,9 +55,9 @@ def retry_after(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
-async def enforce_submit_rate(tenant: TenantDep, services: ServicesDep) -> None:
+async def enforce_submit_rate(caller: JobsWrite, services: ServicesDep) -> None:
     """Dependency of ``POST /v1/jobs``: 429 ``rate_limited`` past the tenant's rate."""
-    await charge_submissions(services, tenant, 1)
+    await charge_submissions(services, caller.tenant, 1)
 
 
 async def charge_submissions(services: Services, tenant: str, count: int) -> None:

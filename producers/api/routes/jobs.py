@@ -27,6 +27,7 @@ from core.records import Record, to_view
 from core.ssrf import check_callback_url
 from core.store import JobStore
 from producers.api import errors, quotas
+from producers.api.access.principal import JobsRead, JobsWrite
 from producers.api.deps import (
     CeleryDep,
     MetricsDep,
@@ -34,7 +35,6 @@ from producers.api.deps import (
     ServicesDep,
     SettingsDep,
     StoreDep,
-    TenantDep,
 )
 from producers.api.errors import ApiError
 from producers.api.limits import reject_unknown_query
@@ -73,13 +73,13 @@ def _owned(store: JobStore, job_id: str, tenant: str) -> Record:
     summary="Submit a job",
     responses={
         200: {"model": Job, "description": "The job first submitted with this Idempotency-Key"},
-        **errors.responses(400, 401, 413, 422, 503),
+        **errors.responses(400, 401, 403, 413, 422, 503),
         **quotas.RESPONSES_429,
     },
 )
 def submit_job(
     submission: JobSubmission,
-    tenant: TenantDep,
+    caller: JobsWrite,
     _rate: quotas.SubmitRateDep,
     store: StoreDep,
     celery: CeleryDep,
@@ -87,6 +87,7 @@ def submit_job(
     metrics: MetricsDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
+    tenant = caller.tenant
     fields = _job_fields(submission, settings)
     try:
         job_id, created = store.create(
@@ -122,16 +123,17 @@ def submit_job(
     "submission rate.",
     responses={
         200: {"model": JobList, "description": "The jobs first submitted with this key"},
-        **errors.responses(400, 401, 413, 422, 503),
+        **errors.responses(400, 401, 403, 413, 422, 503),
         **quotas.RESPONSES_429,
     },
 )
 async def submit_batch(
     batch: BatchSubmission,
-    tenant: TenantDep,
+    caller: JobsWrite,
     services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
+    tenant = caller.tenant
     items = [
         (_job_fields(job, services.settings), f"{idempotency_key}#{i}" if idempotency_key else None)
         for i, job in enumerate(batch.jobs)
@@ -207,11 +209,11 @@ def _create_batch(
     "/{job_id}",
     response_model=Job,
     summary="Read a job, optionally waiting until it ends",
-    responses=errors.responses(401, 404, 422, 503),
+    responses=errors.responses(401, 403, 404, 422, 503),
 )
 async def get_job(
     job_id: str,
-    tenant: TenantDep,
+    caller: JobsRead,
     services: ServicesDep,
     wait: Annotated[
         float | None,
@@ -220,7 +222,7 @@ async def get_job(
 ) -> JSONResponse:
     async def read() -> Record | None:
         record: Record = await services.aredis.hgetall(keys.job(job_id))  # type: ignore[assignment]
-        return record if record and record.get("tenant") == tenant else None
+        return record if record and record.get("tenant") == caller.tenant else None
 
     if wait:
         record = await services.waiter.wait(job_id, wait, read)
@@ -250,15 +252,15 @@ def queue_info(store: JobStore, record: Record) -> dict[str, Any] | None:
     "",
     response_model=JobList,
     summary="List the tenant's jobs, newest first",
-    responses=errors.responses(401, 422, 503),
+    responses=errors.responses(401, 403, 422, 503),
 )
 def list_jobs(
-    tenant: TenantDep,
+    caller: JobsRead,
     store: StoreDep,
     status: Annotated[Status | None, Query(description="Only jobs with this status")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> JSONResponse:
-    records = store.list_jobs(tenant, status, limit)
+    records = store.list_jobs(caller.tenant, status, limit)
     return JSONResponse({"jobs": [to_view(r) for r in records]})
 
 
@@ -266,10 +268,10 @@ def list_jobs(
     "/{job_id}/cancel",
     response_model=Job,
     summary="Cancel a job that has not ended",
-    responses=errors.responses(401, 404, 409, 422, 503),
+    responses=errors.responses(401, 403, 404, 409, 422, 503),
 )
-def cancel_job(job_id: str, tenant: TenantDep, store: StoreDep, celery: CeleryDep) -> JSONResponse:
-    record = _owned(store, job_id, tenant)
+def cancel_job(job_id: str, caller: JobsWrite, store: StoreDep, celery: CeleryDep) -> JSONResponse:
+    record = _owned(store, job_id, caller.tenant)
     done, previous, callback_due = store.finish(
         job_id,
         "cancelled",
@@ -293,12 +295,12 @@ def cancel_job(job_id: str, tenant: TenantDep, store: StoreDep, celery: CeleryDe
     "/{job_id}/redeliver",
     response_model=Job,
     summary="Queue the job's webhook again",
-    responses=errors.responses(401, 404, 409, 422, 503),
+    responses=errors.responses(401, 403, 404, 409, 422, 503),
 )
 def redeliver_callback(
-    job_id: str, tenant: TenantDep, store: StoreDep, celery: CeleryDep
+    job_id: str, caller: JobsWrite, store: StoreDep, celery: CeleryDep
 ) -> JSONResponse:
-    record = _owned(store, job_id, tenant)
+    record = _owned(store, job_id, caller.tenant)
     if record.get("status") not in TERMINAL:
         raise ApiError(409, f"job {job_id} has not ended ({record.get('status')})", "conflict")
     if not record.get("callback_url"):

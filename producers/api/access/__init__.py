@@ -1,0 +1,2 @@
+"""Access control (SPEC §11): OAuth2 clients, signed tokens, scopes and roles, and the one
+dependency every ``/v1`` route authenticates through (:mod:`.principal`)."""

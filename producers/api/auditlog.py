@@ -1,0 +1,107 @@
+"""The audit log kept in Redis, per tenant, and read by ``GET /v1/audit`` (SPEC §11).
+
+One stream per tenant, ``courier:audit:<tenant>``; an entry's stream id is its time (ms),
+so a time range is an ``XREVRANGE`` and the newest come first. Every entry has the same
+fields, ``request_id``, ``client_ip``, ``actor``, ``action``, ``status``, ``duration_ms`` and
+``job_id`` (empty when none), so Redis stores the field names once per stream node rather
+than per entry (the bytes per entry are measured by ``python -m bench.audit_memory``).
+
+Memory is bounded twice: each append trims the stream to the newest
+``COURIER_AUDIT_MAX_ENTRIES`` (default 200,000) and drops entries older than
+``COURIER_AUDIT_RETENTION_S`` (default 90 days; both trims approximate, by whole nodes), and
+the key expires that long after its last entry. Reads never return an entry older than the
+retention, whatever the trimming left.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from core import keys
+
+FIELDS = ("request_id", "client_ip", "actor", "action", "status", "duration_ms", "job_id")
+PAGE = 500
+
+
+def iso_ms(ms: int) -> str:
+    return (
+        datetime.fromtimestamp(ms / 1000, tz=UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+def matches(action: str, wanted: str | None) -> bool:
+    """``wanted`` is an action (``job.submit``) or a family (``job.*``); None: any."""
+    if wanted is None:
+        return True
+    if wanted.endswith(".*"):
+        return action.startswith(wanted[:-1])
+    return action == wanted
+
+
+class AuditLog:
+    def __init__(self, client: aioredis.Redis, retention_s: int, max_entries: int) -> None:
+        self.redis = client
+        self.retention_ms = retention_s * 1000
+        self.max_entries = max_entries
+
+    async def append(self, tenant: str, entry: dict[str, Any]) -> None:
+        key = keys.audit(tenant)
+        fields = {name: _text(entry.get(name)) for name in FIELDS}
+        cutoff = int(time.time() * 1000) - self.retention_ms
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(key, fields, maxlen=self.max_entries, approximate=True)  # type: ignore[arg-type]
+        pipe.xtrim(key, minid=cutoff, approximate=True)
+        pipe.pexpire(key, self.retention_ms)
+        await pipe.execute()
+
+    async def query(
+        self,
+        tenant: str,
+        since: float | None = None,
+        until: float | None = None,
+        action: str | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        """The tenant's entries in [since, until] (epoch s), newest first, at most ``limit``."""
+        oldest = int(time.time() * 1000) - self.retention_ms
+        start = max(oldest, int(since * 1000) if since is not None else 0)
+        end: str = str(int(until * 1000)) if until is not None else "+"
+        found: list[dict[str, Any]] = []
+        while len(found) < limit:
+            page: list[tuple[str, dict[str, str]]] = await self.redis.xrevrange(  # type: ignore[assignment]
+                keys.audit(tenant), end, str(start), count=PAGE
+            )
+            for stream_id, fields in page:
+                if matches(fields.get("action", ""), action):
+                    found.append(_entry(stream_id, fields))
+                    if len(found) == limit:
+                        break
+            if len(page) < PAGE:
+                break
+            end = f"({page[-1][0]}"
+        return found
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _entry(stream_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    ms = int(stream_id.split("-", 1)[0])
+    status, duration = fields.get("status", ""), fields.get("duration_ms", "")
+    return {
+        "request_id": fields.get("request_id") or None,
+        "timestamp": iso_ms(ms),
+        "client_ip": fields.get("client_ip") or None,
+        "actor": fields.get("actor") or None,
+        "action": fields.get("action", ""),
+        "status": int(status) if status.isdigit() else None,
+        "duration_ms": float(duration) if duration else None,
+        "job_id": fields.get("job_id") or None,
+    }
