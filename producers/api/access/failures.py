@@ -1,8 +1,9 @@
 """Failed token requests, counted per client id and per source address (SPEC §11).
 
-Each failure of ``POST /oauth/token`` adds one to a fixed window per client id named
-(``COURIER_TOKEN_FAILURES_PER_CLIENT``, default 10) and per source address
-(``COURIER_TOKEN_FAILURES_PER_ADDRESS``, default 30); the window
+Each failure of ``POST /oauth/token`` adds one to a fixed window per source address
+(``COURIER_TOKEN_FAILURES_PER_ADDRESS``, default 30), and each failed client authentication
+(``invalid_client``) one to a window per client id named
+(``COURIER_TOKEN_FAILURES_PER_CLIENT``, default 10); the window
 (``COURIER_TOKEN_FAILURE_WINDOW_S``, default 300 s) starts at the first failure. While either
 count is at its limit, every token request for that client or from that address is refused
 with 429 and ``Retry-After`` (the window's time left) before its secret is checked, so a

@@ -144,8 +144,9 @@ async def token(request: Request, services: ServicesDep) -> JSONResponse:
             )
         body = await _grant(request, services, form, basic)
     except OAuthError as exc:
-        if exc.status != 429:
-            await failures.record(client_id, address)
+        if exc.status != 429:  # a client is charged only for failing to authenticate
+            guessed = client_id if exc.error == "invalid_client" else None
+            await failures.record(guessed, address)
         return JSONResponse(
             {"error": exc.error, "error_description": exc.description},
             status_code=exc.status,
