@@ -6,7 +6,8 @@ Audited actions: ``job.submit``, ``job.batch``, ``job.cancel``, ``job.redeliver`
 403 by :mod:`producers.api.access.principal`). Each is written twice:
 
 - one JSON line on logger ``courier.audit``: ``event`` (the action), ``tenant`` (the job's
-  owner, read from the job record when the action was allowed), ``job_id``,
+  owner, read from the job record when the action was allowed; without a job, the
+  caller's tenant), ``job_id``,
   ``http_status``, ``outcome`` (``ok`` or ``refused``), ``key_id`` (the first 12 hex digits
   of the credential's SHA-256, never the credential), ``actor``, ``client``,
   ``request_id``, ``duration_ms``, and ``reason`` for a denial — every action, even one
@@ -128,8 +129,10 @@ class Audit:
             await self._job_fields(services, action, status, job_id, fields)
         if action == "job.submit" and status == 200:
             fields["replay"] = True  # an Idempotency-Key replay: nothing new was queued
-        log.info(action, extra=fields)
         tenant = getattr(denial, "tenant", None) or getattr(principal, "tenant", None)
+        if not job_id:
+            fields["tenant"] = tenant  # no job to own the action: the caller's tenant
+        log.info(action, extra=fields)
         if services is None:
             return
         if action.startswith("auth."):

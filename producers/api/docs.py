@@ -3,6 +3,7 @@
 FastAPI's own pages load Swagger UI and ReDoc from a CDN, so on a machine without internet
 access they render blank. Here the same pages load the scripts and styles the
 ``fastapi-offline`` package ships (Swagger UI 5, ReDoc 2), served from ``/static/docs``.
+A Content-Security-Policy keeps both pages from reaching anything but this server.
 Swagger UI's Authorize button runs the OAuth2 client-credentials flow against
 ``/oauth/token`` (``/openapi.json`` declares it, :mod:`producers.api.access.principal`).
 """
@@ -22,6 +23,13 @@ from fastapi.staticfiles import StaticFiles
 
 STATIC = "/static/docs"
 OAUTH2_REDIRECT = "/docs/oauth2-redirect"
+# Nothing but this server: ReDoc's footer would fetch its logo from a CDN, Swagger UI's
+# validator badge would call validator.swagger.io (also switched off below).
+SAME_ORIGIN_ONLY = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; worker-src 'self' blob:; "
+    "connect-src 'self'"
+}
 
 
 def assets_dir() -> str:
@@ -36,15 +44,17 @@ def install(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url="/openapi.json",
             title=f"{title} - Swagger UI",
             oauth2_redirect_url=OAUTH2_REDIRECT,
             swagger_js_url=f"{STATIC}/swagger-ui-bundle.js",
             swagger_css_url=f"{STATIC}/swagger-ui.css",
             swagger_favicon_url=f"{STATIC}/favicon.png",
-            swagger_ui_parameters={"persistAuthorization": True},
+            swagger_ui_parameters={"persistAuthorization": True, "validatorUrl": None},
         )
+        page.headers.update(SAME_ORIGIN_ONLY)
+        return page
 
     @app.get(OAUTH2_REDIRECT, include_in_schema=False)
     async def swagger_ui_redirect() -> HTMLResponse:
@@ -52,10 +62,12 @@ def install(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc() -> HTMLResponse:
-        return get_redoc_html(
+        page = get_redoc_html(
             openapi_url="/openapi.json",
             title=f"{title} - ReDoc",
             redoc_js_url=f"{STATIC}/redoc.standalone.js",
             redoc_favicon_url=f"{STATIC}/favicon.png",
             with_google_fonts=False,
         )
+        page.headers.update(SAME_ORIGIN_ONLY)
+        return page

@@ -314,6 +314,7 @@ def test_production_api_with_managed_key_only(
         "COURIER_API_KEYS": "",
         "COURIER_CALLBACK_ALLOW_PRIVATE": "false",
         "COURIER_WEBHOOK_SECRET": generate_secret(),
+        "COURIER_JWT_SIGNING_KEYS": "k1:" + "s" * 48,  # production refuses to start without
     }
     proc, url = start_api(env, name="api-production")
     try:
