@@ -118,7 +118,7 @@ class Settings(BaseSettings):
     callback_require_https: bool | None = None  # None: true in production, else false
     flower: bool = False  # this deployment runs Flower: production then needs its auth
 
-    # Access (SPEC §11; README "Access control"): OAuth2 client credentials and the audit log.
+    # Access (docs/contract.md, Access control): OAuth2 client credentials and the audit log.
     # kid → HS256 secret, "kid:secret,kid:secret": the first signs, every one verifies (so
     # tokens signed before a rotation stay valid). Unset: a key generated once and kept in
     # Redis (development only; the production API refuses to start without one).

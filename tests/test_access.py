@@ -1,4 +1,5 @@
-"""OAuth2 client credentials against a real ``courier api`` (SPEC §11): tokens fetched by a
+"""OAuth2 client credentials against a real ``courier api`` (docs/contract.md, Access
+control): tokens fetched by a
 third-party OAuth2 client (Authlib) with HTTP Basic and with form fields, RFC 6749 errors,
 scopes and roles, bad tokens, key rotation, revocation, failed-request limits."""
 

@@ -1,4 +1,5 @@
-"""The audit log API against a real ``courier api`` (SPEC §11): what each action leaves,
+"""The audit log API against a real ``courier api`` (docs/contract.md, Access control):
+what each action leaves,
 auditors' queries (time, action, limit, newest first), tenant isolation, retention and the
 bound on its length; ``courier clients`` and the production profile's signing-key check."""
 

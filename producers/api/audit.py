@@ -1,4 +1,4 @@
-"""The audit trail: who did what, from where, and how it ended (SPEC §11).
+"""The audit trail: who did what, from where, and how it ended (docs/contract.md, Access control).
 
 Audited actions: ``job.submit``, ``job.batch``, ``job.cancel``, ``job.redeliver``,
 ``client.create``, ``client.revoke``, ``audit.read``, ``auth.token`` (a token issued) and

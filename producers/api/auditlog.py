@@ -1,4 +1,5 @@
-"""The audit log kept in Redis, per tenant, and read by ``GET /v1/audit`` (SPEC §11).
+"""The audit log kept in Redis, per tenant, and read by ``GET /v1/audit``
+(docs/contract.md, Access control).
 
 One stream per tenant, ``courier:audit:<tenant>``; an entry's stream id is its time (ms),
 so a time range is an ``XREVRANGE`` and the newest come first. Every entry has the same

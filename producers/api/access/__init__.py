@@ -1,2 +1,3 @@
-"""Access control (SPEC §11): OAuth2 clients, signed tokens, scopes and roles, and the one
+"""Access control (docs/contract.md, Access control): OAuth2 clients, signed tokens,
+scopes and roles, and the one
 dependency every ``/v1`` route authenticates through (:mod:`.principal`)."""

@@ -1,4 +1,5 @@
-"""OAuth2 clients (SPEC §11): created, listed and revoked with ``courier clients`` or
+"""OAuth2 clients (docs/contract.md, Access control): created, listed and revoked with
+``courier clients`` or
 ``/v1/clients``, kept in Redis; the secret is shown once and stored only as a salted scrypt
 hash.
 

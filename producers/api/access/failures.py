@@ -1,4 +1,5 @@
-"""Failed token requests, counted per client id and per source address (SPEC §11).
+"""Failed token requests, counted per client id and per source address
+(docs/contract.md, Access control).
 
 Each failure of ``POST /oauth/token`` adds one to a fixed window per source address
 (``COURIER_TOKEN_FAILURES_PER_ADDRESS``, default 30), and each failed client authentication

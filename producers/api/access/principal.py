@@ -1,5 +1,5 @@
 """Who is calling, and may they: the one dependency every ``/v1`` route authenticates
-through (SPEC §11).
+through (docs/contract.md, Access control).
 
 ``Authorization: Bearer <credential>`` carries either an API key (``COURIER_API_KEYS`` or a
 managed key; it acts as role ``user``) or an access token from ``POST /oauth/token``. A

@@ -1,4 +1,5 @@
-"""Scopes and roles (SPEC §11): what each scope allows and which scopes each role grants.
+"""Scopes and roles (docs/contract.md, Access control): what each scope allows and which
+scopes each role grants.
 
 An API key acts as role ``user``. A token carries the scopes its client asked for, which
 must lie within the client's role; asking for none grants the whole role.

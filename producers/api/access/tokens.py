@@ -1,4 +1,4 @@
-"""Access tokens: JWTs signed with HS256 by PyJWT (SPEC §11).
+"""Access tokens: JWTs signed with HS256 by PyJWT (docs/contract.md, Access control).
 
 Claims: ``iss`` and ``aud`` (``COURIER_JWT_ISSUER``, ``COURIER_JWT_AUDIENCE``), ``sub`` and
 ``client_id`` (the client), ``tenant``, ``role``, ``scope`` (space-separated), ``iat``,
