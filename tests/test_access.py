@@ -28,6 +28,7 @@ from tests.support.access import (
     as_token,
     bearer,
     fetch_token,
+    forget_failures,
     mint,
     source,
 )
@@ -37,6 +38,7 @@ from tests.support.stack import KEY1, assert_error, chat_body, start_api
 
 @pytest.fixture(scope="module")
 def api(redis_url: str) -> Iterator[str]:
+    forget_failures(redis_url)
     proc, url = start_api(access_env(redis_url), name="api-access")
     yield url
     proc.stop()

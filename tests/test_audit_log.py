@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from core import keys
 from producers.api.access.clients import OAuthClients
 from producers.api.auditlog import AuditLog
-from tests.support.access import access_env, as_token, bearer, fetch_token, source
+from tests.support.access import access_env, as_token, bearer, fetch_token, forget_failures, source
 from tests.support.procs import ROOT, wait_until
 from tests.support.stack import KEY1, KEY2, assert_error, chat_body, start_api
 
@@ -33,6 +33,7 @@ FIELDS = {
 
 @pytest.fixture(scope="module")
 def api(redis_url: str) -> Iterator[str]:
+    forget_failures(redis_url)
     proc, url = start_api(access_env(redis_url), name="api-audit")
     yield url
     proc.stop()

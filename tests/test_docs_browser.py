@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from producers.api.access.clients import OAuthClients
-from tests.support.access import access_env
+from tests.support.access import access_env, forget_failures
 from tests.support.browser import Browser, chromium_binary
 from tests.support.stack import start_api
 
@@ -25,6 +25,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def api(redis_url: str) -> Iterator[str]:
+    forget_failures(redis_url)
     proc, url = start_api(access_env(redis_url), name="api-docs")
     yield url
     proc.stop()

@@ -31,7 +31,6 @@ from producers.api.access.tokens import TokenError
 from producers.api.deps import get_services, resolve_tenant
 from producers.api.errors import ApiError
 
-REALM = 'realm="courier"'
 TOKEN_URL = "/oauth/token"
 
 
@@ -89,7 +88,7 @@ def _credential(request: Request) -> str | None:
 
 def _unauthorized(request: Request, denial: Denial, message: str, invalid: bool) -> ApiError:
     request.state.denial = denial
-    challenge = f'Bearer {REALM}, error="invalid_token"' if invalid else f"Bearer {REALM}"
+    challenge = 'Bearer error="invalid_token"' if invalid else "Bearer"
     return ApiError(401, message, "authentication", headers={"WWW-Authenticate": challenge})
 
 
@@ -159,7 +158,7 @@ async def authenticate(
             f"holds: {held}",
             "forbidden",
             headers={
-                "WWW-Authenticate": f'Bearer {REALM}, error="insufficient_scope", '
+                "WWW-Authenticate": 'Bearer error="insufficient_scope", '
                 f'scope="{" ".join(security_scopes.scopes)}"'
             },
         )

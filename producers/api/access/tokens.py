@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jwt
@@ -73,25 +74,49 @@ def signing_keys(settings: Settings, client: redis.Redis) -> dict[str, str]:
 
 
 class Tokens:
-    """Issues and verifies access tokens with the given keys (kid → secret, first signs)."""
+    """Issues and verifies access tokens with the given keys (kid → secret, first signs), or
+    with those ``load`` returns when first needed (the development key is read from Redis
+    then, so the API starts while Redis is down)."""
 
-    def __init__(self, signing: dict[str, str], issuer: str, audience: str, ttl_s: int) -> None:
-        if not signing:
-            raise ValueError("no signing key")
-        self.keys = dict(signing)
-        self.current = next(iter(self.keys))
+    def __init__(
+        self,
+        signing: dict[str, str] | Callable[[], dict[str, str]],
+        issuer: str,
+        audience: str,
+        ttl_s: int,
+    ) -> None:
+        self._keys: dict[str, str] | None = None
+        self._load = signing if callable(signing) else None
+        if not callable(signing):
+            if not signing:
+                raise ValueError("no signing key")
+            self._keys = dict(signing)
         self.issuer = issuer
         self.audience = audience
         self.ttl_s = ttl_s
 
     @classmethod
     def from_settings(cls, settings: Settings, client: redis.Redis) -> Tokens:
+        """The configured keys; production without any raises at once."""
+        if settings.profile == "production" and not settings.jwt_signing_keys:
+            raise RuntimeError(signing_keys_problem(settings))
         return cls(
-            signing_keys(settings, client),
+            lambda: signing_keys(settings, client),
             settings.jwt_issuer,
             settings.jwt_audience,
             settings.token_ttl_s,
         )
+
+    @property
+    def keys(self) -> dict[str, str]:
+        if self._keys is None:
+            assert self._load is not None
+            self._keys = self._load()
+        return self._keys
+
+    @property
+    def current(self) -> str:
+        return next(iter(self.keys))
 
     def issue(self, client_id: str, tenant: str, role: str, scopes: list[str]) -> str:
         now = int(time.time())

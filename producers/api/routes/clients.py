@@ -53,7 +53,7 @@ class ClientList(BaseModel):
     status_code=201,
     response_model=CreatedClient,
     summary="Create an OAuth2 client of the caller's tenant",
-    responses=errors.responses(401, 403, 422, 503),
+    responses=errors.responses(400, 401, 403, 413, 422, 503),
 )
 def create_client(body: NewClient, admin: Admin, services: ServicesDep) -> JSONResponse:
     try:
