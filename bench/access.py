@@ -147,7 +147,7 @@ def main() -> None:
         lines.append(f"| {length:,} | {used:,} | {per_entry:.0f} | {append_us:.0f} |")
     lines += [
         "",
-        "## Token costs (median of rounds, µs of CPU on one core)",
+        "## Token costs (median of rounds, wall-clock µs in one thread; load inflates them)",
         "",
         "| step | µs |",
         "|---|---|",
