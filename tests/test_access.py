@@ -5,6 +5,7 @@ scopes and roles, bad tokens, key rotation, revocation, failed-request limits.""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -286,3 +287,21 @@ def test_python_client_fetches_and_refreshes_its_token(
     ):
         wrong.list()
     assert (refused.value.status, refused.value.type) == (401, "invalid_client")
+
+
+def test_async_client_as_an_oauth2_client(api: str, clients: OAuthClients) -> None:
+    from producers.client import AsyncCourier, CourierAPIError
+
+    info, secret = clients.create("t1", "auditor")
+
+    async def scenario() -> tuple[int, str]:
+        async with AsyncCourier(api, client_id=info.id, client_secret=secret) as courier:
+            jobs = await courier.list()
+            try:
+                await courier.submit("openai:gpt-4o-mini", prompt="an auditor may not")
+            except CourierAPIError as exc:
+                return len(jobs), exc.type
+        return len(jobs), "submitted"
+
+    listed, refusal = asyncio.run(scenario())
+    assert listed >= 0 and refusal == "forbidden"
