@@ -7,7 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -20,11 +20,8 @@ from config.settings import (
     signing_keys_problem,
     unsafe_message,
 )
-from producers.api.access.clients import OAuthClients
 from producers.api.apikeys import ManagedKeys
-
-if TYPE_CHECKING:
-    import redis
+from producers.cli_clients import clients_cli, configured_redis
 
 cli = typer.Typer(
     name="courier",
@@ -39,28 +36,11 @@ keys_cli = typer.Typer(
     no_args_is_help=True,
 )
 cli.add_typer(keys_cli, name="keys")
-clients_cli = typer.Typer(
-    help="OAuth2 clients (client credentials; secrets stored as salted scrypt hashes).",
-    no_args_is_help=True,
-)
 cli.add_typer(clients_cli, name="clients")
 
 
-def _redis() -> redis.Redis:
-    """The configured Redis (the production checks do not apply: the keys and clients
-    commands are how an operator fixes a missing key)."""
-    import redis
-
-    try:
-        settings = Settings(profile="development")
-    except ValidationError as exc:
-        typer.echo(f"courier: invalid configuration:\n{exc}", err=True)
-        raise typer.Exit(2) from None
-    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
-
-
 def _managed_keys() -> ManagedKeys:
-    return ManagedKeys(_redis())
+    return ManagedKeys(configured_redis())
 
 
 def checked_settings(serves_api: bool) -> Settings:
@@ -334,62 +314,6 @@ def keys_signing_key() -> None:
     from producers.api.access.tokens import generate_signing_key
 
     typer.echo(generate_signing_key())
-
-
-@clients_cli.command("create")
-def clients_create(
-    tenant: Annotated[str, typer.Option(help="The tenant the client acts for")],
-    role: Annotated[str, typer.Option(help="user, admin or auditor")] = "user",
-    name: Annotated[str, typer.Option(help="What the client is for")] = "",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the client as JSON")] = False,
-) -> None:
-    """Create a client and print its id and secret: the secret is shown this once."""
-    try:
-        info, secret = OAuthClients(_redis()).create(tenant, role, name)
-    except ValueError as exc:
-        typer.echo(f"courier: {exc}", err=True)
-        raise typer.Exit(2) from None
-    if as_json:
-        typer.echo(json.dumps({**info.to_json(), "secret": secret}))
-        return
-    typer.echo(f"client_id:     {info.id}")
-    typer.echo(f"client_secret: {secret}")
-    typer.echo(
-        f"created {role} client {info.id} for tenant {tenant!r}; the secret is not shown again",
-        err=True,
-    )
-
-
-@clients_cli.command("list")
-def clients_list(
-    tenant: Annotated[str | None, typer.Option(help="Only this tenant's clients")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON list")] = False,
-) -> None:
-    """List clients: id, tenant, role, created, revoked (never the secret)."""
-    rows = [info.to_json() for info in OAuthClients(_redis()).list(tenant)]
-    if as_json:
-        typer.echo(json.dumps(rows))
-        return
-    typer.echo(f"{'ID':<26}{'TENANT':<20}{'ROLE':<9}{'CREATED':<22}{'REVOKED':<22}NAME")
-    for row in rows:
-        revoked = row["revoked"] or "-"
-        typer.echo(
-            f"{row['id']:<26}{row['tenant']:<20}{row['role']:<9}{row['created']:<22}"
-            f"{revoked:<22}{row['name']}"
-        )
-
-
-@clients_cli.command("revoke")
-def clients_revoke(
-    client_id: Annotated[str, typer.Argument(help="The client's id (courier clients list)")],
-) -> None:
-    """Revoke a client: no new tokens, and its tokens fail within
-    COURIER_TOKEN_REVOCATION_CHECK_S (default 5 s)."""
-    info = OAuthClients(_redis()).revoke(client_id)
-    if info is None:
-        typer.echo(f"courier: no client {client_id!r}", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"revoked client {info.id} of tenant {info.tenant!r}")
 
 
 def main() -> None:
