@@ -163,6 +163,9 @@ def simulate(
     rpm: Annotated[int, typer.Option(help="Requests per minute (0: no limit)")] = 0,
     tpm: Annotated[int, typer.Option(help="Tokens per minute (0: no limit)")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the fault dice")] = 0,
+    fault_mix: Annotated[
+        str, typer.Option(help="A share per status, e.g. 429=0.15,500=0.10,503=0.05")
+    ] = "",
 ) -> None:
     """Serve a local provider speaking the OpenAI and Anthropic HTTP APIs."""
     from simulator import main as simulator_main
@@ -171,7 +174,7 @@ def simulate(
         [
             *("--host", host, "--port", str(port), "--latency", str(latency)),
             *("--error-rate", str(error_rate), "--rpm", str(rpm), "--tpm", str(tpm)),
-            *("--seed", str(seed)),
+            *("--seed", str(seed), "--fault-mix", fault_mix),
         ]
     )
 

@@ -4,7 +4,7 @@
 point the SDKs at ``http://127.0.0.1:9100/v1`` (OpenAI) or ``http://127.0.0.1:9100``
 (Anthropic). Modules: ``app`` (routes), ``pipeline`` (the order of checks),
 ``openai_api`` / ``anthropic_api`` (wire shapes), ``replies`` (deterministic content),
-``limits`` (RPM/TPM windows and headers), ``faults`` (scripted and random faults),
+``limits`` (RPM/TPM windows and headers), ``faults`` (scripted and random faults, outages),
 ``state`` (config, log), ``admin`` (``/_sim/``), ``server`` (CLI and uvicorn).
 """
 

@@ -5,11 +5,16 @@
 ``POST /_sim/reset``   clear log, faults and rate windows; restore start-up config
 ``GET /_sim/config``   the live config
 ``POST /_sim/config``  change any of ``latency``, ``error_rate``, ``rpm``, ``tpm``,
-                       ``seed``; answers the new config
+                       ``seed``, ``fault_mix`` (``{"429": 0.15, "500": 0.1}``);
+                       answers the new config
 ``GET /_sim/faults``   scripted faults still queued
 ``POST /_sim/faults``  ``{"faults": [{"status", "retry_after", "message"} |
                        {"delay"}], "match": "substring"?}`` queued FIFO
 ``DELETE /_sim/faults`` clear them
+``POST /_sim/outage``  ``{"seconds": N, "status": 503?, "match": "model"?}``: down
+                       for N seconds, then recovered by itself
+``GET /_sim/outage``   ``{"down", "remaining_s", "status", "match"}``
+``DELETE /_sim/outage`` recover now
 ``GET /_sim/log``      ``{"requests": [...], "next": N}``; ``?since=N`` pages
 =====================  ==========================================================
 
@@ -22,6 +27,7 @@ token counts and times.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from starlette.requests import Request
@@ -29,7 +35,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from simulator.errors import json_response
-from simulator.faults import Fault
+from simulator.faults import Fault, Outage
 from simulator.state import SimState
 
 
@@ -74,6 +80,18 @@ def admin_routes(state: SimState) -> list[Route]:
                 return _bad(str(exc))
         return json_response({"faults": [f.to_json() for f in state.faults.pending()]})
 
+    async def outage(request: Request) -> Response:
+        now = time.monotonic()
+        if request.method == "DELETE":
+            state.outage = None
+        elif request.method == "POST":
+            try:
+                state.outage = Outage.parse(await _json(request), now)
+            except ValueError as exc:
+                return _bad(str(exc))
+        current = state.outage or Outage(until=now)
+        return json_response(current.to_json(now))
+
     async def log(request: Request) -> Response:
         try:
             since = int(request.query_params.get("since", "0"))
@@ -86,5 +104,6 @@ def admin_routes(state: SimState) -> list[Route]:
         Route("/_sim/reset", reset, methods=["POST"]),
         Route("/_sim/config", config, methods=["GET", "POST"]),
         Route("/_sim/faults", faults, methods=["GET", "POST", "DELETE"]),
+        Route("/_sim/outage", outage, methods=["GET", "POST", "DELETE"]),
         Route("/_sim/log", log, methods=["GET"]),
     ]

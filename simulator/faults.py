@@ -6,7 +6,11 @@ optional ``retry_after`` seconds and ``message``) or delays the request by
 
 Scripted faults are consumed FIFO: a request takes the oldest queued fault
 whose ``match`` is empty or occurs in its model name or message text. Only when
-no scripted fault applies does ``--error-rate`` roll its (seeded) dice.
+no scripted fault applies do the (seeded) dice roll: ``--fault-mix`` (a share per
+status, e.g. 15 % 429, 10 % 500, 5 % 503) when given, else ``--error-rate``.
+
+An :class:`Outage` ("down for N seconds, then recover") answers every matching
+request with one status, at once, until it ends; it comes before everything else.
 """
 
 from __future__ import annotations
@@ -101,6 +105,81 @@ class FaultQueue:
                 del self._queue[i]
                 return fault
         return None
+
+
+@dataclass(slots=True, frozen=True)
+class Outage:
+    """The provider is down until ``until`` (monotonic seconds): every request whose model
+    contains ``match`` (all, when None) is answered ``status`` at once."""
+
+    until: float
+    status: int = 503
+    match: str | None = None
+
+    def applies(self, model: str, now: float) -> bool:
+        return now < self.until and (self.match is None or self.match in model)
+
+    def to_json(self, now: float) -> dict[str, Any]:
+        return {
+            "down": now < self.until,
+            "remaining_s": round(max(0.0, self.until - now), 3),
+            "status": self.status,
+            "match": self.match,
+        }
+
+    @classmethod
+    def parse(cls, raw: Any, now: float) -> Outage:
+        """``{"seconds": N, "status": 503?, "match": "substring"?}``; raises ValueError."""
+        if not isinstance(raw, Mapping):
+            raise ValueError('body must be {"seconds": N, "status": 503, "match": "..."}')
+        unknown = set(raw) - {"seconds", "status", "match"}
+        if unknown:
+            raise ValueError(f"unknown outage fields: {sorted(unknown)}")
+        seconds: Any = raw.get("seconds")
+        status, match = raw.get("status", 503), raw.get("match")
+        if not _is_number(seconds) or seconds <= 0:
+            raise ValueError("outage seconds must be a number > 0")
+        if not isinstance(status, int) or isinstance(status, bool) or not 400 <= status <= 599:
+            raise ValueError("outage status must be an integer 400..599")
+        if match is not None and not isinstance(match, str):
+            raise ValueError("match must be a string")
+        return cls(until=now + float(seconds), status=status, match=match or None)
+
+
+def parse_fault_mix(raw: Any) -> dict[int, float]:
+    """``{"429": 0.15, "500": 0.1}`` or ``"429=0.15,500=0.1"`` → {status: share}; the shares
+    add up to at most 1. Raises ValueError."""
+    if isinstance(raw, str):
+        pairs = [p.partition("=") for p in raw.split(",") if p.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise ValueError("fault mix takes status=share pairs, e.g. 429=0.15,500=0.1")
+        raw = {k.strip(): v.strip() for k, _, v in pairs}
+    if not isinstance(raw, Mapping):
+        raise ValueError("fault_mix must be an object of status -> share")
+    mix: dict[int, float] = {}
+    for key, value in raw.items():
+        try:
+            status, share = int(key), float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"fault mix entry {key!r}: {value!r} is not status -> share") from None
+        if isinstance(value, bool) or not 400 <= status <= 599 or not 0 <= share <= 1:
+            raise ValueError("fault mix statuses are 400..599, shares 0..1")
+        mix[status] = share
+    if sum(mix.values()) > 1 + 1e-9:
+        raise ValueError("fault mix shares add up to more than 1")
+    return mix
+
+
+def mixed_fault(rng: random.Random, mix: Mapping[int, float]) -> Fault | None:
+    """One roll of the dice over ``mix``: a status with its share of probability (a 429
+    with Retry-After 1), or None."""
+    roll = rng.random()
+    for status, share in mix.items():
+        if roll < share:
+            retry_after = 1.0 if status == 429 else None
+            return Fault(status=status, retry_after=retry_after, message="Simulated (fault mix)")
+        roll -= share
+    return None
 
 
 def random_fault(rng: random.Random, error_rate: float, provider: str) -> Fault | None:

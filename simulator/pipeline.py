@@ -1,9 +1,10 @@
 """The path every API request takes, whatever the provider.
 
 1. log the arrival; 2. require an API key (401); 3. parse the body (400);
-4. a scripted fault, else the ``--error-rate`` dice: answer an error status, or
-   sleep and go on; 5. admit against the key's RPM/TPM window (429 with
-   ``retry-after``, answered at once, without latency); 6. sleep ``latency``;
+4. an outage answers its status at once; else a scripted fault, else the
+   ``--fault-mix`` or ``--error-rate`` dice: answer an error status, or sleep and
+   go on; 5. admit against the key's RPM/TPM window (429 with ``retry-after``,
+   answered at once, without latency); 6. sleep ``latency``;
 7. answer. Streams sleep the latency before the first byte, then send all
    their events in one write.
 
@@ -27,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from simulator.errors import BadRequest
-from simulator.faults import random_fault
+from simulator.faults import mixed_fault, random_fault
 from simulator.limits import Decision, Snapshot, retry_headers
 from simulator.state import SimState
 
@@ -109,9 +110,14 @@ async def handle(state: SimState, dialect: Dialect, request: Request) -> Respons
     entry["input_tokens"] = call.input_tokens
 
     config = state.config
-    fault = state.faults.take(call.model, call.text) or random_fault(
-        state.rng, config.error_rate, dialect.provider
-    )
+    outage = state.outage
+    if outage is not None and outage.applies(call.model, time.monotonic()):
+        return finish(dialect.error(outage.status, "Simulated outage", headers))
+    fault = state.faults.take(call.model, call.text)
+    if fault is None and config.fault_mix:
+        fault = mixed_fault(state.rng, config.fault_mix)
+    elif fault is None:
+        fault = random_fault(state.rng, config.error_rate, dialect.provider)
     if fault is not None:
         if fault.status is not None:
             snapshot = state.limiter.peek(key, time.monotonic(), config.rpm, config.tpm)

@@ -26,6 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--error-rate", type=float, default=0.0, help="probability of an injected fault"
     )
+    parser.add_argument(
+        "--fault-mix",
+        default="",
+        help="a share per injected status, e.g. 429=0.15,500=0.10,503=0.05 (replaces --error-rate)",
+    )
     parser.add_argument("--rpm", type=int, default=0, help="requests/min per key (0 = no limit)")
     parser.add_argument("--tpm", type=int, default=0, help="tokens/min per key (0 = no limit)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the error-injection dice")
@@ -42,13 +47,15 @@ def serve(
     tpm: int = 0,
     seed: int = 0,
     log_level: str = "warning",
+    fault_mix: str = "",
 ) -> None:
     """Serve until SIGINT/SIGTERM (in-flight requests get 1 s to finish)."""
     config = SimConfig(latency=latency, error_rate=error_rate, rpm=rpm, tpm=tpm, seed=seed)
-    app = create_app(SimConfig().updated(config.to_json()))
+    app = create_app(SimConfig().updated({**config.to_json(), "fault_mix": fault_mix}))
+    mix = f" fault_mix={fault_mix}" if fault_mix else ""
     print(
         f"courier simulator on http://{host}:{port} (OpenAI base_url http://{host}:{port}/v1) "
-        f"latency={latency}s error_rate={error_rate} rpm={rpm or 'unlimited'} "
+        f"latency={latency}s error_rate={error_rate}{mix} rpm={rpm or 'unlimited'} "
         f"tpm={tpm or 'unlimited'} seed={seed}",
         file=sys.stderr,
         flush=True,
@@ -81,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             tpm=args.tpm,
             seed=args.seed,
             log_level=args.log_level,
+            fault_mix=args.fault_mix,
         )
     except ValueError as exc:  # invalid settings
         raise SystemExit(f"simulator: {exc}") from None

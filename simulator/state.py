@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from itertools import islice
 from typing import Any
 
-from simulator.faults import FaultQueue
+from simulator.faults import FaultQueue, Outage, parse_fault_mix
 from simulator.limits import RateLimiter
 
 LOG_LIMIT = 100_000
@@ -16,25 +16,31 @@ LOG_LIMIT = 100_000
 
 @dataclass(slots=True)
 class SimConfig:
-    """Start-up settings; ``latency``, ``error_rate``, ``rpm`` and ``tpm`` can change live."""
+    """Start-up settings; each can change live. ``fault_mix`` (status → share), when not
+    empty, replaces ``error_rate``'s dice."""
 
     latency: float = 0.0
     error_rate: float = 0.0
     rpm: int = 0
     tpm: int = 0
     seed: int = 0
+    fault_mix: dict[int, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["fault_mix"] = {str(k): v for k, v in self.fault_mix.items()}
+        return out
 
     def updated(self, changes: Any) -> SimConfig:
         """A copy with ``changes`` (a JSON object) applied; raises ValueError."""
         if not isinstance(changes, dict):
             raise ValueError("body must be a JSON object")
-        unknown = set(changes) - {"latency", "error_rate", "rpm", "tpm", "seed"}
+        unknown = set(changes) - {"latency", "error_rate", "rpm", "tpm", "seed", "fault_mix"}
         if unknown:
             raise ValueError(f"unknown config fields: {sorted(unknown)}")
-        new = replace(self)
+        new = replace(self, fault_mix=dict(self.fault_mix))
+        if "fault_mix" in changes:
+            new.fault_mix = parse_fault_mix(changes["fault_mix"] or {})
         for name in ("latency", "error_rate"):
             if name in changes:
                 value = changes[name]
@@ -101,12 +107,14 @@ class SimState:
         self.faults = FaultQueue()
         self.limiter = RateLimiter()
         self.log = RequestLog()
+        self.outage: Outage | None = None
 
     def reset(self) -> None:
-        """Back to start-up: config, dice, and empty log, faults and rate windows."""
+        """Back to start-up: config, dice, and empty log, faults, outage and rate windows."""
         self.config = replace(self.startup)
         self.rng.seed(self.config.seed)
         self.faults.clear()
+        self.outage = None
         self.limiter.reset()
         self.log.clear()
 

@@ -28,7 +28,8 @@ class SimulatorHandle:
         self._call("POST", "reset")
 
     def configure(self, **kw: Any) -> dict[str, Any]:
-        """Change ``latency``, ``error_rate``, ``rpm``, ``tpm`` or ``seed`` live."""
+        """Change ``latency``, ``error_rate``, ``rpm``, ``tpm``, ``seed`` or ``fault_mix``
+        (``{"429": 0.15, "500": 0.1}``) live."""
         result: dict[str, Any] = self._call("POST", "config", json=kw)
         return result
 
@@ -42,6 +43,17 @@ class SimulatorHandle:
 
     def clear_faults(self) -> None:
         self._call("DELETE", "faults")
+
+    def outage(self, seconds: float, status: int = 503, match: str | None = None) -> None:
+        """Answer every request (whose model contains ``match``) ``status`` for ``seconds``."""
+        body: dict[str, Any] = {"seconds": seconds, "status": status}
+        if match is not None:
+            body["match"] = match
+        self._call("POST", "outage", json=body)
+
+    def recover(self) -> None:
+        """End an outage now."""
+        self._call("DELETE", "outage")
 
     def log(self, since: int = 0) -> list[dict[str, Any]]:
         """Requests received since the last reset, in arrival order."""
