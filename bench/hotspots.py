@@ -22,7 +22,7 @@ COMPONENTS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("job store scripts (claim, finish; begin_attempt on retries)", ("JobStore.",), ()),
     ("broker ack", ("QoS.ack (",), ()),
     ("redis.Redis() built per kombu op", ("Redis.__init__ (",), ()),
-    ("circuit breaker", ("CircuitBreaker.",), ()),
+    ("circuit breaker", ("RateBreaker.",), ()),
     ("worker metrics (outside the call)", ("workers/metrics.py",), ("Provider.complete (",)),
     ("logging", ("Logger._log (",), ()),
     ("background loops (sweeper, leases)", ("Sweeper.", "Leases."), ()),

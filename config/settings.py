@@ -107,8 +107,15 @@ class Settings(BaseSettings):
     priority_aging_s: float = Field(default=300.0, gt=0)  # queued longer → one queue up
     task_events: bool = True  # Flower's task view; off saves some worker CPU per job
     shutdown_grace_s: float = Field(default=30.0, ge=0)
-    breaker_threshold: int = Field(default=5, ge=1)
-    breaker_cooldown_s: float = Field(default=30.0, gt=0)
+    # The circuit breaker per provider:model (workers.run.breaker; README "Circuit breaker").
+    breaker: Literal["rate", "streak", "off"] = "rate"
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    breaker_window: int = Field(default=40, ge=2, le=1000)  # the last N calls
+    breaker_min_calls: int = Field(default=20, ge=1, le=1000)
+    breaker_cooldown_s: float = Field(default=10.0, gt=0)
+    breaker_probes: int = Field(default=3, ge=1, le=100)
+    breaker_forget_s: float = Field(default=60.0, gt=0)  # a window this long quiet restarts
+    breaker_threshold: int = Field(default=5, ge=1)  # COURIER_BREAKER=streak only
 
     # Security (SECURITY.md): quotas per tenant, header limit, production checks.
     tenant_max_unfinished: int = Field(default=10_000, ge=0)  # 0: no limit
@@ -203,6 +210,15 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"COURIER_PROVIDERS is not valid JSON: {exc}") from None
         return parse_providers(value)
+
+    @model_validator(mode="after")
+    def _breaker_window_holds_min_calls(self) -> Settings:
+        if self.breaker_min_calls > self.breaker_window:
+            raise ValueError(
+                f"COURIER_BREAKER_MIN_CALLS ({self.breaker_min_calls}) cannot exceed "
+                f"COURIER_BREAKER_WINDOW ({self.breaker_window}): the window holds that many calls"
+            )
+        return self
 
     @model_validator(mode="after")
     def _safe_in_production(self) -> Settings:

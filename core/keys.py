@@ -34,7 +34,8 @@ CALLBACK_LOCK = PREFIX + "callback:lock:{job_id}"  # string: the delivery now se
 CALLBACK_STATS = PREFIX + "stats:callbacks"  # hash: attempts, delivered, failed (dead letters)
 
 # Reliability and rate limits
-BREAKER = PREFIX + "breaker:{model}"  # hash: circuit state per provider:model
+BREAKER = PREFIX + "breaker:{model}"  # hash: circuit state and recent calls per provider:model
+BREAKERS = PREFIX + "breakers"  # hash: provider:model → open | half_open, for /metrics
 LIMIT = PREFIX + "limit:{name}:{resource}"  # limiter state per limit key and resource
 LIMIT_COOLDOWN = PREFIX + "limit:{name}:cooldown"  # string: set after a 429 until Retry-After
 LIMIT_NAMES = PREFIX + "limits"  # set: every limit key name in use, for limiter_state

@@ -34,6 +34,7 @@ REQUEUED = "requeued"
 PROVIDER_ERRORS = "provider_errors"
 TOKENS = "tokens"
 LATENCY = "provider_latency"
+BREAKER_TRANSITIONS = "breaker_transitions"  # written by the breaker's Lua scripts
 LABELS: dict[str, tuple[str, ...]] = {
     SUBMITTED: ("model", "priority", "kind"),
     FINISHED: ("status", "model", "priority"),
@@ -41,6 +42,7 @@ LABELS: dict[str, tuple[str, ...]] = {
     PROVIDER_ERRORS: ("model", "type"),
     TOKENS: ("model", "direction"),
     LATENCY: ("model", "le"),
+    BREAKER_TRANSITIONS: ("model", "state"),
 }
 # Seconds; provider calls take from a fraction of a second to minutes.
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
@@ -71,13 +73,14 @@ def count_now(client: redis.Redis, family: str, *labels: object, amount: int = 1
 def count_finished(client: redis.Redis, job_id: str, status: str) -> None:
     """Count a job that ended outside a worker's run (a cancel, an expiry while queued)."""
     model, priority = client.hmget(keys.job(job_id), ["model", "priority"])  # type: ignore[misc]
-    count_now(client, FINISHED, status, _text(model) or "unknown", _text(priority) or "unknown")
+    count_now(client, FINISHED, status, text(model) or "unknown", text(priority) or "unknown")
 
 
 # ---- reading, for /metrics ----------------------------------------------------------------
 
 
-def _text(value: Any) -> str:
+def text(value: Any) -> str:
+    """A Redis reply (bytes or str, or None) as text."""
     if value is None:
         return ""
     return value.decode() if isinstance(value, bytes) else str(value)
@@ -88,11 +91,11 @@ def parse(raw: Mapping[Any, Any], family: str) -> dict[tuple[str, ...], float]:
     width = len(LABELS[family])
     out: dict[tuple[str, ...], float] = {}
     for name, value in raw.items():
-        labels = tuple(_text(name).split(SEP))
+        labels = tuple(text(name).split(SEP))
         if len(labels) != width:
             continue
         try:
-            out[labels] = float(_text(value))
+            out[labels] = float(text(value))
         except ValueError:
             continue
     return out

@@ -284,7 +284,8 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS: breaker   ARGV: threshold, open_until → 1 when this failure opened the circuit
+# The streak breaker (COURIER_BREAKER=streak, the only one before 2026-12-07).
+# KEYS: breaker  ARGV: threshold, open_until → 1 when this failure opened the circuit
 RECORD_FAILURE = """
 local n = redis.call('HINCRBY', KEYS[1], 'failures', 1)
 redis.call('EXPIRE', KEYS[1], 3600)
@@ -294,6 +295,87 @@ if n >= tonumber(ARGV[1]) then
 end
 return 0
 """
+
+# The rate breaker (workers.run.breaker): closed → open when ``rate`` of the last ``window``
+# calls failed (with ``min_calls`` at least) → half-open after ``cooldown`` s, ``probes`` let
+# through → closed when they all succeed, open when one fails. The window: '0' (success) and
+# '1' (failure), newest last, afresh after ``forget_s`` with no call. Redis' clock is used.
+# KEYS: breaker, breakers (model → state), transitions metric; ARGV[1..3]: model, its metric
+# field prefix ("model|"), ttl_s
+BREAKER_COMMON = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local B, ttl = KEYS[1], tonumber(ARGV[3])
+local function moved(state)
+  redis.call('HINCRBY', KEYS[3], ARGV[2] .. state, 1)
+  if state == 'closed' then redis.call('HDEL', KEYS[2], ARGV[1])
+  else redis.call('HSET', KEYS[2], ARGV[1], state) end
+end
+local function ms(s) return math.max(0, math.ceil(s * 1000)) end
+"""
+
+# ARGV[4..]: successes, failures (0|1), probe ('' | ok | fail | release), window, min_calls,
+#            rate, cooldown_s, probes needed to close, forget_s
+# → {state, ms, changed}: 0 closed | 1 open (ms: left) | 2 half-open; changed 1: opened, 2: closed
+BREAKER_RECORD = (
+    BREAKER_COMMON
+    + """
+local state, ring, last, open_until_ =
+  unpack(redis.call('HMGET', B, 'state', 'ring', 'last', 'open_until'))
+local probe, cooldown = ARGV[6], tonumber(ARGV[10])
+local function open()
+  redis.call('DEL', B)
+  redis.call('HSET', B, 'state', 'open', 'open_until', now + cooldown)
+  redis.call('EXPIRE', B, ttl)
+  moved('open'); return {1, ms(cooldown), 1}
+end
+if state == 'half_open' and probe == 'fail' then return open() end
+if state == 'half_open' and probe == 'release' then
+  redis.call('HSET', B, 'probes', math.max(0, redis.call('HINCRBY', B, 'probes', -1)))
+elseif state == 'half_open' and probe == 'ok' then
+  if redis.call('HINCRBY', B, 'probe_ok', 1) >= tonumber(ARGV[11]) then
+    redis.call('DEL', B); moved('closed'); return {0, 0, 2}
+  end
+end
+if state == 'open' then return {1, ms(tonumber(open_until_) - now), 0} end
+if state == 'half_open' then return {2, 0, 0} end  -- else: a call from before it opened
+local window, fails = tonumber(ARGV[7]), tonumber(ARGV[5])
+local n = math.min(tonumber(ARGV[4]), window)
+if n + fails == 0 then return {0, 0, 0} end
+if not ring or now - tonumber(last) > tonumber(ARGV[12]) then ring = '' end
+ring = string.sub(ring .. string.rep('0', n) .. string.rep('1', fails), -window)
+redis.call('HSET', B, 'ring', ring, 'last', now)
+redis.call('EXPIRE', B, ttl)
+if fails > 0 and #ring >= tonumber(ARGV[8]) then
+  local _, failed = string.gsub(ring, '1', '')
+  if failed >= tonumber(ARGV[9]) * #ring then return open() end
+end
+return {0, 0, 0}
+"""
+)
+
+# ARGV[4..]: probes let through at once, probe_timeout_s (unanswered this long: given up)
+# → {state, ms}: 0 closed | 1 open (ms: left) | 2 half-open with its probes out (ms: until
+#   they are given up) | 3 half-open and this call is a probe
+BREAKER_ADMIT = (
+    BREAKER_COMMON
+    + """
+local state, open_until_, probes, deadline =
+  unpack(redis.call('HMGET', B, 'state', 'open_until', 'probes', 'probe_deadline'))
+if state ~= 'open' and state ~= 'half_open' then return {0, 0} end
+local left = (tonumber(open_until_) or 0) - now
+if state == 'open' and left > 0 then return {1, ms(left)} end
+if state == 'open' or now > tonumber(deadline) then
+  if state == 'open' then moved('half_open') end
+  probes, deadline = 0, now + tonumber(ARGV[5])
+  redis.call('HSET', B, 'state', 'half_open', 'probes', 0, 'probe_ok', 0,
+    'probe_deadline', deadline)
+  redis.call('EXPIRE', B, ttl)
+end
+if tonumber(probes) >= tonumber(ARGV[4]) then return {2, ms(tonumber(deadline) - now)} end
+redis.call('HINCRBY', B, 'probes', 1); return {3, 0}
+"""
+)
 
 # A tenant's submission rate (producers/api/quotas.py).
 # KEYS: bucket   ARGV: rate per s, burst, tokens wanted

@@ -187,6 +187,13 @@ class ClusterCollector(Collector):
                 families,
             ),
             counter("courier_tokens", "Tokens used, by model and direction", wm.TOKENS, families),
+            counter(
+                "courier_breaker_transitions",
+                "Circuit breaker changes, by model and the state entered (open, half_open, closed)",
+                wm.BREAKER_TRANSITIONS,
+                families,
+            ),
+            self._breakers(),
             latency,
             GaugeMetricFamily("courier_jobs_running", "Jobs a worker runs now", value=running),
             GaugeMetricFamily(
@@ -202,6 +209,23 @@ class ClusterCollector(Collector):
                 value=set_aside,
             ),
         ]
+
+    def _breakers(self) -> Metric:
+        """``courier_breaker_open{model, state}``: 1 per circuit not closed now."""
+        gauge = GaugeMetricFamily(
+            "courier_breaker_open",
+            "Circuits open or half-open now, by model (closed circuits are not listed)",
+            labels=["model", "state"],
+        )
+        raw: dict[bytes | str, bytes | str] = self.client.hgetall(keys.BREAKERS)  # type: ignore[assignment]
+        models = [wm.text(m) for m in raw][:MAX_SERIES]
+        pipe = self.client.pipeline(transaction=False)
+        for model in models:
+            pipe.hget(keys.breaker(model), "state")
+        for model, state in zip(models, pipe.execute(), strict=True):
+            if state:  # else its record expired: the circuit is closed
+                gauge.add_metric([model, wm.text(state)], 1)
+        return gauge
 
     def _webhooks(self) -> list[Metric]:
         stats = delivery_stats(self.client)

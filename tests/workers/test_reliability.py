@@ -21,7 +21,12 @@ def worker(redis_url: str, simulator: SimulatorHandle) -> Iterator[Proc]:
     proc = start_worker(
         redis_url,
         simulator,
-        env={"COURIER_BREAKER_THRESHOLD": "3", "COURIER_BREAKER_COOLDOWN_S": "2"},
+        # The streak breaker (the one before the rate breaker) keeps its own test here.
+        env={
+            "COURIER_BREAKER": "streak",
+            "COURIER_BREAKER_THRESHOLD": "3",
+            "COURIER_BREAKER_COOLDOWN_S": "2",
+        },
     )
     yield proc
     proc.stop()

@@ -23,7 +23,7 @@ from core.errors import CourierError, FinalError, NotClaimed, ProviderTimeout, R
 from core.records import Record
 from core.results import ProviderResult, split_model
 from workers.providers.base import Provider
-from workers.run.breaker import CircuitBreaker
+from workers.run.breaker import Admission, CircuitBreaker
 from workers.run.retry import RetryPolicy
 from workers.runtime import Runtime
 
@@ -157,7 +157,8 @@ class JobRunner:
 
         while index < len(route):
             model = route[index]
-            open_s = self.breaker.open_for(model)
+            admission = self.breaker.admit(model)
+            open_s = admission.wait_s
             if open_s > 0:
                 if index + 1 < len(route):
                     index, failures = index + 1, 0
@@ -171,6 +172,7 @@ class JobRunner:
                     model, request, record["priority"], job_id=job_id
                 )
                 if not reservation.granted:
+                    self._release_admission(model, admission)
                     wait_s = reservation.wait_s
                     outcome = self._later(
                         job_id, token, wait_s, "rate_limit", index, failures, claimed_attempt
@@ -184,11 +186,12 @@ class JobRunner:
                 attempt, claimed_attempt = claimed_attempt, 0
             else:
                 attempt = store.begin_attempt(job_id, token)
-            if attempt == -1:
+            if attempt in (-1, -2):
                 self._release(reservation)
+                self._release_admission(model, admission)
+            if attempt == -1:
                 return Outcome("skipped", reason="lease_lost")
             if attempt == -2:
-                self._release(reservation)
                 return self._expire(job_id, token, record=record)
 
             call_timeout = timeout_s
@@ -200,9 +203,9 @@ class JobRunner:
                 if self.limiter is not None and reservation is not None:
                     self.limiter.settle(reservation, None, exc)
                 last_error = exc
+                self._record_outcome(model, admission, exc)
                 if isinstance(exc, FinalError):
                     return self._fail(job_id, token, exc, attempt, record)
-                self._best_effort(self.breaker.record_failure, model)
                 failures += 1
                 if failures >= max_attempts:
                     index, failures = index + 1, 0
@@ -217,7 +220,7 @@ class JobRunner:
             if self.limiter is not None and reservation is not None:
                 self.limiter.settle(reservation, result, None)
             ended = self._end(job_id, token, "succeeded", {"result": result.to_record()}, record)
-            self._best_effort(self.breaker.record_success, model)
+            self._record_outcome(model, admission, None)
             if ended is None:  # cancelled, or handed on when our lease lapsed: not ours to count
                 return Outcome("skipped", reason="ended_elsewhere")
             return Outcome("succeeded", model=model, attempts=attempt, has_callback=ended)
@@ -237,10 +240,16 @@ class JobRunner:
 
     # ---- endings and hand-backs ---------------------------------------------
 
-    def _best_effort(self, update: Callable[[str], object], model: str) -> None:
+    def _record_outcome(self, model: str, admission: Admission, error: CourierError | None) -> None:
         """Circuit bookkeeping must never cost a job its answer."""
         try:
-            update(model)
+            self.breaker.record(model, admission, error)
+        except redis.RedisError as exc:
+            log.warning("circuit breaker update for %s failed: %s", model, exc)
+
+    def _release_admission(self, model: str, admission: Admission) -> None:
+        try:
+            self.breaker.release(model, admission)
         except redis.RedisError as exc:
             log.warning("circuit breaker update for %s failed: %s", model, exc)
 

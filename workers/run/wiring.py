@@ -10,7 +10,7 @@ from core.queues import enqueue_callback
 from workers.metrics import metered, worker_metrics
 from workers.providers import get_provider
 from workers.run import pool
-from workers.run.breaker import CircuitBreaker
+from workers.run.breaker import build_breaker
 from workers.run.flower import FlowerView
 from workers.run.hooks import Callback, Hook, Hooks, LogLines, Metrics
 from workers.run.path import JobPath
@@ -36,11 +36,7 @@ def build_runner(runtime: Runtime) -> JobRunner:
     return JobRunner(
         runtime=runtime,
         get_provider=metered(get_provider, worker_metrics),
-        breaker=CircuitBreaker(
-            runtime.redis,
-            threshold=settings.breaker_threshold,
-            cooldown_s=settings.breaker_cooldown_s,
-        ),
+        breaker=build_breaker(settings, runtime.redis),
         limiter=build_limiter(runtime),
     )
 
