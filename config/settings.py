@@ -28,6 +28,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from config.names import tenant_problem
 from config.providers import ProviderConfig, catalogue, parse_providers
 
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
@@ -110,11 +111,10 @@ class Settings(BaseSettings):
     # The circuit breaker per provider:model (workers.run.breaker; README "Circuit breaker").
     breaker: Literal["rate", "streak", "off"] = "rate"
     breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
-    breaker_window: int = Field(default=40, ge=2, le=1000)  # the last N calls
-    breaker_min_calls: int = Field(default=20, ge=1, le=1000)
+    breaker_window_s: float = Field(default=10.0, ge=0.1, le=3600)
+    breaker_min_calls: int = Field(default=20, ge=1)
     breaker_cooldown_s: float = Field(default=10.0, gt=0)
     breaker_probes: int = Field(default=3, ge=1, le=100)
-    breaker_forget_s: float = Field(default=60.0, gt=0)  # a window this long quiet restarts
     breaker_threshold: int = Field(default=5, ge=1)  # COURIER_BREAKER=streak only
 
     # Security (SECURITY.md): quotas per tenant, header limit, production checks.
@@ -162,10 +162,13 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         keys: dict[str, str] = {}
-        for pair in filter(None, (p.strip() for p in value.split(","))):
+        for number, pair in enumerate(filter(None, (p.strip() for p in value.split(","))), 1):
             tenant, sep, key = pair.partition(":")
             if not sep or not tenant.strip() or not key.strip():
                 raise ValueError("COURIER_API_KEYS takes 'tenant:key' pairs, comma-separated")
+            problem = tenant_problem(tenant.strip())
+            if problem:  # the key is never echoed: it is a secret
+                raise ValueError(f"COURIER_API_KEYS pair {number}: {problem}")
             keys[key.strip()] = tenant.strip()
         return keys
 
@@ -210,15 +213,6 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"COURIER_PROVIDERS is not valid JSON: {exc}") from None
         return parse_providers(value)
-
-    @model_validator(mode="after")
-    def _breaker_window_holds_min_calls(self) -> Settings:
-        if self.breaker_min_calls > self.breaker_window:
-            raise ValueError(
-                f"COURIER_BREAKER_MIN_CALLS ({self.breaker_min_calls}) cannot exceed "
-                f"COURIER_BREAKER_WINDOW ({self.breaker_window}): the window holds that many calls"
-            )
-        return self
 
     @model_validator(mode="after")
     def _safe_in_production(self) -> Settings:

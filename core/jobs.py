@@ -12,6 +12,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from config.names import (
+    MAX_MODEL_CHARS,
+    METADATA_KEY_PATTERN,
+    metadata_key_problem,
+    model_name_problem,
+)
 from config.providers import ProviderConfig
 from config.settings import get_settings
 
@@ -80,12 +86,22 @@ def known_providers() -> dict[str, ProviderConfig]:
 
 
 def validate_model_name(value: str) -> str:
+    """``provider:model`` with a known provider and a model name of safe characters
+    (:mod:`config.names`: it reaches metric labels and log lines)."""
     provider, sep, name = value.partition(":")
-    if not sep or not provider or not name or len(value) > 200 or any(c.isspace() for c in value):
+    if not sep or not provider or not name:
         raise ValueError("model must be 'provider:model', e.g. 'openai:gpt-4o-mini'")
+    if len(value) > MAX_MODEL_CHARS:
+        raise ValueError(f"model is {len(value)} characters; the limit is {MAX_MODEL_CHARS}")
     known = known_providers()
     if provider not in known:
-        raise ValueError(f"unknown provider {provider!r}; known: {', '.join(sorted(known))}")
+        names = ", ".join(sorted(known))
+        if provider.isascii() and provider.isprintable():
+            raise ValueError(f"unknown provider {provider!r}; known: {names}")
+        raise ValueError(f"unknown provider; known: {names}")
+    problem = model_name_problem(name)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -165,7 +181,9 @@ class JobSubmission(BaseModel):
     metadata: dict[str, Any] = Field(
         default_factory=dict,
         description=f"returned with the job: at most {MAX_METADATA_BYTES} bytes as JSON, "
-        f"nested at most {MAX_JSON_DEPTH} levels",
+        f"nested at most {MAX_JSON_DEPTH} levels; top-level keys of letters, digits and "
+        ". _ - : / @ (1-64 characters)",
+        json_schema_extra={"propertyNames": {"pattern": METADATA_KEY_PATTERN}},
     )
     max_attempts: int = Field(default=5, ge=1, le=MAX_ATTEMPTS_LIMIT, strict=False)
     timeout_s: float = Field(default=120, gt=0, le=3600)
@@ -200,6 +218,10 @@ class JobSubmission(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _small_metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            problem = metadata_key_problem(key)
+            if problem:
+                raise ValueError(problem)
         size = len(json.dumps(value, separators=(",", ":")))
         if size > MAX_METADATA_BYTES:
             raise ValueError(f"metadata is {size} bytes as JSON; the limit is {MAX_METADATA_BYTES}")

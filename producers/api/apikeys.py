@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -26,12 +25,12 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from config.names import tenant_problem
 from core import keys
 
 KEY_PREFIX = "ck_"
 ID_HEX_CHARS = 12
 SECRET_BYTES = 32
-TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 
 
 def digest(key: str) -> str:
@@ -103,11 +102,9 @@ class ManagedKeys:
 
     def create(self, tenant: str) -> tuple[KeyInfo, str]:
         """A new key for ``tenant``: (its info, the key — shown once, never stored)."""
-        if not TENANT_PATTERN.match(tenant):
-            raise ValueError(
-                "tenant must be 1-128 characters: letters, digits and . _ @ - "
-                "(starting with a letter or digit)"
-            )
+        problem = tenant_problem(tenant)
+        if problem:
+            raise ValueError(problem)
         key_id, key = new_key()
         hexdigest = digest(key)
         now = time.time()

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from config.names import MAX_MODEL_CHARS, MODEL_NAME_PATTERN, MODEL_RULE
 from core.jobs import ChatRequest, EmbeddingRequest, known_providers
 
 REF = "#/components/schemas/{model}"
@@ -35,10 +36,12 @@ def _model_name(providers: list[str]) -> dict[str, Any]:
     example = "openai" if "openai" in providers else (providers or ["openai"])[0]
     return {
         "type": "string",
-        # what validate_model_name accepts: no character that str.isspace() counts
-        "pattern": rf"^({names}):[^\s\u001c-\u001f\u0085]+$",
-        "maxLength": 200,
-        "description": "provider:model; providers: " + ", ".join(providers),
+        # what validate_model_name accepts: a known provider, then the safe characters
+        "pattern": rf"^({names}):" + MODEL_NAME_PATTERN.removeprefix("^"),
+        "maxLength": MAX_MODEL_CHARS,
+        "description": "provider:model; providers: "
+        + ", ".join(providers)
+        + f"; the model takes {MODEL_RULE}",
         "examples": [f"{example}:gpt-4o-mini"],
     }
 
