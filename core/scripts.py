@@ -296,12 +296,10 @@ end
 return 0
 """
 
-# The rate breaker (workers.run.breaker): closed → open when ``rate`` of the last ``window``
-# calls failed (with ``min_calls`` at least) → half-open after ``cooldown`` s, ``probes`` let
-# through → closed when they all succeed, open when one fails. The window: '0' (success) and
-# '1' (failure), newest last, afresh after ``forget_s`` with no call. Redis' clock is used.
-# KEYS: breaker, breakers (model → state), transitions metric; ARGV[1..3]: model, its metric
-# field prefix ("model|"), ttl_s
+# The rate breaker (workers.run.breaker): closed → open when failures reach ``rate`` of the
+# calls started in the last ``window_s`` (10 buckets; ``min_calls`` at least) → half-open after
+# ``cooldown`` s: ``probes`` let through, closed when all succeed, open when one fails. Redis'
+# clock. KEYS: breaker, breakers (model → state), transitions; ARGV[1..3]: model, "model|", ttl
 BREAKER_COMMON = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -314,20 +312,17 @@ end
 local function ms(s) return math.max(0, math.ceil(s * 1000)) end
 """
 
-# ARGV[4..]: successes, failures (0|1), probe ('' | ok | fail | release), window, min_calls,
-#            rate, cooldown_s, probes needed to close, forget_s
+# ARGV[4..]: calls started (less those that turned out not to count: may be < 0), failures,
+#            probe ('' | ok | fail | release), window_s, min_calls, rate, cooldown_s, probes
 # → {state, ms, changed}: 0 closed | 1 open (ms: left) | 2 half-open; changed 1: opened, 2: closed
 BREAKER_RECORD = (
     BREAKER_COMMON
     + """
-local state, ring, last, open_until_ =
-  unpack(redis.call('HMGET', B, 'state', 'ring', 'last', 'open_until'))
+local state, open_until_ = unpack(redis.call('HMGET', B, 'state', 'open_until'))
 local probe, cooldown = ARGV[6], tonumber(ARGV[10])
 local function open()
-  redis.call('DEL', B)
-  redis.call('HSET', B, 'state', 'open', 'open_until', now + cooldown)
-  redis.call('EXPIRE', B, ttl)
-  moved('open'); return {1, ms(cooldown), 1}
+  redis.call('DEL', B); redis.call('HSET', B, 'state', 'open', 'open_until', now + cooldown)
+  redis.call('EXPIRE', B, ttl); moved('open'); return {1, ms(cooldown), 1}
 end
 if state == 'half_open' and probe == 'fail' then return open() end
 if state == 'half_open' and probe == 'release' then
@@ -339,17 +334,22 @@ elseif state == 'half_open' and probe == 'ok' then
 end
 if state == 'open' then return {1, ms(tonumber(open_until_) - now), 0} end
 if state == 'half_open' then return {2, 0, 0} end  -- else: a call from before it opened
-local window, fails = tonumber(ARGV[7]), tonumber(ARGV[5])
-local n = math.min(tonumber(ARGV[4]), window)
-if n + fails == 0 then return {0, 0, 0} end
-if not ring or now - tonumber(last) > tonumber(ARGV[12]) then ring = '' end
-ring = string.sub(ring .. string.rep('0', n) .. string.rep('1', fails), -window)
-redis.call('HSET', B, 'ring', ring, 'last', now)
-redis.call('EXPIRE', B, ttl)
-if fails > 0 and #ring >= tonumber(ARGV[8]) then
-  local _, failed = string.gsub(ring, '1', '')
-  if failed >= tonumber(ARGV[9]) * #ring then return open() end
+local calls, fails = tonumber(ARGV[4]), tonumber(ARGV[5])
+if calls == 0 and fails == 0 then return {0, 0, 0} end
+local bucket = math.floor(now * 10 / tonumber(ARGV[7])); local slot = bucket % 10
+if tonumber(redis.call('HGET', B, 't' .. slot)) ~= bucket then
+  redis.call('HSET', B, 't' .. slot, bucket, 'c' .. slot, 0, 'f' .. slot, 0)
 end
+redis.call('HINCRBY', B, 'c' .. slot, calls); redis.call('HINCRBY', B, 'f' .. slot, fails)
+redis.call('EXPIRE', B, ttl)
+if fails == 0 then return {0, 0, 0} end
+local c, f = 0, 0
+for i = 0, 9 do
+  local ti, ci, fi = unpack(redis.call('HMGET', B, 't' .. i, 'c' .. i, 'f' .. i))
+  if ti and tonumber(ti) > bucket - 10 then c, f = c + tonumber(ci), f + tonumber(fi) end
+end
+c = math.max(c, f)  -- failures of calls started before the window
+if c >= tonumber(ARGV[8]) and f >= tonumber(ARGV[9]) * c then return open() end
 return {0, 0, 0}
 """
 )
@@ -369,8 +369,7 @@ if state == 'open' or now > tonumber(deadline) then
   if state == 'open' then moved('half_open') end
   probes, deadline = 0, now + tonumber(ARGV[5])
   redis.call('HSET', B, 'state', 'half_open', 'probes', 0, 'probe_ok', 0,
-    'probe_deadline', deadline)
-  redis.call('EXPIRE', B, ttl)
+    'probe_deadline', deadline); redis.call('EXPIRE', B, ttl)
 end
 if tonumber(probes) >= tonumber(ARGV[4]) then return {2, ms(tonumber(deadline) - now)} end
 redis.call('HINCRBY', B, 'probes', 1); return {3, 0}
