@@ -6,8 +6,9 @@ When the next delivery attempt happens, and the durable schedule that holds it.
 Waits between attempts follow ``COURIER_CALLBACK_RETRY_SCHEDULE`` with ±20 % jitter; a
 receiver's ``Retry-After`` may push an attempt later (never earlier than the schedule,
 never more than :data:`MAX_RETRY_AFTER_EXTRA_S` past it). The next attempt waits in the
-``CALLBACKS_SCHEDULED`` zset (job id → due ms), not in a worker's memory: the sweeper
-takes due entries with :func:`due_callbacks` and enqueues them.
+``CALLBACKS_SCHEDULED`` zset (job id → due ms), not in a worker's memory: the sweeping
+worker's callback timer (``workers.sweeper``) wakes when the earliest entry is due, takes
+the due entries with :meth:`CallbackSchedule.due` and enqueues them.
 """
 
 from __future__ import annotations
@@ -64,6 +65,11 @@ class CallbackSchedule:
         self.redis = client
         self.redo_s = redo_s
         self._due = client.register_script(scripts.DUE_CALLBACKS)
+
+    def next_due(self) -> float | None:
+        """When the earliest scheduled attempt is due (epoch s), or None when none is."""
+        head = self.redis.zrange(keys.CALLBACKS_SCHEDULED, 0, 0, withscores=True)
+        return float(head[0][1]) / 1000 if head else None  # type: ignore[index]
 
     def due(self, limit: int = 1000) -> list[str]:
         ids: list[str] = self._due(

@@ -63,12 +63,14 @@ def start_background() -> Sweeper:
     """Start this process's loops once (per pid: prefork children get their own)."""
     pid = os.getpid()
     if pid not in _sweepers:
+        callbacks = CallbackSchedule(get_runtime().redis)
         sweeper = Sweeper(
             runtime=get_runtime(),
             enqueue_job=lambda job_id, priority: enqueue_job(app, job_id, priority),
             enqueue_callback=lambda job_id: enqueue_callback(app, job_id),
             on_expired=_expired_while_queued,
-            due_callbacks=CallbackSchedule(get_runtime().redis).due,
+            due_callbacks=callbacks.due,
+            next_callback_at=callbacks.next_due,
             restore_messages=lambda: broker.restore_unacked(app),
             orphan_after_s=orphan_after_s(),
         )

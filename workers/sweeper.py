@@ -5,12 +5,18 @@ process at a time (a Redis lock), hands back jobs whose lease lapsed, expires qu
 jobs past ``expires_at``, enqueues scheduled jobs that are due (retries, waits), moves
 jobs that waited longer than ``priority_aging_s`` one queue up (low → normal → high, so
 low work is delayed but never starved), and enqueues callbacks that are due.
+
+Callback attempts are due at a precise time (``COURIER_CALLBACK_RETRY_SCHEDULE`` ± 20 %),
+so the sweeping process also runs a callback timer that sleeps until the earliest one is
+due (looking again at least every :data:`CALLBACK_POLL_S`): taken only by the sweep, a
+2 s wait became 2 or 3 s, whichever sweep came first after it (1.8-4.4 s measured).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -24,6 +30,7 @@ log = logging.getLogger("courier.sweeper")
 
 
 Hook = Callable[[str], None]
+CALLBACK_POLL_S = 0.2  # the callback timer looks at the schedule's head at least this often
 
 
 @dataclass
@@ -33,6 +40,7 @@ class Sweeper:
     enqueue_callback: Hook
     on_expired: Callable[[str, bool], None]
     due_callbacks: Callable[[], list[str]] = lambda: []
+    next_callback_at: Callable[[], float | None] = lambda: None  # epoch s of the earliest
     restore_messages: Callable[[], None] = lambda: None
     # Queued jobs older than this while their broker queue is empty have lost their message
     # (a broker outage at the wrong moment): they are enqueued again. None: never.
@@ -43,6 +51,7 @@ class Sweeper:
 
     def __post_init__(self) -> None:
         self._lock = self.runtime.redis.register_script(scripts.ACQUIRE_OR_RENEW)
+        self._sweeping = False  # this process held the sweep lock at the last sweep
 
     def holds_lock(self) -> bool:
         ttl_ms = int(max(3.0, self.runtime.settings.sweep_interval_s * 5) * 1000)
@@ -124,12 +133,28 @@ class Sweeper:
         interval = self.runtime.settings.sweep_interval_s
         while not (self.stop_sweeps_event.wait(interval) or self.stop_event.is_set()):
             try:
-                if self.holds_lock():
+                self._sweeping = self.holds_lock()
+                if self._sweeping:
                     self.sweep_once()
             except redis.RedisError as exc:
                 log.warning("sweep skipped: %s", exc)
             except Exception:
                 log.exception("sweep failed")
+
+    def run_callback_timer(self) -> None:
+        """Enqueue callback attempts as they fall due (in the sweeping process only)."""
+        while not (self.stop_sweeps_event.is_set() or self.stop_event.is_set()):
+            wait = CALLBACK_POLL_S
+            try:
+                if self._sweeping:
+                    for job_id in self.due_callbacks():
+                        self.enqueue_callback(job_id)
+                    due = self.next_callback_at()
+                    if due is not None:
+                        wait = min(wait, max(0.0, due - time.time()))
+            except Exception:  # Redis or the broker away: the sweep loop says so, once
+                wait = 1.0
+            self.stop_sweeps_event.wait(max(wait, 0.002))
 
     def run_renewals(self) -> None:
         interval = self.runtime.settings.lease_ttl_s / 4
@@ -142,7 +167,7 @@ class Sweeper:
                 log.exception("lease renewal failed")
 
     def start(self) -> None:
-        for target in (self.run_renewals, self.run_sweeps):
+        for target in (self.run_renewals, self.run_sweeps, self.run_callback_timer):
             threading.Thread(target=target, name=target.__name__, daemon=True).start()
 
     def stop_sweeps(self) -> None:

@@ -142,6 +142,9 @@ class WebhookSender:
         now = self.clock()
         due = _parse_iso(state.get("next_attempt_at"))
         if due is not None and due > now + EARLY_SLACK_S:
+            # Early (a duplicate message): keep the entry at its time, not at the sweep's
+            # redo score, which would hold the attempt back for minutes.
+            schedule.schedule_at(self.redis, job_id, due)
             return Delivery("skipped", "next attempt not due yet", next_attempt_at=due)
         schedule.schedule_at(self.redis, job_id, now + self.lock_ttl_s)
 
