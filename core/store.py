@@ -309,6 +309,19 @@ class JobStore:
         )
         return lost
 
+    def statuses(self, job_ids: list[str]) -> dict[str, str]:
+        """Each job's status now ('' for a job that is gone)."""
+        if not job_ids:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(keys.job(job_id), "status")
+        found = pipe.execute()
+        return {
+            j: (s.decode() if isinstance(s, bytes) else s or "")
+            for j, s in zip(job_ids, found, strict=True)
+        }
+
     def set_fields(self, job_id: str, fields: Mapping[str, Any]) -> None:
         """Fields outside the status machine (callback state, waiting_for)."""
         flat = encode_fields(fields)

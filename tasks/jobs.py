@@ -16,6 +16,7 @@ from celery.exceptions import Reject
 from core.celery_app import app
 from core.errors import NotClaimed
 from core.queues import RUN_JOB
+from workers.outage import redis_outage
 from workers.run.hooks import Run
 from workers.run.wiring import job_path
 
@@ -30,6 +31,7 @@ def run_job(self: Task, job_id: str) -> None:
     request = self.request
     try:
         job_path().run_message(Run(job_id, request.id or "", request.hostname or ""))
-    except NotClaimed:
-        log.warning("job %s: store unreachable before the claim; message handed back", job_id)
+    except NotClaimed as exc:
+        redis_outage.lost("claim", exc.__cause__ or exc)
+        log.debug("job %s: store unreachable before the claim; message handed back", job_id)
         raise Reject(requeue=True) from None

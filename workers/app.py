@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 
 from core.celery_app import app
-from workers import broker, green
+from workers import broker, green, outage
 from workers.events import BufferedTaskEvents
 from workers.run.flower import FlowerEvents
 from workers.run.intake import JobIntake
 
 broker.install()
 green.install()
+outage.install()
 app.steps["consumer"].add(BufferedTaskEvents)
 app.steps["consumer"].add(JobIntake)
 app.steps["consumer"].add(FlowerEvents)

@@ -35,6 +35,11 @@ one-way status makes that delivery a no-op.
 
 6. No message while the call pool is full: a gevent worker runs calls in its own pool, not
 in Celery's tasks (``workers.run.pool``), so the consumer asks that pool too.
+
+7. Remote control dies quietly with the connection. Celery's gevent remote-control loop
+(``gPidbox.loop``) lets the broker's ConnectionError escape its greenlet, and gevent prints
+three chained tracebacks; the consumer's restart starts a new loop anyway. Here the loop
+reports the outage (``workers.outage``) and ends.
 """
 
 from __future__ import annotations
@@ -45,9 +50,12 @@ import time
 import weakref
 from typing import Any
 
+import redis
+from celery.worker import pidbox
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 
+from workers.outage import broker_outage
 from workers.run import pool as execution
 
 log = logging.getLogger("courier.broker")
@@ -87,7 +95,8 @@ class ResilientQoS(kombu_redis.QoS):  # type: ignore[misc]
             with self.pipe_or_acquire() as pipe:
                 pipe.zrem(self.unacked_index_key, *tags).hdel(self.unacked_key, *tags).execute()
         except Exception as exc:
-            log.warning(
+            broker_outage().lost("acks", exc)
+            log.debug(
                 "%d acks not recorded in Redis (%s); they will be redelivered", len(tags), exc
             )
 
@@ -148,11 +157,23 @@ def _reused_client(self: kombu_redis.Channel, asynchronous: bool = False) -> Any
     return client
 
 
+_original_pidbox_loop = pidbox.gPidbox.loop
+
+
+def _pidbox_loop_quietly(self: pidbox.gPidbox, c: Any) -> None:
+    try:
+        _original_pidbox_loop(self, c)
+    except (*c.connection_errors, redis.ConnectionError, OSError) as exc:
+        broker_outage().lost("remote control", exc)
+        log.debug("remote-control loop ended: %r (the consumer restarts it)", exc)
+
+
 def install() -> None:
     """Make every kombu Redis channel in this process use these fixes."""
     kombu_redis.Channel.QoS = ResilientQoS
     kombu_redis.Channel._create_client = _reused_client  # type: ignore[method-assign]
     kombu_redis.MultiChannelPoller.get = _get_refilling_promptly  # type: ignore[method-assign]
+    pidbox.gPidbox.loop = _pidbox_loop_quietly  # type: ignore[method-assign]
 
 
 def restore_unacked(app: Any) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 
 from celery import bootsteps
 
+from workers.outage import broker_outage
+
 log = logging.getLogger("courier.events")
 
 FLUSH_INTERVAL_S = 0.25
@@ -61,4 +63,5 @@ class BufferedTaskEvents(bootsteps.StartStopStep):  # type: ignore[misc]
         try:
             dispatcher.flush(errors=False, groups=True)
         except Exception as exc:  # the broker is down: the events stay buffered
-            log.warning("task events not sent yet: %s", exc)
+            broker_outage().lost("task events", exc)
+            log.debug("task events not sent yet: %s", exc)

@@ -14,9 +14,11 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from celery.exceptions import CPendingDeprecationWarning
 from celery.signals import (
     celeryd_after_setup,
     setup_logging,
@@ -139,6 +141,17 @@ def _preload_sdks(**_: Any) -> None:
         imported = import_adapters(dict.fromkeys(config.api for config in keyed.values()))
         took = time.monotonic() - started
         log.info("provider SDKs imported (%s) in %.1f s", ", ".join(imported) or "none", took)
+
+
+@celeryd_after_setup.connect
+def _quiet_reconnect_warning(**_: Any) -> None:
+    """Celery warns on every broker reconnect that it will cancel late-acked tasks on
+    connection loss from 6.0 on. Courier's jobs run in its call pool, not in Celery's tasks,
+    and it keeps that setting off on purpose (a callback delivery cut off mid-send would wait
+    for the visibility timeout). Celery's logging setup resets the filters: set after it."""
+    warnings.filterwarnings(
+        "ignore", message=r"\s*In Celery 5.1 we introduced", category=CPendingDeprecationWarning
+    )
 
 
 def check_provider_keys(

@@ -26,6 +26,7 @@ from core.metrics import (
     field,
 )
 from core.results import ProviderResult
+from workers.outage import redis_outage
 from workers.providers.base import Provider
 
 log = logging.getLogger("courier.metrics")
@@ -66,10 +67,15 @@ class MetricsBuffer:
                 pipe.hincrbyfloat(keys.metrics(family), key, amount)
         try:
             pipe.execute()
+        except redis.ConnectionError as exc:
+            self.restore(deltas)
+            redis_outage.lost("metrics", exc)
+            return 0
         except redis.RedisError as exc:
             self.restore(deltas)
             log.warning("metrics flush failed (kept for the next one): %s", exc)
             return 0
+        redis_outage.back()
         return len(deltas)
 
 

@@ -24,6 +24,7 @@ import redis
 
 from config.celery import PRIORITIES
 from core import keys, scripts
+from workers.outage import redis_outage
 from workers.runtime import Runtime
 
 log = logging.getLogger("courier.sweeper")
@@ -123,11 +124,20 @@ class Sweeper:
         return found
 
     def renew_leases(self) -> None:
-        lost = self.runtime.store.renew(
-            self.runtime.leases.snapshot(), self.runtime.settings.lease_ttl_s
-        )
-        for job_id in lost:
-            log.info("job %s: lease no longer ours (cancelled, ended or taken over)", job_id)
+        store = self.runtime.store
+        lost = store.renew(self.runtime.leases.snapshot(), self.runtime.settings.lease_ttl_s)
+        for job_id, status in store.statuses(lost).items():
+            if status in ("succeeded", "failed"):  # ended by its run a moment ago: all is well
+                log.debug("job %s: %s before its lease was renewed", job_id, status)
+            elif status in ("cancelled", "expired"):
+                log.info("job %s: %s while its call ran; the answer is dropped", job_id, status)
+            else:
+                log.warning(
+                    "job %s: lease lapsed and the job was handed on (now %s); this run's "
+                    "answer is dropped",
+                    job_id,
+                    status or "gone",
+                )
 
     def run_sweeps(self) -> None:
         interval = self.runtime.settings.sweep_interval_s
@@ -136,6 +146,9 @@ class Sweeper:
                 self._sweeping = self.holds_lock()
                 if self._sweeping:
                     self.sweep_once()
+                redis_outage.back()
+            except redis.ConnectionError as exc:
+                redis_outage.lost("sweep", exc)
             except redis.RedisError as exc:
                 log.warning("sweep skipped: %s", exc)
             except Exception:
@@ -161,6 +174,9 @@ class Sweeper:
         while not self.stop_event.wait(interval):
             try:
                 self.renew_leases()
+                redis_outage.back()
+            except redis.ConnectionError as exc:
+                redis_outage.lost("lease renewal", exc)
             except redis.RedisError as exc:
                 log.warning("lease renewal failed: %s", exc)
             except Exception:

@@ -36,6 +36,7 @@ from config.settings import get_settings
 from core import keys
 from core.claims import Taken
 from core.connections import redis_client
+from workers.outage import redis_outage
 from workers.run import pool as execution
 from workers.run.hooks import Run
 from workers.run.path import JobPath
@@ -92,13 +93,16 @@ class Intake:
             except Exception as exc:  # the loop must outlive any fault: it is the worker's intake
                 failures += 1
                 delay = min(0.1 * 2**failures, 5.0)
-                if isinstance(exc, redis.RedisError):
-                    log.warning("intake: Redis unreachable (%s); again in %.1f s", exc, delay)
+                if isinstance(exc, redis.ConnectionError):
+                    redis_outage.lost("intake", exc)
+                elif isinstance(exc, redis.RedisError):
+                    log.warning("intake: Redis error (%s); again in %.1f s", exc, delay)
                 else:
                     log.exception("intake: taking a job failed; again in %.1f s", delay)
                 gevent.sleep(delay)
                 continue
             failures = 0
+            redis_outage.back()
             if taken is not None:
                 try:
                     self._hand_over(*taken)

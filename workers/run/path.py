@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 
+import redis
+
 from workers.run.flower import FlowerView
 from workers.run.hooks import Hooks, Run
 from workers.run.pool import CallPool
@@ -50,6 +52,10 @@ class JobPath:
     def run(self, run: Run, claimed: Claimed) -> None:
         try:
             outcome = self.runner.run_claimed(claimed)
+        except redis.ConnectionError as exc:
+            # Redis is away (said once by workers.outage): the lease lapses and the sweeper
+            # hands the job on
+            outcome = Outcome("skipped", reason="run_raised", message=type(exc).__name__)
         except Exception as exc:
             # As a failed task would: the lease lapses and the sweeper hands the job on.
             log.error("job %s: run raised %s", run.job_id, type(exc).__name__)

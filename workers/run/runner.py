@@ -22,6 +22,7 @@ from core.claims import Claim
 from core.errors import CourierError, FinalError, NotClaimed, ProviderTimeout, RetryableError
 from core.records import Record
 from core.results import ProviderResult, split_model
+from workers.outage import redis_outage
 from workers.providers.base import Provider
 from workers.run.breaker import Admission, CircuitBreaker
 from workers.run.retry import RetryPolicy
@@ -118,9 +119,12 @@ class JobRunner:
             outcome.priority = record.get("priority")
             outcome.model = outcome.model or record.get("model")
             return outcome
-        except redis.RedisError:
+        except redis.ConnectionError as exc:
             # The store is unreachable: leave the lease to lapse; the sweeper hands the
             # job to another worker once Redis answers again.
+            redis_outage.lost(f"job {job_id}", exc)
+            raise
+        except redis.RedisError:
             log.exception("job %s: Redis error while running", job_id)
             raise
         except Exception as exc:  # a bug, not a provider fault: end the job, visibly
@@ -276,12 +280,21 @@ class JobRunner:
         self, job_id: str, token: str, status: str, fields: dict[str, Any], record: Record
     ) -> bool | None:
         """End the job; None when it had ended elsewhere, else whether it has a callback."""
-        ended, _, has_callback = self._patiently(
-            lambda: self.runtime.store.finish(
+        tries: list[int] = []
+
+        def finish() -> tuple[Any, ...]:
+            tries.append(1)
+            return self.runtime.store.finish(
                 job_id, status, token=token, fields=fields, record=record
             )
-        )
-        return bool(has_callback) if ended else None
+
+        ended, _, has_callback = self._patiently(finish)
+        if ended:
+            return bool(has_callback)
+        if len(tries) > 1 and self.runtime.store.statuses([job_id]).get(job_id) == status:
+            # An earlier try reached Redis and its answer was lost with the connection.
+            return bool(record.get("callback_url"))
+        return None
 
     def _fail(
         self, job_id: str, token: str, error: CourierError, attempts: int, record: Record
