@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint typecheck fmt bench bench-limits bench-sim fuzz check clean
+.PHONY: install dev test lint typecheck fmt bench bench-limits bench-sim bench-breaker fuzz check clean
 
 $(BIN)/courier: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -46,6 +46,9 @@ bench-sim: install
 
 bench-limits: install
 	$(BIN)/python -m bench.rate_limits
+
+bench-breaker: install
+	$(BIN)/python -m bench.breaker
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     # The circuit breaker per provider:model (workers.run.breaker; README "Circuit breaker").
     breaker: Literal["rate", "streak", "off"] = "rate"
     breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
-    breaker_window_s: float = Field(default=10.0, ge=0.1, le=3600)
+    breaker_window_s: float = Field(default=5.0, ge=0.1, le=3600)
     breaker_min_calls: int = Field(default=20, ge=1)
     breaker_cooldown_s: float = Field(default=10.0, gt=0)
     breaker_probes: int = Field(default=3, ge=1, le=100)

@@ -88,7 +88,7 @@ def is_failure(error: CourierError | None) -> bool:
 class RateBreaker:
     client: redis.Redis
     failure_rate: float = 0.5
-    window_s: float = 10.0
+    window_s: float = 5.0
     min_calls: int = 20
     cooldown_s: float = 10.0
     probes: int = 3
