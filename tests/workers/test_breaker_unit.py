@@ -1,4 +1,5 @@
-"""CircuitBreaker (workers.run.breaker) on the real Redis: closed until ``threshold``
+"""The streak breaker (``StreakBreaker``, ``COURIER_BREAKER=streak``; workers.run.breaker) on
+the real Redis (the rate breaker's tests: tests/test_breaker.py): closed until ``threshold``
 consecutive failures, then open for ``cooldown_s``; after the cool-down a call goes through,
 a success closes it and a failure opens it again at once. Every worker shares the state."""
 
@@ -11,7 +12,7 @@ import pytest
 import redis
 
 from core import keys
-from workers.run.breaker import CircuitBreaker
+from workers.run.breaker import StreakBreaker
 
 
 @pytest.fixture()
@@ -28,7 +29,7 @@ def cool_down_over(client: redis.Redis, model: str) -> None:
 def test_closed_until_the_threshold_then_open_for_the_cool_down(
     redis_client: redis.Redis, model: str
 ) -> None:
-    breaker = CircuitBreaker(redis_client, threshold=3, cooldown_s=30)
+    breaker = StreakBreaker(redis_client, threshold=3, cooldown_s=30)
     assert breaker.open_for(model) == 0
     assert [breaker.record_failure(model) for _ in range(3)] == [False, False, True]
     assert 29 < breaker.open_for(model) <= 30
@@ -38,7 +39,7 @@ def test_closed_until_the_threshold_then_open_for_the_cool_down(
 def test_a_success_closes_it_and_starts_the_count_again(
     redis_client: redis.Redis, model: str
 ) -> None:
-    breaker = CircuitBreaker(redis_client, threshold=2, cooldown_s=30)
+    breaker = StreakBreaker(redis_client, threshold=2, cooldown_s=30)
     breaker.record_failure(model)
     breaker.record_failure(model)
     assert breaker.open_for(model) > 0
@@ -51,7 +52,7 @@ def test_a_success_closes_it_and_starts_the_count_again(
 def test_failures_apart_from_each_other_by_a_success_never_open_it(
     redis_client: redis.Redis, model: str
 ) -> None:
-    breaker = CircuitBreaker(redis_client, threshold=2, cooldown_s=30)
+    breaker = StreakBreaker(redis_client, threshold=2, cooldown_s=30)
     for _ in range(5):
         assert breaker.record_failure(model) is False
         breaker.record_success(model)
@@ -61,7 +62,7 @@ def test_failures_apart_from_each_other_by_a_success_never_open_it(
 def test_after_the_cool_down_a_call_goes_through_and_one_failure_reopens_it(
     redis_client: redis.Redis, model: str
 ) -> None:
-    breaker = CircuitBreaker(redis_client, threshold=3, cooldown_s=30)
+    breaker = StreakBreaker(redis_client, threshold=3, cooldown_s=30)
     for _ in range(3):
         breaker.record_failure(model)
     cool_down_over(redis_client, model)
@@ -71,7 +72,7 @@ def test_after_the_cool_down_a_call_goes_through_and_one_failure_reopens_it(
 
 
 def test_after_the_cool_down_a_success_closes_it(redis_client: redis.Redis, model: str) -> None:
-    breaker = CircuitBreaker(redis_client, threshold=1, cooldown_s=30)
+    breaker = StreakBreaker(redis_client, threshold=1, cooldown_s=30)
     breaker.record_failure(model)
     cool_down_over(redis_client, model)
     breaker.record_success(model)
@@ -81,8 +82,8 @@ def test_after_the_cool_down_a_success_closes_it(redis_client: redis.Redis, mode
 
 
 def test_every_worker_sees_the_same_circuit(redis_client: redis.Redis, model: str) -> None:
-    one = CircuitBreaker(redis_client, threshold=2, cooldown_s=30, clean_cache_s=0)
-    other = CircuitBreaker(redis_client, threshold=2, cooldown_s=30, clean_cache_s=0)
+    one = StreakBreaker(redis_client, threshold=2, cooldown_s=30, clean_cache_s=0)
+    other = StreakBreaker(redis_client, threshold=2, cooldown_s=30, clean_cache_s=0)
     one.record_failure(model)
     assert other.record_failure(model) is True  # the second failure cluster-wide opens it
     assert one.open_for(model) > 0
@@ -93,9 +94,9 @@ def test_every_worker_sees_the_same_circuit(redis_client: redis.Redis, model: st
 def test_a_model_seen_clean_is_not_asked_about_again_for_a_moment(
     redis_client: redis.Redis, model: str
 ) -> None:
-    cached = CircuitBreaker(redis_client, threshold=1, cooldown_s=30, clean_cache_s=60)
+    cached = StreakBreaker(redis_client, threshold=1, cooldown_s=30, clean_cache_s=60)
     assert cached.open_for(model) == 0  # no failures at all: taken as closed for 60 s
-    CircuitBreaker(redis_client, threshold=1, cooldown_s=30).record_failure(model)
+    StreakBreaker(redis_client, threshold=1, cooldown_s=30).record_failure(model)
     assert cached.open_for(model) == 0  # opened by another worker, not asked yet
     cached.record_failure(model)  # its own failure drops what it took for granted
     assert cached.open_for(model) > 0

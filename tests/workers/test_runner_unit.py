@@ -30,7 +30,7 @@ from tests.support.seams import (
     answer,
     make_runtime,
 )
-from workers.run.breaker import CircuitBreaker
+from workers.run.breaker import StreakBreaker
 from workers.run.retry import RetryPolicy
 from workers.run.runner import JobRunner
 from workers.runtime import Runtime
@@ -80,7 +80,7 @@ def runner(
     job_runner = JobRunner(
         runtime=runtime,
         get_provider=providers,
-        breaker=CircuitBreaker(runtime.redis, threshold=threshold, cooldown_s=cooldown_s),
+        breaker=StreakBreaker(runtime.redis, threshold=threshold, cooldown_s=cooldown_s),
         limiter=limiter,
         policy=policy or RetryPolicy(base_s=0.5, cap_s=2.0),
         sleep=sleep,

@@ -220,28 +220,40 @@ class StreakBreaker:
         self._clean_until: dict[str, float] = {}
 
     def admit(self, model: str) -> Admission:
-        now = time.monotonic()
-        if self._clean_until.get(model, 0.0) > now:
-            return GO
-        failures, open_until = self.client.hmget(keys.breaker(model), ["failures", "open_until"])  # type: ignore[misc]
-        if failures is None:
-            self._clean_until[model] = now + self.clean_cache_s
-            return GO
-        if not open_until:
-            return GO
-        return Admission(wait_s=max(0.0, float(open_until) - time.time()))
+        return Admission(wait_s=self.open_for(model))
 
     def record(self, model: str, admission: Admission, error: CourierError | None) -> None:
         if error is None:
-            if self._clean_until.get(model, 0.0) <= time.monotonic():
-                self.client.delete(keys.breaker(model))
+            self.record_success(model)
         elif isinstance(error, RetryableError):
-            self._clean_until.pop(model, None)
-            until = time.time() + self.cooldown_s
-            self._record_failure(keys=[keys.breaker(model)], args=[self.threshold, until])
+            self.record_failure(model)
 
     def release(self, model: str, admission: Admission) -> None:
         return None
+
+    def open_for(self, model: str) -> float:
+        """Seconds the circuit for ``model`` stays open; 0 when calls may go through."""
+        now = time.monotonic()
+        if self._clean_until.get(model, 0.0) > now:
+            return 0.0
+        failures, open_until = self.client.hmget(keys.breaker(model), ["failures", "open_until"])  # type: ignore[misc]
+        if failures is None:
+            self._clean_until[model] = now + self.clean_cache_s
+            return 0.0
+        if not open_until:
+            return 0.0
+        return max(0.0, float(open_until) - time.time())
+
+    def record_failure(self, model: str) -> bool:
+        """Count a retryable failure; True when this opened (or re-opened) the circuit."""
+        self._clean_until.pop(model, None)
+        until = time.time() + self.cooldown_s
+        return bool(self._record_failure(keys=[keys.breaker(model)], args=[self.threshold, until]))
+
+    def record_success(self, model: str) -> None:
+        if self._clean_until.get(model, 0.0) > time.monotonic():
+            return  # nothing to reset
+        self.client.delete(keys.breaker(model))
 
 
 class NoBreaker:
