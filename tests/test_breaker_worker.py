@@ -71,7 +71,7 @@ def test_an_outage_opens_the_circuit_and_recovery_closes_it(
     log = [e for e in sim.log() if e["model"] == name]
     refused = [e for e in log if e["status"] == 503]
     seen = transitions(redis_client, model)
-    # The window (20 failed calls of the last 40 open it) and a few probes per cool-down;
+    # 20 calls started in the 5 s window, all failed, open it; then a few probes a cool-down;
     # without a breaker these jobs made well over 100 calls to the dead provider.
     print(f"calls refused by the outage: {len(refused)} of {len(log)}; transitions {seen}")
     assert 20 <= len(refused) <= 60, len(refused)

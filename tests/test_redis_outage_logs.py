@@ -47,7 +47,9 @@ def test_a_redis_restart_logs_two_lines_and_no_traceback(sim: SimulatorHandle) -
         server.stop()
     assert [j["status"] for j in jobs] == ["succeeded"] * 80
     output = worker.output()
-    assert "Traceback" not in output and "failed with ConnectionError" not in output
+    at = output.find("Traceback")
+    assert at == -1, output[max(0, at - 2000) : at + 3000]
+    assert "failed with ConnectionError" not in output
     lines = json_lines(output)
     outage = [str(r["msg"]) for r in lines if r["logger"] == "courier.outage"]
     assert len(outage) == 2, outage
@@ -88,3 +90,25 @@ def test_the_outage_lines_and_a_relapse(caplog: pytest.LogCaptureFixture) -> Non
     ]
     assert lines[0][1].startswith("Redis unreachable (sweep: ConnectionError: refused)")
     assert outage.down
+
+
+def test_an_active_job_takes_celery_s_reconnect_and_shutdown_bookkeeping() -> None:
+    """What Celery does to its requests after a broker reconnect (moves the active ones into
+    ``reserved_requests`` and sets ``eventer`` on each) and at a cold shutdown (asks
+    ``task.acks_late`` and ``acknowledged``), done to a job of the call pool."""
+    from celery.worker import state
+
+    from workers.run.flower import ActiveJob
+    from workers.run.hooks import Run
+
+    job = ActiveJob(Run("job_1", "task-1", "w@host"), time.time())
+    state.active_requests.add(job)
+    try:
+        state.reserved_requests.update(tuple(state.active_requests))
+        for request in tuple(state.reserved_requests):
+            request.eventer = object()
+        assert job.task.acks_late and job.acknowledged  # never cancelled by Celery
+        assert job.info()["id"] == "task-1"
+    finally:
+        state.active_requests.discard(job)
+        state.reserved_requests.discard(job)

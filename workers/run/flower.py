@@ -41,10 +41,25 @@ log = logging.getLogger("courier.flower")
 REVOKED_REASONS = frozenset({"ended_elsewhere", "cancelled", "expired"})
 
 
-class ActiveJob:
-    """A job running in the call pool, as ``inspect active`` lists a task (``Request.info``)."""
+class _RunJobTask:
+    """What Celery reads of an active request's task at a cold shutdown (``acks_late``)."""
 
-    __slots__ = ("__weakref__", "hostname", "id", "job_id", "time_start", "worker_pid")
+    name = RUN_JOB
+    acks_late = True
+
+
+class ActiveJob:
+    """A job running in the call pool, as ``inspect active`` lists a task (``Request.info``).
+
+    Celery also treats it as one of its requests in two places: after a broker reconnect it
+    moves the active requests into ``reserved_requests`` and sets each one's ``eventer`` (a
+    Redis restart with jobs in flight made the worker exit with "Unrecoverable error:
+    'ActiveJob' object has no attribute 'eventer'"), and a cold shutdown asks
+    ``task.acks_late`` and ``acknowledged`` before cancelling it (acknowledged: never)."""
+
+    __slots__ = ("__weakref__", "eventer", "hostname", "id", "job_id", "time_start", "worker_pid")
+    task = _RunJobTask()
+    acknowledged = True
 
     def __init__(self, run: Run, time_start: float) -> None:
         self.id = run.task_id
@@ -52,6 +67,7 @@ class ActiveJob:
         self.hostname = run.hostname
         self.time_start = time_start
         self.worker_pid = os.getpid()
+        self.eventer: Any = None  # set by Celery after a reconnect; unused
 
     def info(self, safe: bool = False) -> dict[str, Any]:
         return {
