@@ -219,6 +219,16 @@ def outage(url: str, sim: Any, breaker: str, args: argparse.Namespace) -> Row:
     return row
 
 
+NOTES = [
+    "Notes. Completion is `finished_at - created_at` of each job. 'Runs put off' counts the",
+    "hand-backs with `waiting_for: circuit_open`. 'Calls while down' are the 503s the",
+    "outage answered; 'first 200 after recovery' is when the provider answered a call",
+    "again; 'jobs before recovery all done' is when the last job submitted before the",
+    "recovery ended. Where no circuit opened (0 runs put off), rows differ only by this",
+    "shared machine's noise: compare them within a seed, and read the ratio loosely.",
+]
+
+
 def seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f} s"
 
@@ -284,6 +294,7 @@ def write_results(args: argparse.Namespace, rows: list[Row], took_s: float) -> s
                 f"again {seconds(r.first_ok_s)} after recovery, cool-down {cooldown:g} s "
                 f"(target: within one): {verdict}"
             )
+    lines += ["", *NOTES]
     text = "\n".join(lines) + "\n"
     RESULTS.write_text(text)
     return text
