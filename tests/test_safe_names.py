@@ -94,3 +94,21 @@ def test_a_bad_tenant_name_stops_the_process_at_start(redis_url: str, command: s
     assert done.returncode == 2, done.stderr
     assert "COURIER_API_KEYS pair 2: tenant name refused at character 4 (U+0001)" in done.stderr
     assert "secret-key-two" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["keys", "create"], ["clients", "create", "--role", "user"]], ids=["key", "client"]
+)
+def test_a_bad_tenant_name_is_refused_for_a_managed_key_or_client(
+    redis_url: str, command: list[str]
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "producers.cli", *command, "--tenant", "bad\u0001tenant"],
+        env={"PATH": "/usr/bin:/bin", "COURIER_REDIS_URL": redis_url},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "tenant name refused at character 4 (U+0001)" in done.stderr

@@ -32,9 +32,9 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from config.names import tenant_problem
 from core import keys
 from producers.api.access.scopes import ROLES
-from producers.api.apikeys import TENANT_PATTERN
 
 ID_PREFIX = "cli_"
 SECRET_PREFIX = "cs_"
@@ -105,11 +105,9 @@ class OAuthClients:
 
     def create(self, tenant: str, role: str, name: str = "") -> tuple[ClientInfo, str]:
         """A new client: (its info, its secret — shown once, never stored)."""
-        if not TENANT_PATTERN.match(tenant):
-            raise ValueError(
-                "tenant must be 1-128 characters: letters, digits and . _ @ - "
-                "(starting with a letter or digit)"
-            )
+        problem = tenant_problem(tenant)
+        if problem:
+            raise ValueError(problem)
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         if len(name) > NAME_MAX or any(not c.isprintable() for c in name):
