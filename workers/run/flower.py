@@ -119,6 +119,9 @@ class FlowerView:
             job = self._active.pop(run.task_id, None)
         if job is not None:
             worker_state.active_requests.discard(job)
+            # After a broker reconnect Celery also lists active requests as reserved, which the
+            # call pool's gate counts as taken in: a job that ended must leave both.
+            worker_state.reserved_requests.discard(job)
         status, runtime = outcome.status, run.runtime_s
         if status == "succeeded":
             self._send(run, "task-succeeded", result=repr(status), runtime=runtime)
