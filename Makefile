@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint typecheck fmt bench bench-limits bench-sim bench-breaker fuzz check clean
+.PHONY: install dev test lint typecheck fmt bench bench-limits bench-sim bench-breaker bench-budgets fuzz check clean
 
 $(BIN)/courier: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -49,6 +49,9 @@ bench-limits: install
 
 bench-breaker: install
 	$(BIN)/python -m bench.breaker
+
+bench-budgets: install
+	$(BIN)/python -m bench.budgets
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -40,6 +40,66 @@ class ModelLimit(BaseModel):
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
     max_in_flight: int | None = Field(default=None, ge=1)
+
+
+# Beyond these a price or budget is a typo, not a plan (docs/contract.md, Configuration).
+MAX_PRICE_USD_PER_M = 10_000.0
+MAX_BUDGET_USD = 1_000_000.0  # the ledger counts nano-dollars in Redis' exact integer range
+MAX_PATTERN_CHARS = 200
+
+
+class PriceTier(BaseModel):
+    """Prices in USD per 1M tokens: input, output, and the prompt cache's reads and writes
+    (each the input price when not given)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(ge=0, le=MAX_PRICE_USD_PER_M)
+    output: float = Field(ge=0, le=MAX_PRICE_USD_PER_M)
+    cached_input: float | None = Field(default=None, ge=0, le=MAX_PRICE_USD_PER_M)
+    cache_write: float | None = Field(default=None, ge=0, le=MAX_PRICE_USD_PER_M)
+
+
+class LongContextTier(PriceTier):
+    """The prices of a whole call whose input exceeds ``above_input_tokens``."""
+
+    above_input_tokens: int = Field(ge=1)
+
+
+class ModelPrice(PriceTier):
+    """One entry of COURIER_PRICES."""
+
+    long_context: LongContextTier | None = None
+
+
+class TenantBudget(BaseModel):
+    """One entry of COURIER_BUDGETS: what a tenant may spend per period."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    usd: float = Field(ge=0, le=MAX_BUDGET_USD)
+    period: Literal["day", "month", "total"]
+
+
+def parse_table(value: Any, name: str) -> Any:
+    """A table setting given as text: JSON (``{...}``), else TOML."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text:
+        return {}
+    try:
+        return json.loads(text) if text.startswith("{") else tomllib.loads(text)
+    except ValueError as exc:  # JSONDecodeError and TOMLDecodeError both are
+        raise ValueError(f"{name} is neither a JSON object nor a TOML table: {exc}") from None
+
+
+def check_names(table: Mapping[str, Any], what: str) -> None:
+    for name in table:
+        if not name or len(name) > MAX_PATTERN_CHARS or any(c.isspace() for c in name):
+            raise ValueError(
+                f"{what} {name!r} must be 1 to {MAX_PATTERN_CHARS} characters without spaces"
+            )
 
 
 class TomlFileSource(PydanticBaseSettingsSource):
@@ -84,6 +144,8 @@ class Settings(BaseSettings):
     # name → {api, base_url, api_key_env, headers, api_version}: config.providers and
     # docs/contract.md, Named providers
     providers: Annotated[dict[str, ProviderConfig], NoDecode] = Field(default_factory=dict)
+    prices: Annotated[dict[str, ModelPrice], NoDecode] = Field(default_factory=dict)
+    budgets: Annotated[dict[str, TenantBudget], NoDecode] = Field(default_factory=dict)
     api_url: str = "http://localhost:8000"
     api_key: str | None = Field(default=None, repr=False)
 
@@ -116,6 +178,10 @@ class Settings(BaseSettings):
     breaker_cooldown_s: float = Field(default=10.0, gt=0)
     breaker_probes: int = Field(default=3, ge=1, le=100)
     breaker_threshold: int = Field(default=5, ge=1)  # COURIER_BREAKER=streak only
+    # The answer cache (core/cache/): an answer larger than this is not kept, and a
+    # tenant's answers take at most that many bytes (its soonest-expiring go first).
+    cache_max_entry_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
+    cache_max_tenant_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
 
     # Security (SECURITY.md): quotas per tenant, header limit, production checks.
     tenant_max_unfinished: int = Field(default=10_000, ge=0)  # 0: no limit
@@ -213,6 +279,22 @@ class Settings(BaseSettings):
             except ValueError as exc:
                 raise ValueError(f"COURIER_PROVIDERS is not valid JSON: {exc}") from None
         return parse_providers(value)
+
+    @field_validator("prices", mode="before")
+    @classmethod
+    def _parse_prices(cls, value: Any) -> Any:
+        table = parse_table(value, "COURIER_PRICES")
+        if isinstance(table, Mapping):
+            check_names(table, "COURIER_PRICES: model pattern")
+        return table
+
+    @field_validator("budgets", mode="before")
+    @classmethod
+    def _parse_budgets(cls, value: Any) -> Any:
+        table = parse_table(value, "COURIER_BUDGETS")
+        if isinstance(table, Mapping):
+            check_names(table, "COURIER_BUDGETS: tenant")
+        return table
 
     @model_validator(mode="after")
     def _safe_in_production(self) -> Settings:

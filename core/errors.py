@@ -8,7 +8,8 @@
     └── FinalError                 the same request will never succeed
         ├── InvalidRequest         400, 404, 409, 413, 422: the request itself is wrong
         ├── AuthenticationFailed   401, 403: the provider key is missing or refused
-        └── ContentFiltered        the provider refused the content
+        ├── ContentFiltered        the provider refused the content
+        └── BudgetExceeded         the call's worst-case cost does not fit the tenant's budget
 
 Outside the provider call, refusals the caller handles, each where it is raised:
 
@@ -18,14 +19,20 @@ Outside the provider call, refusals the caller handles, each where it is raised:
     RedeliverError             the callback cannot be redelivered (API: 404/409)
     NotClaimed                 the store was unreachable before a claim (the message goes back)
 
-Each provider error class has an ``error_type``: the string stored in the job record
-(``error.type`` of the job, docs/contract.md, The job). Celery's serializers do not carry
+A provider error may carry the ``usage`` of an answer that was billed all the same (an answer
+Courier could not use): its cost is counted. Each provider error class has an
+``error_type``: the string stored in the job record (``error.type`` of the job,
+docs/contract.md, The job). Celery's serializers do not carry
 custom exception classes faithfully, so only that string and the message cross process lines.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.results import Usage
 
 
 class CourierError(Exception):
@@ -40,11 +47,13 @@ class CourierError(Exception):
         *,
         status_code: int | None = None,
         rate_limit_headers: Mapping[str, str] | None = None,
+        usage: Usage | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status_code = status_code
         self.rate_limit_headers: dict[str, str] = dict(rate_limit_headers or {})
+        self.usage = usage
 
     def to_record(self) -> dict[str, object]:
         """The ``error`` object of the job record."""
@@ -99,6 +108,13 @@ class ContentFiltered(FinalError):
     """The provider refused to answer for content reasons."""
 
     error_type = "content_filter"
+
+
+class BudgetExceeded(FinalError):
+    """The call's worst-case cost does not fit what is left of the tenant's budget (or its
+    model has no price); never retried (docs/contract.md, Cost, budgets and cache)."""
+
+    error_type = "budget_exceeded"
 
 
 # ---- refusals outside the provider call -------------------------------------------------

@@ -38,6 +38,7 @@ MAX_FALLBACKS = 5
 MAX_EXPIRES_S = 7 * 24 * 3600
 MAX_JSON_DEPTH = 32  # nesting of metadata, tools, response_format, message parts
 MAX_BATCH_JOBS = 500  # jobs in one POST /v1/jobs/batch
+MAX_CACHE_TTL_S = 30 * 24 * 3600
 
 
 def json_integer(value: Any) -> Any:
@@ -167,6 +168,17 @@ class EmbeddingRequest(BaseModel):
         return value
 
 
+class CacheOption(BaseModel):
+    """``"cache": {"ttl_s": N}``: answer from an identical job of the tenant that succeeded
+    at most N seconds ago, and keep this job's answer N seconds for later ones."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    ttl_s: int = Field(ge=1, le=MAX_CACHE_TTL_S, strict=False)
+
+    _integer = field_validator("ttl_s", mode="before")(json_integer)
+
+
 class JobSubmission(BaseModel):
     """The body of ``POST /v1/jobs``."""
 
@@ -188,6 +200,7 @@ class JobSubmission(BaseModel):
     max_attempts: int = Field(default=5, ge=1, le=MAX_ATTEMPTS_LIMIT, strict=False)
     timeout_s: float = Field(default=120, gt=0, le=3600)
     expires_in_s: float | None = Field(default=None, gt=0, le=MAX_EXPIRES_S)
+    cache: CacheOption | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -250,6 +263,12 @@ class JobSubmission(BaseModel):
 class Usage(BaseModel):
     input_tokens: int
     output_tokens: int
+    cached_input_tokens: int | None = Field(
+        default=None, description="of input_tokens, read from the provider's prompt cache"
+    )
+    cache_write_tokens: int | None = Field(
+        default=None, description="of input_tokens, written to the provider's prompt cache"
+    )
 
 
 class JobResult(BaseModel):
@@ -260,6 +279,9 @@ class JobResult(BaseModel):
     usage: Usage
     model: str
     latency_ms: int
+    cached: bool | None = Field(
+        default=None, description="true: the answer of an earlier job, from the cache"
+    )
 
 
 class JobError(BaseModel):
@@ -302,6 +324,11 @@ class Job(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     waiting_for: str | None = None
     queue: QueueInfo | None = None
+    cost_usd: float | None = Field(
+        default=None,
+        description="the true cost of the job's provider calls so far, in USD; null when a "
+        "model it called has no price",
+    )
 
 
 class JobList(BaseModel):

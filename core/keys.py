@@ -40,6 +40,15 @@ LIMIT = PREFIX + "limit:{name}:{resource}"  # limiter state per limit key and re
 LIMIT_COOLDOWN = PREFIX + "limit:{name}:cooldown"  # string: set after a 429 until Retry-After
 LIMIT_NAMES = PREFIX + "limits"  # set: every limit key name in use, for limiter_state
 
+# Cost, budgets and the answer cache (core/cost/, core/cache.py)
+BUDGETS = PREFIX + "budgets"  # hash: tenant → its budget as JSON {usd, period, source, set_at}
+BUDGET_HELD = PREFIX + "budget:{tenant}:held"  # hash: reservation id → "nano|model"; "total"
+BUDGET_HELD_UNTIL = PREFIX + "budget:{tenant}:held-until"  # zset: reservation id → lapses (ms)
+SPEND = PREFIX + "spend:{tenant}:{period}"  # hash: spent in a period, see spend() below
+CACHE_ENTRY = PREFIX + "cache:{tenant}:{digest}"  # string: a cached answer {at, result} (JSON)
+CACHE_INDEX = PREFIX + "cache:{tenant}:index"  # zset: the tenant's entries → expiry (ms)
+CACHE_SIZES = PREFIX + "cache:{tenant}:sizes"  # hash: entry digest → bytes; "total": their sum
+
 # Metrics (workers.metrics): cluster-wide counters that every API process renders at /metrics
 METRICS = PREFIX + "metrics:{family}"  # hash: label values joined by "|" → count (or sum)
 
@@ -146,3 +155,30 @@ def token_failures(kind: str, who: str) -> str:
 
 def audit(tenant: str) -> str:
     return AUDIT.format(tenant=tenant)
+
+
+def budget_held(tenant: str) -> str:
+    return BUDGET_HELD.format(tenant=tenant)
+
+
+def budget_held_until(tenant: str) -> str:
+    return BUDGET_HELD_UNTIL.format(tenant=tenant)
+
+
+def spend(tenant: str, period: str) -> str:
+    """hash: what ``tenant`` spent in ``period`` (``day:2026-12-06``, ``month:2026-12``,
+    ``total``): ``usd`` in nano-dollars, ``since`` (ms), and per model ``<model>|usd``,
+    ``|in``, ``|out`` (tokens) and ``|jobs`` (jobs that called it)."""
+    return SPEND.format(tenant=tenant, period=period)
+
+
+def cache_entry(tenant: str, digest: str) -> str:
+    return CACHE_ENTRY.format(tenant=tenant, digest=digest)
+
+
+def cache_index(tenant: str) -> str:
+    return CACHE_INDEX.format(tenant=tenant)
+
+
+def cache_sizes(tenant: str) -> str:
+    return CACHE_SIZES.format(tenant=tenant)

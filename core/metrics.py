@@ -35,6 +35,8 @@ PROVIDER_ERRORS = "provider_errors"
 TOKENS = "tokens"
 LATENCY = "provider_latency"
 BREAKER_TRANSITIONS = "breaker_transitions"  # written by the breaker's Lua scripts
+COST = "cost"  # nano-dollars, written by the ledger's settle script (core.cost.scripts)
+CACHE = "cache"  # answer cache lookups at submission (core.cache)
 LABELS: dict[str, tuple[str, ...]] = {
     SUBMITTED: ("model", "priority", "kind"),
     FINISHED: ("status", "model", "priority"),
@@ -43,6 +45,8 @@ LABELS: dict[str, tuple[str, ...]] = {
     TOKENS: ("model", "direction"),
     LATENCY: ("model", "le"),
     BREAKER_TRANSITIONS: ("model", "state"),
+    COST: ("tenant", "model"),
+    CACHE: ("model", "outcome"),
 }
 # Seconds; provider calls take from a fraction of a second to minutes.
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)

@@ -65,4 +65,15 @@ def to_view(record: Record) -> dict[str, Any]:
         "callback": callback,
         "metadata": loads("metadata") or {},
         "waiting_for": record.get("waiting_for") or None,
+        "cost_usd": cost_usd(record),
     }
+
+
+def cost_usd(record: Record) -> float | None:
+    """The job's cost: the sum its calls settled (``cost_nano``), None when one of them had
+    no price or the job's model has none (the API sets ``cost_nano`` at creation only for a
+    priced model)."""
+    raw = record.get("cost_nano")
+    if record.get("cost_unpriced") or raw is None or raw == "":
+        return None
+    return round(int(raw) / 1_000_000_000, 9)

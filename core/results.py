@@ -17,8 +17,24 @@ FINISH_REASONS = ("stop", "length", "content_filter", "tool_calls", "error")
 
 @dataclass(slots=True)
 class Usage:
+    """Tokens a call used, as the provider reported them. ``input_tokens`` counts every
+    prompt token; of those, ``cached_input_tokens`` were read from the provider's prompt
+    cache and ``cache_write_tokens`` written to it (Anthropic), each priced apart
+    (:mod:`core.cost.prices`)."""
+
     input_tokens: int = 0
     output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def to_record(self) -> dict[str, int]:
+        """``result.usage``: input and output, and the cache's shares when there are any."""
+        out = {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+        if self.cached_input_tokens:
+            out["cached_input_tokens"] = self.cached_input_tokens
+        if self.cache_write_tokens:
+            out["cache_write_tokens"] = self.cache_write_tokens
+        return out
 
 
 @dataclass(slots=True)
@@ -42,10 +58,7 @@ class ProviderResult:
             "message": self.message,
             "embeddings": self.embeddings,
             "finish_reason": self.finish_reason,
-            "usage": {
-                "input_tokens": self.usage.input_tokens,
-                "output_tokens": self.usage.output_tokens,
-            },
+            "usage": self.usage.to_record(),
             "model": self.model,
             "latency_ms": self.latency_ms,
         }

@@ -1,5 +1,6 @@
-"""Every Lua script Courier runs, but the rate limiter's (its algorithms keep their Lua
-twins beside their Python ones, in :mod:`core.ratelimit`).
+"""Every Lua script Courier runs about jobs, but the rate limiter's (its algorithms keep their
+Lua twins beside their Python ones, in :mod:`core.ratelimit`), the cost ledger's
+(:mod:`core.cost.scripts`) and the answer cache's (:mod:`core.cache.scripts`).
 
 Scripts that change a job record make it atomic (one-way status, leases, schedules):
 

@@ -17,6 +17,7 @@ from core import keys, scripts
 from core.claims import Claim, Taken, claim_from
 from core.errors import QuotaExceeded
 from core.jobs import TERMINAL, CallbackState
+from core.pipelined import ScriptCall, run_together
 from core.records import Record, encode_fields, new_job_id, now_ms
 
 CALLBACK_SAFETY_S = 30.0
@@ -238,8 +239,11 @@ class JobStore:
         allowed: Iterable[str] = ("running",),
         fields: Mapping[str, Any] | None = None,
         record: Record | None = None,
+        before: Sequence[ScriptCall] = (),
     ) -> tuple[bool, str, bool]:
-        """End a job once: (ended by this call, previous status, a callback is now due)."""
+        """End a job once: (ended by this call, previous status, a callback is now due).
+        ``before``: scripts to run first in the same round trip (the last call's cost, the
+        answer for the cache), whether or not the job ends."""
         assert status in TERMINAL
         record = record if record is not None else (self.get(job_id) or {})
         extra: dict[str, Any] = {"finished_at": time.time(), **(fields or {})}
@@ -251,8 +255,9 @@ class JobStore:
             # Sent at once by whoever ended the job; the schedule is the safety net should
             # that process die before sending.
             callback_due = now_ms() + int(CALLBACK_SAFETY_S * 1000)
-        done, previous = self._finish(
-            keys=[
+        ending = ScriptCall(
+            self._finish,
+            [
                 keys.job(job_id),
                 keys.RUNNING,
                 keys.SCHEDULED,
@@ -261,7 +266,7 @@ class JobStore:
                 *keys.QUEUED_ALL,
                 keys.tenant_unfinished(record.get("tenant", "")),
             ],
-            args=[
+            [
                 job_id,
                 token,
                 "," + ",".join(allowed) + ",",
@@ -272,6 +277,7 @@ class JobStore:
                 *encode_fields(extra),
             ],
         )
+        done, previous = run_together(self.redis, [*before, ending])[-1]
         return bool(done), str(previous), bool(done) and callback_due != ""
 
     def requeue(

@@ -1,4 +1,4 @@
-"""The ``courier`` command: api, worker, simulate, submit, dev, keys, clients
+"""The ``courier`` command: api, worker, simulate, submit, usage, dev, keys, clients, budgets
 (docs/contract.md, Commands)."""
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from config.settings import (
     unsafe_message,
 )
 from producers.api.apikeys import ManagedKeys
+from producers.budgets_cli import budgets_cli
 from producers.cli_clients import clients_cli, configured_redis
 
 cli = typer.Typer(
@@ -37,6 +38,7 @@ keys_cli = typer.Typer(
 )
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(clients_cli, name="clients")
+cli.add_typer(budgets_cli, name="budgets")
 
 
 def _managed_keys() -> ManagedKeys:
@@ -191,6 +193,9 @@ def submit(
     max_tokens: Annotated[int | None, typer.Option(help="Reply length limit (chat)")] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Idempotency-Key")] = None,
     timeout: Annotated[float | None, typer.Option(help="Give up waiting after S")] = None,
+    cache_ttl: Annotated[
+        int | None, typer.Option(help="Answer from an identical job of the last S seconds")
+    ] = None,
     api_url: Annotated[
         str | None, typer.Option(envvar="COURIER_API_URL", help="The API's base URL")
     ] = None,
@@ -221,6 +226,7 @@ def submit(
                 priority=priority,
                 callback_url=callback_url,
                 idempotency_key=idempotency_key,
+                cache={"ttl_s": cache_ttl} if cache_ttl is not None else None,
             )
             if wait:
                 job = courier.wait(job["id"], timeout=timeout)
@@ -236,6 +242,35 @@ def submit(
     typer.echo(json.dumps(job, indent=2))
     if wait and job.get("status") != "succeeded":
         raise typer.Exit(1)
+
+
+@cli.command()
+def usage(
+    period: Annotated[
+        str | None, typer.Option(help="day, month or total (default: the budget's, else month)")
+    ] = None,
+    api_url: Annotated[
+        str | None, typer.Option(envvar="COURIER_API_URL", help="The API's base URL")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="COURIER_API_KEY", help="An API key", show_default=False)
+    ] = None,
+) -> None:
+    """Print what the key's tenant spent in a period, against its budget, by model (JSON)."""
+    import httpx
+
+    from producers.client import Courier, CourierAPIError
+
+    try:
+        with Courier(api_url, api_key) as courier:
+            report = courier.usage(period)
+    except CourierAPIError as exc:
+        typer.echo(json.dumps({"error": {"type": exc.type, "message": exc.message}}), err=True)
+        raise typer.Exit(2) from None
+    except httpx.TransportError as exc:
+        typer.echo(f"courier: cannot reach the API: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(report, indent=2))
 
 
 @cli.command()

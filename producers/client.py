@@ -61,6 +61,7 @@ class JobOptions(TypedDict, total=False):
     max_attempts: int | None
     timeout_s: float | None
     expires_in_s: float | None
+    cache: dict[str, int] | None  # {"ttl_s": N}: answer from an identical job of the last N s
 
 
 def submission_body(
@@ -97,6 +98,10 @@ def parse(response: httpx.Response) -> Any:
 
 def job_path(job_id: str, suffix: str = "") -> str:
     return f"/v1/jobs/{quote(job_id, safe='')}{suffix}"
+
+
+def _period(period: str | None) -> dict[str, str]:
+    return {"period": period} if period else {}
 
 
 def _transient(exc: Exception) -> bool:
@@ -230,6 +235,12 @@ class Courier(_Base):
         jobs: builtins.list[Job] = answer["jobs"]
         return jobs
 
+    def usage(self, period: str | None = None) -> dict[str, Any]:
+        """What the tenant spent in ``period`` (``day``, ``month``, ``total``; default: its
+        budget's period, else ``month``), against its budget, by model."""
+        report: dict[str, Any] = parse(self.http.get("/v1/usage", params=_period(period)))
+        return report
+
     def close(self) -> None:
         self.http.close()
 
@@ -328,6 +339,11 @@ class AsyncCourier(_Base):
         answer = parse(await self.http.get("/v1/jobs", params=self._list_params(status, limit)))
         jobs: builtins.list[Job] = answer["jobs"]
         return jobs
+
+    async def usage(self, period: str | None = None) -> dict[str, Any]:
+        """What the tenant spent in ``period``, against its budget, by model."""
+        report: dict[str, Any] = parse(await self.http.get("/v1/usage", params=_period(period)))
+        return report
 
     async def aclose(self) -> None:
         await self.http.aclose()

@@ -59,7 +59,7 @@ def specificity(pattern: str) -> tuple[int, int, int, str]:
     return exact, -literal, -len(pattern), pattern
 
 
-def match_pattern(limits: Mapping[str, ModelLimit], model: str) -> str | None:
+def match_pattern(limits: Mapping[str, object], model: str) -> str | None:
     """The most specific pattern matching ``provider:model`` (a pattern without ``:`` may also
     match the bare model name), or None."""
     _, _, bare = model.partition(":")

@@ -133,7 +133,9 @@ class ClusterCollector(Collector):
         return [up, *out]
 
     def _jobs(self) -> list[Metric]:
-        families = wm.read_families(self.client)
+        families = wm.read_families(  # cost and cache: producers.api.cost_metrics
+            self.client, [f for f in wm.LABELS if f not in (wm.COST, wm.CACHE)]
+        )
         pipe = self.client.pipeline(transaction=False)
         pipe.zcard(keys.RUNNING)
         pipe.zcard(keys.SCHEDULED)

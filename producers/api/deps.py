@@ -22,6 +22,7 @@ from core.store import JobStore
 from producers.api.access.clients import RevocationCache
 from producers.api.access.tokens import Tokens
 from producers.api.auditlog import AuditLog
+from producers.api.costs import CostServices
 from producers.api.metrics import ApiMetrics
 from producers.api.waiter import JobWaiter
 
@@ -47,6 +48,7 @@ class Services:
     metrics: ApiMetrics
     access: Access
     audit: AuditLog
+    cost: CostServices
 
 
 def get_services(request: Request) -> Services:

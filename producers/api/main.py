@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
+import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
@@ -18,12 +20,14 @@ from producers.api.access.clients import RevocationCache
 from producers.api.access.tokens import Tokens
 from producers.api.auditlog import AuditLog
 from producers.api.bodylimit import BodyLimitMiddleware
+from producers.api.costs import CostServices
 from producers.api.deps import Access, Services
 from producers.api.limits import HeaderLimitMiddleware
 from producers.api.metrics import ApiMetrics, RequestMetricsMiddleware
-from producers.api.routes import audit, clients, health, jobs, oauth
+from producers.api.routes import audit, clients, health, jobs, oauth, usage
 from producers.api.waiter import JobWaiter
 
+log = logging.getLogger("courier.api")
 THREADS = 200  # sync routes run in anyio's threadpool; each may hold one Redis connection
 
 
@@ -49,8 +53,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = JobStore(client, settings.job_retention_s)
         access = Access(tokens, RevocationCache(aclient, settings.token_revocation_check_s))
         audit_log = AuditLog(aclient, settings.audit_retention_s, settings.audit_max_entries)
+        cost = CostServices.build(settings, client)
+        try:
+            cost.ledger.seed(settings.budgets)
+        except redis.RedisError as exc:  # a worker seeds it too; the next start again
+            log.warning("COURIER_BUDGETS not written to Redis: %s", exc)
         app.state.services = Services(
-            settings, client, aclient, store, celery_app, waiter, metrics, access, audit_log
+            settings, client, aclient, store, celery_app, waiter, metrics, access, audit_log, cost
         )
         try:
             yield
@@ -80,5 +89,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(oauth.router)
     app.include_router(clients.router)
     app.include_router(audit.router)
+    app.include_router(usage.router)
     app.include_router(health.router)
     return app

@@ -39,6 +39,7 @@ from producers.api.collectors import (
     QueueDepthCollector,
     queue_depths,
 )
+from producers.api.cost_metrics import CostCollector
 
 log = logging.getLogger("courier.api.metrics")
 __all__ = ["ApiMetrics", "RequestMetricsMiddleware", "queue_depths"]
@@ -119,6 +120,7 @@ class ApiMetrics:
         self.jobs_submitted = ClusterCounter(client, wm.SUBMITTED)
         self.registry.register(LocalCollector(waiting))
         self.registry.register(ClusterCollector(client))
+        self.registry.register(CostCollector(client))
         self.registry.register(
             QueueDepthCollector(client, settings.celery_broker_url, settings.redis_url)
         )

@@ -275,6 +275,19 @@ def build_message_params(model: str, request: Mapping[str, Any]) -> dict[str, An
     return params
 
 
+def message_usage(usage: Mapping[str, Any]) -> Usage:
+    """Anthropic counts cache reads and writes apart from ``input_tokens``; Courier's
+    ``input_tokens`` is all three, with the cache's shares kept for pricing."""
+    read = usage.get("cache_read_input_tokens") or 0
+    written = usage.get("cache_creation_input_tokens") or 0
+    return Usage(
+        input_tokens=(usage.get("input_tokens") or 0) + read + written,
+        output_tokens=usage.get("output_tokens") or 0,
+        cached_input_tokens=read,
+        cache_write_tokens=written,
+    )
+
+
 def message_result(message: Mapping[str, Any], *, model: str, latency_ms: int) -> ProviderResult:
     """A ``ProviderResult`` from a Messages API answer's JSON (``model`` is "anthropic:<name>")."""
     texts: list[str] = []
@@ -292,16 +305,10 @@ def message_result(message: Mapping[str, Any], *, model: str, latency_ms: int) -
                 }
             )
     text = "".join(texts)
-    usage = message.get("usage") or {}
-    input_tokens = (
-        (usage.get("input_tokens") or 0)
-        + (usage.get("cache_creation_input_tokens") or 0)
-        + (usage.get("cache_read_input_tokens") or 0)
-    )
     return ProviderResult(
         model=model,
         finish_reason=normalize_finish_reason(message.get("stop_reason")),
-        usage=Usage(input_tokens=input_tokens, output_tokens=usage.get("output_tokens") or 0),
+        usage=message_usage(message.get("usage") or {}),
         latency_ms=latency_ms,
         output=text,
         message={"role": "assistant", "content": text or None, "tool_calls": tool_calls},

@@ -108,11 +108,25 @@ def _usage(answer: Mapping[str, Any]) -> Mapping[str, Any]:
     return answer.get("usage") or {}
 
 
+def chat_usage(answer: Mapping[str, Any]) -> Usage:
+    """``usage`` of a chat completion: ``prompt_tokens`` counts every input token, of which
+    ``prompt_tokens_details.cached_tokens`` came from OpenAI's prompt cache (billed lower)."""
+    usage = _usage(answer)
+    details = usage.get("prompt_tokens_details") or {}
+    return Usage(
+        input_tokens=usage.get("prompt_tokens") or 0,
+        output_tokens=usage.get("completion_tokens") or 0,
+        cached_input_tokens=(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0,
+    )
+
+
 def chat_result(completion: Mapping[str, Any], *, model: str, latency_ms: int) -> ProviderResult:
     """A ``ProviderResult`` from a chat completion's JSON (``model`` is "<provider>:<name>")."""
     choices = completion.get("choices")
-    if not choices:
-        raise ProviderUnavailable(f"{model.partition(':')[0]}: response had no choices")
+    if not choices:  # an answer all the same: its tokens were billed
+        raise ProviderUnavailable(
+            f"{model.partition(':')[0]}: response had no choices", usage=chat_usage(completion)
+        )
     choice = choices[0]
     msg = choice.get("message") or {}
     content: str | None = msg.get("content")
@@ -133,14 +147,10 @@ def chat_result(completion: Mapping[str, Any], *, model: str, latency_ms: int) -
         message["refusal"] = refusal
         if not content:
             finish_reason = "content_filter"
-    usage = _usage(completion)
     return ProviderResult(
         model=model,
         finish_reason=finish_reason,
-        usage=Usage(
-            input_tokens=usage.get("prompt_tokens") or 0,
-            output_tokens=usage.get("completion_tokens") or 0,
-        ),
+        usage=chat_usage(completion),
         latency_ms=latency_ms,
         output=content or "",
         message=message,

@@ -20,12 +20,14 @@ import redis
 
 from core.claims import Claim
 from core.errors import CourierError, FinalError, NotClaimed, ProviderTimeout, RetryableError
+from core.pipelined import ScriptCall
 from core.records import Record
 from core.results import ProviderResult, split_model
 from workers.outage import redis_outage
 from workers.providers.base import Provider
 from workers.run.breaker import Admission, CircuitBreaker
 from workers.run.retry import RetryPolicy
+from workers.run.spending import Reserved, Spending
 from workers.runtime import Runtime
 
 log = logging.getLogger("courier.runner")
@@ -86,6 +88,7 @@ class JobRunner:
     get_provider: Callable[[str], Provider]
     breaker: CircuitBreaker
     limiter: Limiter | None = None
+    spending: Spending | None = None  # cost per call, budgets, the answer cache
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
 
@@ -186,6 +189,18 @@ class JobRunner:
             else:
                 reservation = None
 
+            reserved: Reserved | None = None
+            sent = request
+            if self.spending is not None:
+                reserved = self.spending.reserve(record, model, request, timeout_s)
+                if not reserved.go:
+                    self._release(reservation)
+                    self._release_admission(model, admission)
+                    return self._over_budget(
+                        job_id, token, record, reserved, index, failures, claimed_attempt
+                    )
+                sent = reserved.request
+
             if claimed_attempt:
                 attempt, claimed_attempt = claimed_attempt, 0
             else:
@@ -193,23 +208,28 @@ class JobRunner:
             if attempt in (-1, -2):
                 self._release(reservation)
                 self._release_admission(model, admission)
-            if attempt == -1:
-                return Outcome("skipped", reason="lease_lost")
-            if attempt == -2:
+                if self.spending is not None:
+                    self.spending.release(record, model, reserved)
+                if attempt == -1:
+                    return Outcome("skipped", reason="lease_lost")
                 return self._expire(job_id, token, record=record)
 
             call_timeout = timeout_s
             if expires_at is not None:
                 call_timeout = max(0.1, min(timeout_s, expires_at - time.time()))
             try:
-                result = self._call(model, kind, request, call_timeout)
+                result = self._call(model, kind, sent, call_timeout)
             except CourierError as exc:
                 if self.limiter is not None and reservation is not None:
                     self.limiter.settle(reservation, None, exc)
+                settle = self.spending.after(record, model, reserved, None, exc) if (
+                    self.spending) else []  # fmt: skip
                 last_error = exc
                 self._record_outcome(model, admission, exc)
                 if isinstance(exc, FinalError):
-                    return self._fail(job_id, token, exc, attempt, record)
+                    return self._fail(job_id, token, exc, attempt, record, settle)
+                for call in settle:
+                    self._patiently(call.run)
                 failures += 1
                 if failures >= max_attempts:
                     index, failures = index + 1, 0
@@ -223,7 +243,10 @@ class JobRunner:
                 return self._later(job_id, token, delay, "retry", index, failures, error=exc)
             if self.limiter is not None and reservation is not None:
                 self.limiter.settle(reservation, result, None)
-            ended = self._end(job_id, token, "succeeded", {"result": result.to_record()}, record)
+            before = self.spending.after(record, model, reserved, result, None) if (
+                self.spending) else []  # fmt: skip
+            fields = {"result": result.to_record()}
+            ended = self._end(job_id, token, "succeeded", fields, record, before)
             self._record_outcome(model, admission, None)
             if ended is None:  # cancelled, or handed on when our lease lapsed: not ours to count
                 return Outcome("skipped", reason="ended_elsewhere")
@@ -232,6 +255,30 @@ class JobRunner:
         assert last_error is not None or not route
         error = last_error or ProviderTimeout("no model answered")
         return self._fail(job_id, token, error, int(record.get("attempts") or 0), record)
+
+    def _over_budget(
+        self,
+        job_id: str,
+        token: str,
+        record: Record,
+        reserved: Reserved,
+        index: int,
+        failures: int,
+        unused_attempt: int,
+    ) -> Outcome:
+        """A call that does not fit the budget now: wait while calls in flight may give back
+        enough, else fail the job (``budget_exceeded``, not retried)."""
+        assert self.spending is not None
+        if reserved.verdict == "wait":
+            waits = int(record.get("budget_waits") or 0)
+            return self._later(
+                job_id, token, self.spending.budget_wait_s(record), "budget", index, failures,
+                unused_attempt, extra={"budget_waits": waits + 1},
+            )  # fmt: skip
+        fields = {"attempts": unused_attempt - 1} if unused_attempt else {}
+        attempts = int(record.get("attempts") or 1) - (1 if unused_attempt else 0)
+        return self._fail(job_id, token, self.spending.refusal(reserved), attempts, record,
+                          fields=fields)  # fmt: skip
 
     def _call(
         self, model: str, kind: str, request: dict[str, Any], timeout: float
@@ -277,15 +324,22 @@ class JobRunner:
             self.limiter.settle(reservation, None, None)
 
     def _end(
-        self, job_id: str, token: str, status: str, fields: dict[str, Any], record: Record
+        self,
+        job_id: str,
+        token: str,
+        status: str,
+        fields: dict[str, Any],
+        record: Record,
+        before: list[ScriptCall] | None = None,
     ) -> bool | None:
-        """End the job; None when it had ended elsewhere, else whether it has a callback."""
+        """End the job (``before``: the last call's settle, run in the same round trip);
+        None when it had ended elsewhere, else whether it has a callback."""
         tries: list[int] = []
 
         def finish() -> tuple[Any, ...]:
             tries.append(1)
             return self.runtime.store.finish(
-                job_id, status, token=token, fields=fields, record=record
+                job_id, status, token=token, fields=fields, record=record, before=before or ()
             )
 
         ended, _, has_callback = self._patiently(finish)
@@ -297,12 +351,20 @@ class JobRunner:
         return None
 
     def _fail(
-        self, job_id: str, token: str, error: CourierError, attempts: int, record: Record
+        self,
+        job_id: str,
+        token: str,
+        error: CourierError,
+        attempts: int,
+        record: Record,
+        before: list[ScriptCall] | None = None,
+        fields: dict[str, Any] | None = None,
     ) -> Outcome:
         details = error.to_record()
         if isinstance(error, RetryableError):
             details["retryable"] = True
-        has_callback = self._end(job_id, token, "failed", {"error": details}, record)
+        ending = {"error": details, **(fields or {})}
+        has_callback = self._end(job_id, token, "failed", ending, record, before)
         if has_callback is None:
             return Outcome("skipped", reason="ended_elsewhere")
         return Outcome(
@@ -340,10 +402,11 @@ class JobRunner:
         failures: int,
         unused_attempt: int = 0,
         error: CourierError | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> Outcome:
         """Hand the job back to run after ``delay_s``; ``unused_attempt``: the attempt the
         claim counted for a call this run never made, given back."""
-        fields: dict[str, Any] = {"route_index": index, "route_failures": failures}
+        fields: dict[str, Any] = {"route_index": index, "route_failures": failures, **(extra or {})}
         if unused_attempt:
             fields["attempts"] = unused_attempt - 1
         if error is not None:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
+import redis
+
+from core.cache import AnswerCache
 from core.celery_app import app
+from core.cost.ledger import BudgetDirectory, Ledger
+from core.cost.prices import PriceTable
 from core.queues import enqueue_callback
 from workers.metrics import metered, worker_metrics
 from workers.providers import get_provider
@@ -15,7 +21,10 @@ from workers.run.flower import FlowerView
 from workers.run.hooks import Callback, Hook, Hooks, LogLines, Metrics
 from workers.run.path import JobPath
 from workers.run.runner import JobRunner, Limiter
+from workers.run.spending import Spending
 from workers.runtime import Runtime, get_runtime
+
+log = logging.getLogger("courier.worker")
 
 _paths: dict[int, JobPath] = {}
 _lock = threading.Lock()
@@ -31,6 +40,20 @@ def build_limiter(runtime: Runtime) -> Limiter | None:
     return limiter
 
 
+def build_spending(runtime: Runtime) -> Spending:
+    """Cost per call, budgets and the answer cache; ``COURIER_BUDGETS`` seeds the ledger."""
+    settings = runtime.settings
+    ledger = Ledger(runtime.redis)
+    try:
+        ledger.seed(settings.budgets)
+    except redis.RedisError as exc:  # the API seeds it too; the worker's next start again
+        log.warning("COURIER_BUDGETS not written to Redis: %s", exc)
+    cache = AnswerCache(
+        runtime.redis, settings.cache_max_entry_bytes, settings.cache_max_tenant_bytes
+    )
+    return Spending(ledger, PriceTable(settings.prices), BudgetDirectory(ledger), cache)
+
+
 def build_runner(runtime: Runtime) -> JobRunner:
     settings = runtime.settings
     return JobRunner(
@@ -38,6 +61,7 @@ def build_runner(runtime: Runtime) -> JobRunner:
         get_provider=metered(get_provider, worker_metrics),
         breaker=build_breaker(settings, runtime.redis),
         limiter=build_limiter(runtime),
+        spending=build_spending(runtime),
     )
 
 

@@ -26,7 +26,7 @@ from core.queues import enqueue_callback, enqueue_job, enqueue_jobs
 from core.records import Record, to_view
 from core.ssrf import check_callback_url
 from core.store import JobStore
-from producers.api import errors, quotas
+from producers.api import batch_costs, costs, errors, quotas
 from producers.api.access.principal import JobsRead, JobsWrite
 from producers.api.deps import (
     CeleryDep,
@@ -74,7 +74,7 @@ def _owned(store: JobStore, job_id: str, tenant: str) -> Record:
     responses={
         200: {"model": Job, "description": "The job first submitted with this Idempotency-Key"},
         **errors.responses(400, 401, 403, 413, 422, 503),
-        **quotas.RESPONSES_429,
+        **costs.RESPONSES,
     },
 )
 def submit_job(
@@ -85,10 +85,30 @@ def submit_job(
     celery: CeleryDep,
     settings: SettingsDep,
     metrics: MetricsDep,
+    services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     tenant = caller.tenant
-    fields = _job_fields(submission, settings)
+    cost = services.cost
+    costs.check_priced(cost, tenant, submission)
+    fields = _job_fields(submission, settings) | costs.stored_fields(cost, tenant, submission)
+    if submission.cache is not None:
+        found = cost.cache.create_from_cache(
+            tenant, fields, submission.cache.ttl_s, idempotency_key, store.retention_s
+        )
+        if found.record is not None:
+            if submission.callback_url:
+                batch_costs.send_callback(celery, found.record["id"])
+            return _job(found.record, 202)
+        if found.replay_id is not None:
+            return _job(store.get(found.replay_id) or _not_found_raise(found.replay_id))
+    try:
+        costs.check_budget(cost, tenant, costs.worst_nano(cost, submission))
+    except ApiError:
+        replayed = costs.replayed(store, tenant, idempotency_key)
+        if replayed is None:
+            raise
+        return _job(replayed)
     try:
         job_id, created = store.create(
             tenant, fields, idempotency_key, quotas.max_unfinished(settings.tenant_max_unfinished)
@@ -124,7 +144,7 @@ def submit_job(
     responses={
         200: {"model": JobList, "description": "The jobs first submitted with this key"},
         **errors.responses(400, 401, 403, 413, 422, 503),
-        **quotas.RESPONSES_429,
+        **costs.RESPONSES,
     },
 )
 async def submit_batch(
@@ -134,15 +154,23 @@ async def submit_batch(
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     tenant = caller.tenant
-    items = [
-        (_job_fields(job, services.settings), f"{idempotency_key}#{i}" if idempotency_key else None)
-        for i, job in enumerate(batch.jobs)
-    ]
+    cost = services.cost
+    items = []
+    for i, job in enumerate(batch.jobs):
+        costs.check_priced(cost, tenant, job, where=f"jobs[{i}]: ")
+        fields = _job_fields(job, services.settings) | costs.stored_fields(cost, tenant, job)
+        items.append((fields, f"{idempotency_key}#{i}" if idempotency_key else None))
     await quotas.charge_submissions(services, tenant, len(items))
-    records, created = await anyio.to_thread.run_sync(_create_batch, services, tenant, items)
+    records, created = await anyio.to_thread.run_sync(
+        batch_costs.create_batch, services, tenant, batch.jobs, items, _create_batch
+    )
     return JSONResponse(
         {"jobs": [to_view(record) for record in records]}, status_code=202 if created else 200
     )
+
+
+def _not_found_raise(job_id: str) -> Record:
+    raise _not_found(job_id)
 
 
 def _job_fields(submission: JobSubmission, settings: Settings) -> dict[str, Any]:
