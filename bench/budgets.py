@@ -48,7 +48,8 @@ from bench.harness import (
     wait_terminal,
 )
 from config.celery import celery_config
-from config.settings import Settings, TenantBudget
+from config.costs import TenantBudget
+from config.settings import Settings
 from core import keys
 from core.cost.bound import bound, capped
 from core.cost.ledger import Ledger

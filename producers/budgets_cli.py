@@ -11,9 +11,10 @@ from typing import Annotated, Literal
 import typer
 from pydantic import ValidationError
 
-from config.settings import MAX_BUDGET_USD, Settings, TenantBudget
+from config.costs import MAX_BUDGET_USD, TenantBudget
 from core.cost.ledger import Ledger
 from core.cost.prices import usd
+from producers.cli_clients import configured_redis
 
 budgets_cli = typer.Typer(
     help="Tenants' budgets (USD per day, month or in total), kept in Redis.",
@@ -22,14 +23,7 @@ budgets_cli = typer.Typer(
 
 
 def _ledger() -> Ledger:
-    import redis
-
-    try:
-        settings = Settings(profile="development")
-    except ValidationError as exc:
-        typer.echo(f"courier: invalid configuration:\n{exc}", err=True)
-        raise typer.Exit(2) from None
-    return Ledger(redis.Redis.from_url(settings.redis_url, decode_responses=True))
+    return Ledger(configured_redis())
 
 
 @budgets_cli.command("set")

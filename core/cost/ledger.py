@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import redis
 
-from config.settings import TenantBudget
+from config.costs import TenantBudget
 from core import keys
 from core.cost import scripts
 from core.jobs import iso

@@ -26,7 +26,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from config.settings import LongContextTier, ModelPrice, PriceTier
+from config.costs import LongContextTier, ModelPrice, PriceTier
 from core.ratelimit.limiter import match_pattern
 from core.results import Usage
 

@@ -8,7 +8,8 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from config.settings import ModelPrice, Settings
+from config.costs import ModelPrice
+from config.settings import Settings
 from core.cost.bound import IMAGE_TOKENS, TOOLS_TOKENS, bound, capped
 from core.cost.prices import DEFAULT_PRICES, PriceTable
 from core.ratelimit.estimate import DEFAULT_MAX_TOKENS

@@ -10,7 +10,7 @@ import uuid
 
 import redis
 
-from config.settings import TenantBudget
+from config.costs import TenantBudget
 from core import keys
 from core.cost.ledger import BudgetDirectory, Charge, Ledger, period_ids
 from core.records import to_view

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from config.settings import TenantBudget
+from config.costs import TenantBudget
 from core.cost.bound import bound, capped
 from core.cost.ledger import Ledger
 from core.cost.prices import PriceTable

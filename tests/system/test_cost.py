@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 
-from config.settings import TenantBudget
+from config.costs import TenantBudget
 from core import keys
 from core.cache import cache_digest
 from core.cost.bound import bound, capped

@@ -8,7 +8,7 @@ import uuid
 
 import redis
 
-from config.settings import TenantBudget
+from config.costs import TenantBudget
 from core.cost.ledger import Charge, Ledger
 from workers.run.leases import BudgetLeases
 
