@@ -25,7 +25,9 @@ from core.cost.bound import bound, capped
 from core.cost.ledger import Ledger
 from core.cost.prices import PriceTable
 from core.results import Usage
+from producers.api.access.clients import OAuthClients
 from producers.api.apikeys import ManagedKeys
+from tests.support.access import as_token, fetch_token
 from tests.support.procs import ROOT, Proc
 from tests.support.simulator import SimulatorHandle
 from tests.support.stack import assert_error, chat_body, paused, unique, wait_job
@@ -336,3 +338,15 @@ def test_cli_submit_with_cache_and_usage(
     assert report.returncode == 0, report.stderr
     assert json.loads(report.stdout)["by_model"][MINI]["jobs"] == 1
     assert courier("usage", "--period", "week", env=env).returncode == 2
+
+
+def test_usage_needs_the_usage_read_scope(redis_url: str, api_url: str) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    info, secret = OAuthClients(client).create(f"cost-{uuid.uuid4().hex[:8]}", "auditor")
+    client.close()
+    for scope, status in (("jobs:read", 403), ("usage:read", 200)):
+        token = fetch_token(api_url, info.id, secret, scope=scope, address=21)
+        with as_token(api_url, token["access_token"]) as http:
+            answer = http.get("/v1/usage")
+        assert answer.status_code == status, answer.text
+    assert answer.json()["spent_usd"] == 0 and answer.json()["by_model"] == {}
