@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from config.names import tenant_problem
+
 # Beyond these a price or budget is a typo, not a plan (docs/contract.md, Configuration).
 MAX_PRICE_USD_PER_M = 10_000.0
 MAX_BUDGET_USD = 1_000_000.0  # the ledger counts nano-dollars in Redis' exact integer range
@@ -60,6 +62,13 @@ def parse_table(value: Any, name: str) -> Any:
         return json.loads(text) if text.startswith("{") else tomllib.loads(text)
     except ValueError as exc:  # JSONDecodeError and TOMLDecodeError both are
         raise ValueError(f"{name} is neither a JSON object nor a TOML table: {exc}") from None
+
+
+def check_tenants(table: Mapping[str, Any]) -> None:
+    for tenant in table:
+        problem = tenant_problem(str(tenant))
+        if problem:
+            raise ValueError(f"COURIER_BUDGETS: {problem}")
 
 
 def check_names(table: Mapping[str, Any], what: str) -> None:

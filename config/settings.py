@@ -28,7 +28,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from config.costs import ModelPrice, TenantBudget, check_names, parse_table
+from config.costs import ModelPrice, TenantBudget, check_names, check_tenants, parse_table
 from config.names import tenant_problem
 from config.providers import ProviderConfig, catalogue, parse_providers
 
@@ -234,7 +234,7 @@ class Settings(BaseSettings):
     def _parse_budgets(cls, value: Any) -> Any:
         table = parse_table(value, "COURIER_BUDGETS")
         if isinstance(table, Mapping):
-            check_names(table, "COURIER_BUDGETS: tenant")
+            check_tenants(table)
         return table
 
     @model_validator(mode="after")

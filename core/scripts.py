@@ -1,6 +1,5 @@
-"""Every Lua script Courier runs about jobs, but the rate limiter's (its algorithms keep their
-Lua twins beside their Python ones, in :mod:`core.ratelimit`), the cost ledger's
-(:mod:`core.cost.scripts`) and the answer cache's (:mod:`core.cache.scripts`).
+"""Every Lua script about jobs, but the rate limiter's (:mod:`core.ratelimit`, beside their
+Python twins), the ledger's (:mod:`core.cost.scripts`) and the cache's (:mod:`core.cache`).
 
 Scripts that change a job record make it atomic (one-way status, leases, schedules):
 

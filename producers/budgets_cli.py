@@ -12,6 +12,7 @@ import typer
 from pydantic import ValidationError
 
 from config.costs import MAX_BUDGET_USD, TenantBudget
+from config.names import tenant_problem
 from core.cost.ledger import Ledger
 from core.cost.prices import usd
 from producers.cli_clients import configured_redis
@@ -41,8 +42,9 @@ def budgets_set(
         reason = "; ".join(str(e["msg"]) for e in exc.errors())
         typer.echo(f"courier: --usd {usd_:g}: {reason}", err=True)
         raise typer.Exit(2) from None
-    if not tenant.strip() or any(c.isspace() for c in tenant):
-        typer.echo("courier: --tenant must be a tenant name without spaces", err=True)
+    problem = tenant_problem(tenant)
+    if problem:
+        typer.echo(f"courier: --tenant: {problem}", err=True)
         raise typer.Exit(2)
     _ledger().set_budget(tenant, budget)
     typer.echo(f"tenant {tenant!r}: ${budget.usd:g} per {budget.period}")

@@ -151,6 +151,7 @@ def test_every_shipped_price_is_valid() -> None:
         ("COURIER_BUDGETS", '{"t1": {"usd": -5, "period": "day"}}', "greater than or equal"),
         ("COURIER_BUDGETS", '{"t1": {"usd": 1e12, "period": "day"}}', "less than or equal"),
         ("COURIER_BUDGETS", '{"t1": {"usd": 5, "period": "week"}}', "'day', 'month' or 'total'"),
+        ("COURIER_BUDGETS", '{"t 1": {"usd": 5, "period": "day"}}', "tenant name refused"),
     ],
 )
 def test_bad_prices_and_budgets_are_refused_at_start(

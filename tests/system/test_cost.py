@@ -241,6 +241,8 @@ def test_budgets_cli(tenant: Any, ledger: Ledger) -> None:
     assert bad.returncode == 2 and "greater than or equal to 0" in bad.stderr
     bad = courier("budgets", "set", "--tenant", name, "--usd", "1", "--period", "week", env=env)
     assert bad.returncode == 2
+    bad = courier("budgets", "set", "--tenant", "a|b", "--usd", "1", "--period", "day", env=env)
+    assert bad.returncode == 2 and "tenant name refused" in bad.stderr
     assert courier("budgets", "remove", "--tenant", name, env=env).returncode == 0
     assert courier("budgets", "remove", "--tenant", name, env=env).returncode == 1
     assert name not in courier("budgets", "show", env=env).stdout

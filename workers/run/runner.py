@@ -196,9 +196,14 @@ class JobRunner:
                 if not reserved.go:
                     self._release(reservation)
                     self._release_admission(model, admission)
-                    return self._over_budget(
-                        job_id, token, record, reserved, index, failures, claimed_attempt
+                    wait_s, fields, refusal = self.spending.over_budget(
+                        record, reserved, claimed_attempt
                     )
+                    if refusal is None:  # calls in flight may give back enough: wait for them
+                        return self._later(job_id, token, wait_s, "budget", index, failures,
+                                           claimed_attempt, extra=fields)  # fmt: skip
+                    attempts = int(fields.get("attempts", record.get("attempts") or 0))
+                    return self._fail(job_id, token, refusal, attempts, record, fields=fields)
                 sent = reserved.request
 
             if claimed_attempt:
@@ -255,30 +260,6 @@ class JobRunner:
         assert last_error is not None or not route
         error = last_error or ProviderTimeout("no model answered")
         return self._fail(job_id, token, error, int(record.get("attempts") or 0), record)
-
-    def _over_budget(
-        self,
-        job_id: str,
-        token: str,
-        record: Record,
-        reserved: Reserved,
-        index: int,
-        failures: int,
-        unused_attempt: int,
-    ) -> Outcome:
-        """A call that does not fit the budget now: wait while calls in flight may give back
-        enough, else fail the job (``budget_exceeded``, not retried)."""
-        assert self.spending is not None
-        if reserved.verdict == "wait":
-            waits = int(record.get("budget_waits") or 0)
-            return self._later(
-                job_id, token, self.spending.budget_wait_s(record), "budget", index, failures,
-                unused_attempt, extra={"budget_waits": waits + 1},
-            )  # fmt: skip
-        fields = {"attempts": unused_attempt - 1} if unused_attempt else {}
-        attempts = int(record.get("attempts") or 1) - (1 if unused_attempt else 0)
-        return self._fail(job_id, token, self.spending.refusal(reserved), attempts, record,
-                          fields=fields)  # fmt: skip
 
     def _call(
         self, model: str, kind: str, request: dict[str, Any], timeout: float

@@ -94,9 +94,17 @@ class Spending:
             )
         return Reserved(hold.verdict, sent, hold, price, limits, reason)
 
-    @staticmethod
-    def refusal(reserved: Reserved) -> BudgetExceeded:
-        return BudgetExceeded(reserved.reason or "the tenant's budget is spent")
+    def over_budget(
+        self, record: Record, reserved: Reserved, unused_attempt: int
+    ) -> tuple[float, dict[str, Any], BudgetExceeded | None]:
+        """A call that does not fit: (wait, fields of the hand-back, None) while calls in
+        flight may give back enough, else (0, fields of the ending, ``budget_exceeded``): never
+        retried. ``unused_attempt``: the attempt the claim counted for this call, given back."""
+        if reserved.verdict == "wait":
+            waits = int(record.get("budget_waits") or 0)
+            return self.budget_wait_s(record), {"budget_waits": waits + 1}, None
+        fields = {"attempts": unused_attempt - 1} if unused_attempt else {}
+        return 0.0, fields, BudgetExceeded(reserved.reason or "the tenant's budget is spent")
 
     def release(self, record: Record, model: str, reserved: Reserved | None) -> None:
         """Give back a reservation whose call was never made."""
