@@ -40,7 +40,7 @@ LIMIT = PREFIX + "limit:{name}:{resource}"  # limiter state per limit key and re
 LIMIT_COOLDOWN = PREFIX + "limit:{name}:cooldown"  # string: set after a 429 until Retry-After
 LIMIT_NAMES = PREFIX + "limits"  # set: every limit key name in use, for limiter_state
 
-# Cost, budgets and the answer cache (core/cost/, core/cache.py)
+# Cost, budgets and the answer cache (core/cost/, core/cache/)
 BUDGETS = PREFIX + "budgets"  # hash: tenant → its budget as JSON {usd, period, source, set_at}
 BUDGET_HELD = PREFIX + "budget:{tenant}:held"  # hash: reservation id → "nano|model"; "total"
 BUDGET_HELD_UNTIL = PREFIX + "budget:{tenant}:held-until"  # zset: reservation id → lapses (ms)

@@ -18,24 +18,29 @@ from workers.providers.anthropic_adapter import message_usage
 from workers.providers.openai_adapter import chat_usage
 
 
-def test_shipped_prices_pick_the_most_specific_pattern() -> None:
+def test_shipped_prices_name_models_and_their_snapshots_only() -> None:
     table = PriceTable({})
-    mini = table.price("openai:gpt-4o-mini-2024-07-18")
-    assert mini is not None and mini.pattern == "openai:gpt-4o-mini*"
-    assert table.price("openai:gpt-4o") is not None
-    assert table.price("openai:gpt-4o").pattern == "openai:gpt-4o*"  # type: ignore[union-attr]
+
+    def pattern(model: str) -> str | None:
+        price = table.price(model)
+        return price.pattern if price is not None else None
+
+    assert pattern("openai:gpt-4o-mini") == "openai:gpt-4o-mini"
+    assert pattern("openai:gpt-4o-mini-2024-07-18") == "openai:gpt-4o-mini-20*"
+    assert pattern("openai:gpt-4o-2024-05-13") == "openai:gpt-4o-2024-05-13"  # dearer
     # A Fable 5 snapshot is not Fable 5.2 (cheaper), however its date begins.
-    snapshot = table.price("anthropic:claude-fable-5-20260601")
-    assert snapshot is not None and snapshot.pattern == "anthropic:claude-fable-5*"
-    assert table.price("anthropic:claude-opus-4-5").pattern == "anthropic:claude-opus-4-5*"  # type: ignore[union-attr]
-    assert table.price("anthropic:claude-opus-4-1").pattern == "anthropic:claude-opus-4*"  # type: ignore[union-attr]
-    assert table.price("openai:my-finetune") is None
+    assert pattern("anthropic:claude-fable-5-20260601") == "anthropic:claude-fable-5-20*"
+    assert pattern("anthropic:claude-opus-4-5") == "anthropic:claude-opus-4-5"
+    assert pattern("anthropic:claude-opus-4-20250514") == "anthropic:claude-opus-4-20*"
+    # an unknown variant gets no price rather than its family's (it may cost far more)
+    assert pattern("openai:gpt-5.5-pro") is None
+    assert pattern("openai:my-finetune") is None
     assert table.unpriced(["openai:gpt-4o-mini", "local:llama"]) == ["local:llama"]
 
 
 def test_courier_prices_come_before_every_shipped_one() -> None:
     table = PriceTable({"openai:*": ModelPrice(input=1, output=2)})
-    price = table.price("openai:gpt-4o-mini")  # a shipped pattern is more specific, yet loses
+    price = table.price("openai:gpt-4o-mini")  # a shipped entry is more specific, yet loses
     assert price is not None and price.pattern == "openai:*"
     assert table.price("anthropic:claude-haiku-4-5") is not None  # the defaults still apply
 

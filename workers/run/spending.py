@@ -1,7 +1,9 @@
-"""Cost and budgets on the job's path: the runner asks :meth:`Spending.reserve` before each
-provider call, beside the rate limiter's reservation, and hands :meth:`Spending.charge`'s
-settle to the store with the job's ending (one round trip), or settles at once when the run
-goes on (:mod:`core.cost.ledger` has the rules).
+"""Cost, budgets and the answer cache on the job's path: the runner asks
+:meth:`Spending.reserve` before each provider call, beside the rate limiter's reservation
+(the worst case comes out of the worker's lease, :mod:`workers.run.leases`), and hands
+:meth:`Spending.after`'s settle (and a successful answer for the cache) to the store with the
+job's ending, in one round trip, or settles at once when the run goes on
+(:mod:`core.cost.ledger` has the rules).
 
 What a call is charged:
 
