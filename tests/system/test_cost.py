@@ -352,3 +352,25 @@ def test_usage_needs_the_usage_read_scope(redis_url: str, api_url: str) -> None:
             answer = http.get("/v1/usage")
         assert answer.status_code == status, answer.text
     assert answer.json()["spent_usd"] == 0 and answer.json()["by_model"] == {}
+
+
+def test_a_batch_takes_hits_from_the_cache_and_queues_the_rest(
+    tenant: Any, sim: SimulatorHandle, worker: Proc
+) -> None:
+    _, http = tenant()
+    body = chat_body(unique("batch"), cache={"ttl_s": 600})
+    wait_job(http, http.post("/v1/jobs", json=body).json()["id"])
+    answer = http.post("/v1/jobs/batch", json={"jobs": [body, chat_body(unique())]})
+    assert answer.status_code == 202, answer.text
+    hit, other = answer.json()["jobs"]
+    assert hit["status"] == "succeeded" and hit["result"]["cached"] is True
+    assert wait_job(http, other["id"])["result"].get("cached") is None
+    replay = http.post(
+        "/v1/jobs/batch", json={"jobs": [body, body]}, headers={"Idempotency-Key": "b-1"}
+    ).json()["jobs"]
+    again = http.post(
+        "/v1/jobs/batch", json={"jobs": [body, body]}, headers={"Idempotency-Key": "b-1"}
+    )
+    assert again.status_code == 200 and [j["id"] for j in again.json()["jobs"]] == [
+        j["id"] for j in replay
+    ]
