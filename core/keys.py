@@ -167,8 +167,9 @@ def budget_held_until(tenant: str) -> str:
 
 def spend(tenant: str, period: str) -> str:
     """hash: what ``tenant`` spent in ``period`` (``day:2026-12-06``, ``month:2026-12``,
-    ``total``): ``usd`` in nano-dollars, ``since`` (ms), and per model ``<model>|usd``,
-    ``|in``, ``|out`` (tokens) and ``|jobs`` (jobs that called it)."""
+    ``total``): ``usd`` in nano-dollars, ``calls`` (calls and lapsed reservations recorded),
+    ``since`` (ms; all time only), and per model ``<model>|usd``, ``|in``, ``|out`` (tokens)
+    and ``|jobs`` (jobs that called it)."""
     return SPEND.format(tenant=tenant, period=period)
 
 

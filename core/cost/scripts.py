@@ -21,10 +21,13 @@ local function charge(day, month, total, metrics, tenant, model, cost, tin, tout
     end
     if tonumber(tin) > 0 then redis.call('HINCRBY', key, model .. '|in', tin) end
     if tonumber(tout) > 0 then redis.call('HINCRBY', key, model .. '|out', tout) end
-    redis.call('HSETNX', key, 'since', now)
   end
-  redis.call('EXPIRE', day, day_ttl)
-  redis.call('EXPIRE', month, month_ttl)
+  -- the period's first record sets when it lapses (and, for all time, when it began)
+  if redis.call('HINCRBY', day, 'calls', 1) == 1 then redis.call('EXPIRE', day, day_ttl) end
+  if redis.call('HINCRBY', month, 'calls', 1) == 1 then
+    redis.call('EXPIRE', month, month_ttl)
+  end
+  if redis.call('HINCRBY', total, 'calls', 1) == 1 then redis.call('HSET', total, 'since', now) end
   if cost ~= '' and tonumber(cost) > 0 then
     redis.call('HINCRBY', metrics, tenant .. '|' .. model, cost)
   end
