@@ -3,7 +3,8 @@ CPU cells of :mod:`bench.budgets` (``celery -A bench.nocost_app worker``). Never
 
 from __future__ import annotations
 
-from workers.app import app
+from core.celery_app import app
+from workers import app as _worker_app  # noqa: F401  (the worker's patches and intake)
 from workers.run import wiring
 from workers.runtime import Runtime
 
