@@ -156,13 +156,13 @@ class Ledger:
     # ---- budgets ------------------------------------------------------------------------
 
     def budgets(self) -> dict[str, Budget]:
-        raw: dict[str, str] = self.redis.hgetall(keys.BUDGETS)  # type: ignore[assignment]
-        out = {tenant: _budget(text) for tenant, text in raw.items()}
+        raw: dict[str | bytes, str | bytes] = self.redis.hgetall(keys.BUDGETS)  # type: ignore[assignment]
+        out = {_text(tenant): _budget(_text(text)) for tenant, text in raw.items()}
         return {tenant: budget for tenant, budget in out.items() if budget is not None}
 
     def budget(self, tenant: str) -> Budget | None:
         text = self.redis.hget(keys.BUDGETS, tenant)
-        return _budget(str(text)) if text else None
+        return _budget(_text(text)) if text else None
 
     def set_budget(self, tenant: str, budget: TenantBudget, source: str = "cli") -> Budget:
         entry = Budget(budget.usd, budget.period, source, iso(time.time()))
@@ -310,3 +310,9 @@ class BudgetDirectory:
     def forget(self) -> None:
         """Read again on the next lookup."""
         self._read_at = float("-inf")
+
+
+def _text(value: object) -> str:
+    """A Redis answer as text, whether or not the client decodes (the API's metrics
+    collector in multiprocess mode reads with a client that does not)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
