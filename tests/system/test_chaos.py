@@ -158,7 +158,8 @@ def test_worker_cut_off_from_redis() -> None:
         # else of an ended job may change.
         assert changed <= {"cost_usd"}, f"a job was finished a second time: {changed}"
         assert all(
-            (n.get("cost_usd") or 0) >= (o.get("cost_usd") or 0) for o, n in zip(jobs, after)
+            (n.get("cost_usd") or 0) >= (o.get("cost_usd") or 0)
+            for o, n in zip(jobs, after, strict=True)
         )
         calls = calls_by_prompt(sim, tag)
         duplicates = assert_never_concurrent(calls)
