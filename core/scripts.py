@@ -137,15 +137,20 @@ return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
 #       tenant unfinished (zset; the job leaves it)
 # ARGV: id, token ('' = any holder), allowed statuses ',a,b,', new status, retention_s,
 #       channel, callback_due_ms ('' = no callback), field, value, ...
-# → {1, previous status} when the job ended now, {0, status} when it could not
+# → {1, previous status} when the job ended now (or this token had ended it so before: a
+# retry after the answer was lost), {0, status} when it could not
 FINISH = """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {0, 'missing'} end
+if ARGV[2] ~= '' and st == ARGV[4] and redis.call('HGET', KEYS[1], 'ended_by') == ARGV[2] then
+  return {1, st}
+end
 if not string.find(ARGV[3], ',' .. st .. ',', 1, true) then return {0, st} end
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'lease') ~= ARGV[2] then
   return {0, 'lease_lost'}
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[4], 'lease', '', 'waiting_for', '', unpack(ARGV, 8))
+redis.call('HSET', KEYS[1], 'status', ARGV[4], 'lease', '', 'ended_by', ARGV[2], 'waiting_for', '',
+           unpack(ARGV, 8))
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
@@ -154,6 +159,21 @@ if ARGV[7] ~= '' then redis.call('ZADD', KEYS[5], ARGV[7], ARGV[1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('PUBLISH', ARGV[6], ARGV[1])
 return {1, st}
+"""
+
+# The write before a WAIT (core.replication): WAIT counts the replicas holding every write made
+# before this client's last one, so the write must come from the client that waits; and it is
+# made only if the jobs are there, as the caller expects them, on the server that answers now
+# (a failover between the caller's writes and this one may have lost them).
+# KEYS: mark, job...   ARGV: status every job must have ('' = any)
+# → 0 when the mark was written, else the position of the first job missing or not so
+CONFIRM = """
+for i = 2, #KEYS do
+  local st = redis.call('HGET', KEYS[i], 'status')
+  if not st or (ARGV[1] ~= '' and st ~= ARGV[1]) then return i - 1 end
+end
+redis.call('INCR', KEYS[1])
+return 0
 """
 
 # KEYS: job, running, scheduled   ARGV: id, token, due_ms, waiting_for, field, value, ...

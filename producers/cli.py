@@ -76,7 +76,9 @@ def _active_managed_keys(settings: Settings) -> int:
         return 0  # not needed
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5)
+    from core.connections import store_client
+
+    client = store_client(settings, max_connections=2)
     try:
         return ManagedKeys(client).active_count()
     except redis.RedisError:

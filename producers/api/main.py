@@ -8,12 +8,11 @@ from contextlib import asynccontextmanager
 
 import anyio.to_thread
 import redis
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from config.settings import Settings, get_settings
 from core.celery_app import app as celery_app
-from core.connections import redis_client
+from core.connections import store_async_client, store_client
 from core.store import JobStore
 from producers.api import docs, errors, openapi
 from producers.api.access.clients import RevocationCache
@@ -37,20 +36,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
-        client = redis_client(settings.redis_url, THREADS + 20)
+        client = store_client(settings, THREADS + 20)
         tokens = Tokens.from_settings(settings, client)  # production: refuses without a key
-        apool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=500,
-            timeout=10,
-            decode_responses=True,
-            socket_connect_timeout=5,
-        )
-        aclient = aioredis.Redis(connection_pool=apool)
+        aclient = store_async_client(settings, max_connections=500)
         waiter = JobWaiter(aclient)
         waiter.start()
         metrics = ApiMetrics(client, waiting=lambda: waiter.waiting)
-        store = JobStore(client, settings.job_retention_s)
+        store = JobStore.from_settings(client, settings)
         access = Access(tokens, RevocationCache(aclient, settings.token_revocation_check_s))
         audit_log = AuditLog(aclient, settings.audit_retention_s, settings.audit_max_entries)
         cost = CostServices.build(settings, client)

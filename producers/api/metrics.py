@@ -121,9 +121,7 @@ class ApiMetrics:
         self.registry.register(LocalCollector(waiting))
         self.registry.register(ClusterCollector(client))
         self.registry.register(CostCollector(client))
-        self.registry.register(
-            QueueDepthCollector(client, settings.celery_broker_url, settings.redis_url)
-        )
+        self.registry.register(QueueDepthCollector(client, settings))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -35,7 +35,7 @@ from config.celery import JOB_QUEUES
 from config.settings import get_settings
 from core import keys
 from core.claims import Taken
-from core.connections import redis_client
+from core.connections import store_client
 from workers.outage import redis_outage
 from workers.run import pool as execution
 from workers.run.hooks import Run
@@ -54,11 +54,7 @@ def suits() -> bool:
     """The call pool runs here, and the broker is the job store's Redis (one Lua script
     reads both)."""
     settings = get_settings()
-    return (
-        settings.worker_intake
-        and execution.call_pool() is not None
-        and settings.celery_broker_url == settings.redis_url
-    )
+    return settings.worker_intake and execution.call_pool() is not None and settings.broker_is_store
 
 
 class Intake:
@@ -70,7 +66,7 @@ class Intake:
         self._calls = calls
         self._lists = keys.broker_lists(queues)
         self._consumer = consumer  # its event dispatcher changes on each reconnect
-        self._waiter = redis_client(get_runtime().settings.redis_url, max_connections=2)
+        self._waiter = store_client(get_runtime().settings, max_connections=2)
         self._greenlet: gevent.Greenlet | None = None
         self._stopping = False
 

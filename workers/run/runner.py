@@ -22,6 +22,7 @@ from core.claims import Claim
 from core.errors import CourierError, FinalError, NotClaimed, ProviderTimeout, RetryableError
 from core.pipelined import ScriptCall
 from core.records import Record
+from core.replication import Replicated
 from core.results import ProviderResult, split_model
 from workers.outage import redis_outage
 from workers.providers.base import Provider
@@ -32,6 +33,14 @@ from workers.runtime import Runtime
 
 log = logging.getLogger("courier.runner")
 T = TypeVar("T")
+# Redis away for now: unreachable, timed out, failing over (a demoted master refuses writes;
+# through Sentinel that is a ConnectionError, and the next connection finds the new master).
+UNREACHABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.ReadOnlyError,
+    redis.exceptions.NoScriptError,  # a pipeline that met the new master mid-way
+)
 
 
 class Reservation(Protocol):
@@ -286,15 +295,16 @@ class JobRunner:
             log.warning("circuit breaker update for %s failed: %s", model, exc)
 
     def _patiently(self, write: Callable[[], T]) -> T:
-        """Retry a write of an outcome while Redis is unreachable, for as long as our lease
-        could still be valid: an answer already paid for is worth keeping. Past that the
-        lease has lapsed, the write is refused anyway and another worker runs the job."""
+        """Retry a write of an outcome while Redis is unreachable or failing over, for as long
+        as our lease could still be valid: an answer already paid for is worth keeping. Past
+        that the lease has lapsed, the write is refused anyway and another worker runs the
+        job."""
         deadline = time.monotonic() + self.runtime.settings.lease_ttl_s
         delay = 0.1
         while True:
             try:
                 return write()
-            except redis.ConnectionError:
+            except UNREACHABLE:
                 if time.monotonic() + delay > deadline:
                     raise
                 self.sleep(delay)
@@ -314,22 +324,54 @@ class JobRunner:
         before: list[ScriptCall] | None = None,
     ) -> bool | None:
         """End the job (``before``: the last call's settle, run in the same round trip);
-        None when it had ended elsewhere, else whether it has a callback."""
+        None when it had ended elsewhere, else whether it has a callback. Where replicas are
+        configured, the ending counts once they hold it."""
         tries: list[int] = []
 
-        def finish() -> tuple[Any, ...]:
+        def finish() -> tuple[bool, str, bool]:
             tries.append(1)
             return self.runtime.store.finish(
                 job_id, status, token=token, fields=fields, record=record, before=before or ()
             )
 
         ended, _, has_callback = self._patiently(finish)
-        if ended:
-            return bool(has_callback)
-        if len(tries) > 1 and self.runtime.store.statuses([job_id]).get(job_id) == status:
+        if not ended:
+            if len(tries) < 2 or self.runtime.store.statuses([job_id]).get(job_id) != status:
+                return None
             # An earlier try reached Redis and its answer was lost with the connection.
-            return bool(record.get("callback_url"))
-        return None
+            has_callback = bool(record.get("callback_url"))
+        if not self._replicated(job_id, status, finish):
+            return None
+        return bool(has_callback)
+
+    def _replicated(
+        self, job_id: str, status: str, finish: Callable[[], tuple[bool, str, bool]]
+    ) -> bool:
+        """Hold an ending (the lease kept, the callback unsent) until a replica confirms it,
+        ending the job again on a new master that lost it in a failover; False when the job
+        has meanwhile ended otherwise there. Past the lease TTL the ending is left on the
+        master alone (logged): a later failover could still lose it, and the job would then
+        run again once its lease lapsed — a repeated call, not a lost job."""
+        replication = self.runtime.store.replication
+        deadline = time.monotonic() + self.runtime.settings.lease_ttl_s
+        delay = 0.05
+        while replication.enabled:
+            try:
+                state = replication.confirm([job_id], status)
+                if state is Replicated.CONFIRMED:
+                    return True
+                if state is Replicated.MISSING:
+                    ended, previous, _ = finish()
+                    if not ended and previous != status:
+                        return False
+            except UNREACHABLE:
+                pass
+            if time.monotonic() + delay > deadline:
+                log.warning("job %s: no replica confirmed its ending; on the master only", job_id)
+                return True
+            self.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        return True
 
     def _fail(
         self,

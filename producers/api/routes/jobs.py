@@ -24,6 +24,7 @@ from core.errors import QuotaExceeded
 from core.jobs import TERMINAL, BatchSubmission, Job, JobList, JobSubmission, Status, iso
 from core.queues import enqueue_callback, enqueue_job, enqueue_jobs
 from core.records import Record, to_view
+from core.replication import Replicated
 from core.ssrf import check_callback_url
 from core.store import JobStore
 from producers.api import batch_costs, costs, errors, quotas
@@ -123,8 +124,9 @@ def submit_job(
             store.delete(job_id, tenant)
             if idempotency_key:
                 store.forget_idempotency(tenant, idempotency_key)
-            raise ApiError(503, "the queue is unavailable; retry later") from None
+            raise errors.unavailable("the queue is unavailable; retry later") from None
         metrics.jobs_submitted.labels(submission.model, submission.priority, submission.kind).inc()
+    _replicated(store, [job_id])
     record = store.get(job_id)
     if record is None:  # expired between the two calls: only an idempotent replay can race
         raise _not_found(job_id)
@@ -225,12 +227,28 @@ def _create_batch(
             for _, _, key in new:
                 if key:
                     store.forget_idempotency(tenant, key)
-            raise ApiError(503, "the queue is unavailable; retry later") from None
+            raise errors.unavailable("the queue is unavailable; retry later") from None
         counts = Counter((f["model"], f["priority"], f["kind"]) for _, f, _ in new)
         for labels, count in counts.items():
             services.metrics.jobs_submitted.labels(*labels).inc(count)
+    _replicated(store, [job_id for job_id, _ in outcomes])
     records = store.get_many(job_id for job_id, _ in outcomes)
     return records, bool(new)
+
+
+SUBMIT_RETRY = "retry with the same Idempotency-Key to get this job back, not a second one"
+
+
+def _replicated(
+    store: JobStore, job_ids: list[str], status: str = "", hint: str = SUBMIT_RETRY
+) -> None:
+    """Acknowledge only what the configured replicas hold (README, High availability), else
+    answer 503: the master has the change, but a failover now could lose it."""
+    state = store.replication.confirm(job_ids, status)
+    if state is Replicated.LAGGING:
+        raise errors.unavailable(f"no Redis replica confirmed the change in time; {hint}")
+    if state is Replicated.MISSING:
+        raise errors.unavailable(f"the job store failed over during the request; {hint}")
 
 
 @router.get(
@@ -311,6 +329,7 @@ def cancel_job(job_id: str, caller: JobsWrite, store: StoreDep, celery: CeleryDe
         if previous == "missing":
             raise _not_found(job_id)
         raise ApiError(409, f"job {job_id} has already ended ({previous})", "conflict")
+    _replicated(store, [job_id], "cancelled", hint="read the job to see whether the cancel held")
     if callback_due:
         try:
             enqueue_callback(celery, job_id)
