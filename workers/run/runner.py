@@ -308,7 +308,7 @@ class JobRunner:
                 if time.monotonic() + delay > deadline:
                     raise
                 self.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 1.0)  # a failover takes seconds: try each second
 
     def _release(self, reservation: Reservation | None) -> None:
         if self.limiter is not None and reservation is not None:
