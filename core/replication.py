@@ -60,3 +60,13 @@ class Replication:
         if int(missing):
             return Replicated.MISSING
         return Replicated.CONFIRMED if int(acknowledged) >= self.replicas else Replicated.LAGGING
+
+
+def replicas_in_sync(client: redis.Redis) -> int:
+    """Replicas connected to the master and streaming from it (``INFO replication``)."""
+    info = client.info("replication")
+    return sum(
+        1
+        for name, value in info.items()
+        if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    )

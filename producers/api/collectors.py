@@ -26,6 +26,7 @@ from core import metrics as wm
 from core.callbacks import delivery_stats
 from core.connections import redis_client
 from core.ratelimit import limiter_state
+from core.replication import replicas_in_sync
 
 log = logging.getLogger("courier.api.metrics")
 
@@ -136,7 +137,19 @@ class ClusterCollector(Collector):
             out += self._limiter()
         except redis.RedisError as exc:
             log.warning("limiter state unavailable: %s", exc)
+        try:
+            out.append(self._replicas())
+        except redis.RedisError as exc:  # INFO may be refused by a managed Redis
+            log.warning("replication state unavailable: %s", exc)
         return [up, *out]
+
+    def _replicas(self) -> Metric:
+        """Replicas in sync with the master now: below COURIER_REDIS_MIN_REPLICAS, submissions
+        answer 503 (README, High availability)."""
+        return GaugeMetricFamily(
+            "courier_redis_replicas", "Replicas connected to the Redis master and in sync",
+            value=replicas_in_sync(self.client),
+        )  # fmt: skip
 
     def _jobs(self) -> list[Metric]:
         families = wm.read_families(  # cost and cache: producers.api.cost_metrics

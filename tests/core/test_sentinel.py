@@ -19,7 +19,7 @@ from core.queues import enqueue_job
 from core.ratelimit.backends.redis import RedisBackend
 from core.ratelimit.limiter import ALGORITHMS
 from core.ratelimit.model import Ask, Rule
-from core.replication import Replicated, Replication
+from core.replication import Replicated, Replication, replicas_in_sync
 from core.store import JobStore
 from tests.support.jobs import job_fields
 from tests.support.sentinel import MASTER_NAME, SentinelCluster
@@ -75,6 +75,7 @@ def test_writes_are_confirmed_on_replicas(cluster: SentinelCluster, settings: Se
     store = JobStore.from_settings(client, settings)
     job_id, _ = store.create("t1", job_fields("confirm me"))
     assert store.replication.confirm([job_id]) is Replicated.CONFIRMED
+    assert replicas_in_sync(client) == 2
     for replica in cluster.data[1:]:
         with replica.client(decode_responses=True) as direct:
             assert direct.hget(keys.job(job_id), "status") == "queued"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import redis
 
+from core.replication import replicas_in_sync
 from tests.support.procs import free_port, wait_until
 
 MASTER_NAME = "mymaster"
@@ -142,12 +143,7 @@ class SentinelCluster:
     @staticmethod
     def _synced_replicas(master: Node) -> int:
         with master.client(decode_responses=True) as client:
-            info = client.info("replication")
-        return sum(
-            1
-            for key, value in info.items()
-            if key.startswith("slave") and isinstance(value, dict) and value["state"] == "online"
-        )
+            return replicas_in_sync(client)
 
     def master_address(self) -> tuple[str, int]:
         """The master as the Sentinels name it now."""

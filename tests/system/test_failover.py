@@ -28,8 +28,8 @@ from core.store import JobStore
 from tests.support.procs import Proc, wait_until
 from tests.support.sentinel import SentinelCluster
 from tests.support.simulator import SimulatorHandle
-from tests.support.stack import API_KEYS, KEY1, chat_body, start_api
-from tests.support.workers import courier_env, start_worker
+from tests.support.stack import API_KEYS, KEY1, assert_error, chat_body, stack_env_for, start_api
+from tests.support.workers import courier_env, flush_queues, start_worker
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -180,3 +180,29 @@ def test_a_master_killed_under_load_loses_no_accepted_job(
     assert by_status["succeeded"] == JOBS
     assert not [s for s in seen.statuses if s >= 500 and s != 503], seen.statuses
     assert seen.without_retry_after == 0
+
+
+def test_a_submission_no_replica_confirms_answers_503(
+    redis_url: str, simulator: SimulatorHandle
+) -> None:
+    """COURIER_REDIS_MIN_REPLICAS=1 on a Redis with no replica: the master has the job, but
+    the API does not acknowledge it; a retry with the same Idempotency-Key finds that job."""
+    env = {
+        **stack_env_for(redis_url, simulator),
+        "COURIER_REDIS_MIN_REPLICAS": "1",
+        "COURIER_REDIS_REPLICA_TIMEOUT_S": "0.05",
+    }
+    api, api_url = start_api(env, name="api-replicas")
+    headers = {"Authorization": f"Bearer {KEY1}", "Idempotency-Key": uuid.uuid4().hex}
+    try:
+        with httpx.Client(base_url=api_url, headers=headers, timeout=10) as client:
+            body = chat_body("unconfirmed", priority="low")
+            for _ in range(2):
+                answer = client.post("/v1/jobs", json=body)
+                message = assert_error(answer, 503, "unavailable")
+                assert answer.headers["retry-after"] == "1" and "replica" in message
+            metrics = client.get("/metrics").text
+            assert "courier_redis_replicas 0.0" in metrics
+    finally:
+        api.stop()
+        flush_queues(redis_url)
