@@ -1,6 +1,6 @@
 """A Redis failover under load, with real parts: a master, two replicas and three Sentinels
-(:mod:`tests.support.sentinel`), the API and a worker pointed at the Sentinels, the provider
-simulator. Jobs are submitted over HTTP while the master is killed with SIGKILL.
+(:mod:`tests.support.sentinel`), the API, a worker and Flower pointed at the Sentinels, the
+provider simulator. Jobs are submitted over HTTP while the master is killed with SIGKILL.
 
 Counted (run with ``-s`` to see them): jobs accepted, jobs ended, jobs lost (must be 0),
 submissions refused with 503 meanwhile (never a 500), duplicate provider calls, and the time
@@ -28,7 +28,15 @@ from core.store import JobStore
 from tests.support.procs import Proc, wait_until
 from tests.support.sentinel import SentinelCluster
 from tests.support.simulator import SimulatorHandle
-from tests.support.stack import API_KEYS, KEY1, assert_error, chat_body, stack_env_for, start_api
+from tests.support.stack import (
+    API_KEYS,
+    KEY1,
+    assert_error,
+    chat_body,
+    stack_env_for,
+    start_api,
+    start_flower,
+)
 from tests.support.workers import courier_env, flush_queues, start_worker
 
 pytestmark = pytest.mark.timeout(150)
@@ -36,6 +44,7 @@ pytestmark = pytest.mark.timeout(150)
 JOBS = 250
 LATENCY_S = 0.5
 SUBMITTERS = 8
+FLOWER_AUTH = ("ops", "flower-pass-123")
 PACE_S = 0.1  # between one submitter's jobs: ~80 submissions/s, still coming in at the kill
 ENV = {
     "COURIER_API_KEYS": API_KEYS,
@@ -50,6 +59,7 @@ class Submissions:
     """What the submitters saw: job ids accepted, and every answer's status."""
 
     accepted: dict[str, str] = field(default_factory=dict)  # prompt → job id
+    accepted_at: dict[str, float] = field(default_factory=dict)  # prompt → monotonic time
     statuses: Counter[int] = field(default_factory=Counter)
     without_retry_after: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -74,6 +84,7 @@ def submit_all(api_url: str, prompts: list[str], seen: Submissions, deadline: fl
                     seen.statuses[answer.status_code] += 1
                     if answer.status_code in (200, 202):
                         seen.accepted[prompt] = answer.json()["id"]
+                        seen.accepted_at[prompt] = time.monotonic()
                         break
                     if answer.status_code == 503 and "retry-after" not in answer.headers:
                         seen.without_retry_after += 1
@@ -104,6 +115,16 @@ def first_ending(store: JobStore, seen: Submissions, ended_before: set[str]) -> 
         time.sleep(0.02)
 
 
+def flower_successes(url: str) -> set[str]:
+    """Job ids of the ``courier.run_job`` tasks Flower shows as SUCCESS."""
+    tasks = httpx.get(f"{url}/api/tasks", auth=FLOWER_AUTH, timeout=10).json()
+    return {
+        str(task["args"]).strip("[]()',\" ")
+        for task in tasks.values()
+        if task.get("state") == "SUCCESS"
+    }
+
+
 @pytest.fixture()
 def cluster() -> Iterator[SentinelCluster]:
     deployment = SentinelCluster(replicas=2)
@@ -126,6 +147,8 @@ def test_a_master_killed_under_load_loses_no_accepted_job(
         api, api_url = start_api(env, name="ha-api")
         procs.append(api)
         procs.append(start_worker(env["COURIER_REDIS_URL"], sim, concurrency=300, env=env))
+        flower, flower_url = start_flower(env, FLOWER_AUTH, name="ha-flower")
+        procs.append(flower)
         tag = f"ha-{uuid.uuid4().hex[:6]}"
         prompts = [f"{tag}-{i}" for i in range(JOBS)]
         seen = Submissions()
@@ -157,6 +180,9 @@ def test_a_master_killed_under_load_loses_no_accepted_job(
         with contextlib.suppress(TimeoutError):  # what never ended is counted below
             wait_until(lambda: all(r["status"] in TERMINAL for r in records()), timeout=60)
         final = records()
+        # Flower follows the failover too: it shows jobs accepted on the new master.
+        later = {accepted[p] for p, at in seen.accepted_at.items() if at > answered}
+        wait_until(lambda: bool(later & flower_successes(flower_url)), timeout=20)
     finally:
         for proc in procs:
             proc.stop()
