@@ -5,6 +5,7 @@ a few seconds instead of the default half minute."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
@@ -34,9 +35,10 @@ class Node:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            self.args, cwd=self.dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        with (self.dir / "server.log").open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.args, cwd=self.dir, stdout=log, stderr=subprocess.STDOUT
+            )
 
     def client(self, **kwargs: object) -> redis.Redis:
         return redis.Redis(port=self.port, socket_timeout=5, **kwargs)  # type: ignore[arg-type]
@@ -49,7 +51,8 @@ class Node:
 
     def stop(self) -> None:
         self.kill9()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not os.environ.get("COURIER_TEST_KEEP_HA"):  # set it to read the nodes' logs
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class SentinelCluster:
@@ -169,8 +172,18 @@ class SentinelCluster:
         return master
 
     def wait_failover(self, old: Node, timeout: float = 30) -> Node:
-        """The replica the Sentinels promoted once ``old`` died, answering as a master."""
-        wait_until(lambda: self.master_address()[1] != old.port, timeout=timeout, interval=0.1)
+        """The replica the Sentinels promoted once ``old`` died, once every Sentinel names it
+        and it answers as a master (clients may ask any Sentinel)."""
+
+        def converged() -> bool:
+            for sentinel in self.sentinels:
+                with sentinel.client(decode_responses=True) as client:
+                    state = client.sentinel_master(MASTER_NAME)
+                    if int(state["port"]) == old.port or state["flags"] != "master":
+                        return False
+            return True
+
+        wait_until(converged, timeout=timeout, interval=0.1)
         new = self.master_node()
         with new.client(decode_responses=True) as client:
             wait_until(lambda: client.info("replication")["role"] == "master", timeout=timeout)

@@ -41,13 +41,16 @@ from workers.run import pool as execution
 from workers.run.hooks import Run
 from workers.run.path import JobPath
 from workers.run.pool import CallPool
+from workers.run.runner import UNREACHABLE
 from workers.run.wiring import job_path
 from workers.runtime import get_runtime
 
 log = logging.getLogger("courier.intake")
 
 WAIT_S = 1.0  # longest wait for a slot or a message, so that a stop is noticed
-TAKE_RETRIES = 5  # a message already off its queue: claim attempts while Redis is away
+# A message already off its queue (BRPOP): how long its claim is retried while Redis is away.
+# A Sentinel failover takes down-after-milliseconds plus a few seconds.
+CLAIM_PATIENCE_S = 60.0
 
 
 def suits() -> bool:
@@ -118,21 +121,24 @@ class Intake:
         return None if taken is None else (taken, token, time.monotonic())
 
     def _claim_popped(self, message: str, token: str, ttl: float) -> Taken | None:
-        """Claim the job of a message BRPOP took off its queue, while Redis lets us."""
+        """Claim the job of a message BRPOP took off its queue. The message is nowhere else
+        now, so Redis away (restarting, failing over to a replica) is waited out for up to
+        CLAIM_PATIENCE_S; past that, the sweeper enqueues the job again later."""
         store = get_runtime().store
-        for attempt in range(TAKE_RETRIES - 1):
+        deadline = time.monotonic() + CLAIM_PATIENCE_S
+        delay = 0.1
+        while True:
             try:
                 return store.take(self._lists, token, ttl, message)
-            except redis.ConnectionError:
-                gevent.sleep(0.2 * 2**attempt)
-        try:
-            return store.take(self._lists, token, ttl, message)
-        except redis.ConnectionError:
-            log.error(
-                "intake: a taken message could not be claimed; the sweeper will enqueue "
-                "its job again"
-            )
-            raise
+            except UNREACHABLE:
+                if time.monotonic() + delay > deadline:
+                    log.error(
+                        "intake: a taken message could not be claimed; the sweeper will "
+                        "enqueue its job again"
+                    )
+                    raise
+                gevent.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     def _hand_over(self, taken: Taken, token: str, started: float) -> None:
         if not taken.job_id:
