@@ -26,7 +26,6 @@ SWEEPER_LOCK = PREFIX + "lock:sweeper"  # string: which worker process sweeps no
 QUEUED = PREFIX + "queued:{priority}"  # zset: job id → when it entered that queue (ms)
 STARTS = PREFIX + "stats:starts:{second}"  # counter: jobs started in that second, for ETAs
 SET_ASIDE = PREFIX + "messages:set-aside"  # list: job-queue messages naming no job (newest 1,000)
-REPLICATION_MARK = PREFIX + "replication:mark"  # counter: the write each replication check WAITs on
 
 # Webhooks
 WEBHOOK_SECRET = PREFIX + "webhook:secret"  # string: generated signing secret

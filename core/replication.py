@@ -3,10 +3,10 @@
 Redis replicates asynchronously: a master that dies takes with it whatever its replicas had
 not received yet, and Sentinel promotes one of those replicas. ``WAIT numreplicas timeout``
 blocks the calling connection until that many replicas hold every write the connection has
-made, so :meth:`Replication.confirm` makes one write of its own (the ``CONFIRM`` script, which
-first checks that the jobs are on this master as expected) and WAITs on the same connection,
-in one round trip. Redis replicates one ordered stream, so that write comes after every write
-finished before it, on any connection (the broker's message included).
+made, so :meth:`Replication.confirm` makes one write of its own (the ``CONFIRM`` script: it
+checks that the jobs are on this master as expected and marks them ``confirmed``) and WAITs
+on the same connection, in one round trip. Redis replicates one ordered stream, so that write
+comes after every write finished before it, on any connection (the broker's message too).
 
 It waits for *every* replica in sync with the master, and at least ``replicas`` of them:
 Sentinel promotes the replica with the highest replication offset it has seen, but its view
@@ -80,7 +80,7 @@ class Replication:
         return max(self.replicas, self._in_sync)
 
     def _mark_and_wait(self, job_ids: Sequence[str], status: str, needed: int) -> tuple[int, int]:
-        script_keys = [keys.REPLICATION_MARK, *(keys.job(j) for j in job_ids)]
+        script_keys = [keys.job(j) for j in job_ids]
         for _ in range(2):
             # EVALSHA itself, not the Script through the pipeline: redis-py would send a
             # SCRIPT EXISTS first, a round trip more per check.

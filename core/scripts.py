@@ -164,15 +164,16 @@ return {1, st}
 # The write before a WAIT (core.replication): WAIT counts the replicas holding every write made
 # before this client's last one, so the write must come from the client that waits; and it is
 # made only if the jobs are there, as the caller expects them, on the server that answers now
-# (a failover between the caller's writes and this one may have lost them).
-# KEYS: mark, job...   ARGV: status every job must have ('' = any)
-# → 0 when the mark was written, else the position of the first job missing or not so
+# (a failover between the caller's writes and this one may have lost them). The write marks
+# each job 'confirmed': a replayed submission of a job never confirmed is queued again.
+# KEYS: job...   ARGV: status every job must have ('' = any)
+# → 0 when the jobs were marked, else the position of the first job missing or not so
 CONFIRM = """
-for i = 2, #KEYS do
+for i = 1, #KEYS do
   local st = redis.call('HGET', KEYS[i], 'status')
-  if not st or (ARGV[1] ~= '' and st ~= ARGV[1]) then return i - 1 end
+  if not st or (ARGV[1] ~= '' and st ~= ARGV[1]) then return i end
 end
-redis.call('INCR', KEYS[1])
+for i = 1, #KEYS do redis.call('HSET', KEYS[i], 'confirmed', '1') end
 return 0
 """
 

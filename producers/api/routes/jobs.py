@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Annotated, Any
 
 import anyio.to_thread
+from celery import Celery
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 
@@ -126,6 +127,8 @@ def submit_job(
                 store.forget_idempotency(tenant, idempotency_key)
             raise errors.unavailable("the queue is unavailable; retry later") from None
         metrics.jobs_submitted.labels(submission.model, submission.priority, submission.kind).inc()
+    else:
+        _queue_again(store, celery, [job_id])
     _replicated(store, [job_id])
     record = store.get(job_id)
     if record is None:  # expired between the two calls: only an idempotent replay can race
@@ -231,9 +234,34 @@ def _create_batch(
         counts = Counter((f["model"], f["priority"], f["kind"]) for _, f, _ in new)
         for labels, count in counts.items():
             services.metrics.jobs_submitted.labels(*labels).inc(count)
+    _queue_again(store, services.celery, [job_id for job_id, created in outcomes if not created])
     _replicated(store, [job_id for job_id, _ in outcomes])
     records = store.get_many(job_id for job_id, _ in outcomes)
     return records, bool(new)
+
+
+def _queue_again(store: JobStore, celery: Celery, job_ids: list[str]) -> None:
+    """Where replicas confirm submissions: a replayed submission of a job still queued and
+    never confirmed puts its message on the queue again. That submission was answered 503 (an
+    outage cut it off between storing the job and queueing it, or a failover kept the one and
+    lost the other), so the job may have no message; the client's retry with the same
+    Idempotency-Key then makes it run at once, not after the sweeper's orphan check (90 s). A
+    confirmed job is never queued twice; a second message would find its job claimed."""
+    if not job_ids or not store.replication.enabled:
+        return
+    waiting = [
+        (record["id"], record.get("priority", "normal"))
+        for record in store.get_many(job_ids)
+        if record.get("status") == "queued"
+        and not record.get("waiting_for")
+        and not record.get("confirmed")
+    ]
+    if waiting:
+        try:
+            enqueue_jobs(celery, waiting)
+        except Exception as exc:  # the job stays stored: a later retry queues it
+            log.warning("enqueue of %d replayed job(s) failed: %s", len(waiting), exc)
+            raise errors.unavailable("the queue is unavailable; retry later") from None
 
 
 SUBMIT_RETRY = "retry with the same Idempotency-Key to get this job back, not a second one"
