@@ -198,6 +198,10 @@ def submit(
     cache_ttl: Annotated[
         int | None, typer.Option(help="Answer from an identical job of the last S seconds")
     ] = None,
+    retry_for: Annotated[
+        float,
+        typer.Option(help="Resend for up to S seconds while the API answers 503 (a failover)"),
+    ] = 0.0,
     api_url: Annotated[
         str | None, typer.Option(envvar="COURIER_API_URL", help="The API's base URL")
     ] = None,
@@ -229,6 +233,7 @@ def submit(
                 callback_url=callback_url,
                 idempotency_key=idempotency_key,
                 cache={"ttl_s": cache_ttl} if cache_ttl is not None else None,
+                retry_s=retry_for,
             )
             if wait:
                 job = courier.wait(job["id"], timeout=timeout)

@@ -25,6 +25,7 @@ from config.settings import Settings
 from core.connections import store_client
 from core.jobs import TERMINAL
 from core.store import JobStore
+from producers.client import Courier
 from tests.support.procs import Proc, wait_until
 from tests.support.sentinel import SentinelCluster
 from tests.support.simulator import SimulatorHandle
@@ -41,7 +42,8 @@ from tests.support.workers import courier_env, flush_queues, start_worker
 
 pytestmark = pytest.mark.timeout(240)
 
-JOBS = 250
+JOBS = 250  # over HTTP, each answer counted
+CLIENT_JOBS = 20  # through the Python client, which resends on 503 by itself (retry_s)
 LATENCY_S = 0.5
 SUBMITTERS = 8
 FLOWER_AUTH = ("ops", "flower-pass-123")
@@ -123,6 +125,16 @@ def flower_successes(url: str) -> set[str]:
     }
 
 
+def submit_with_client(api_url: str, prompts: list[str], seen: Submissions) -> None:
+    """``Courier.submit(retry_s=…)``: the client waits out the failover itself."""
+    with Courier(api_url, KEY1) as courier:
+        for prompt in prompts:
+            time.sleep(PACE_S * 2)
+            job = courier.submit("openai:gpt-4o-mini", prompt=prompt, retry_s=60)
+            with seen.lock:
+                seen.accepted[prompt] = job["id"]
+
+
 @pytest.fixture()
 def cluster() -> Iterator[SentinelCluster]:
     deployment = SentinelCluster(replicas=2)
@@ -157,6 +169,10 @@ def test_a_master_killed_under_load_loses_no_accepted_job(
             )
             for i in range(SUBMITTERS)
         ]
+        client_prompts = [f"{tag}-client-{i}" for i in range(CLIENT_JOBS)]
+        submitters.append(
+            threading.Thread(target=submit_with_client, args=(api_url, client_prompts, seen))
+        )
         for thread in submitters:
             thread.start()
 
@@ -198,7 +214,8 @@ def test_a_master_killed_under_load_loses_no_accepted_job(
     calls = Counter(str(r.get("prompt")) for r in sim.log() if tag in str(r.get("prompt")))
     duplicates = sum(1 for n in calls.values() if n > 1)
     print(
-        f"\nfailover under load: {JOBS} submitted, {len(accepted)} accepted, "
+        f"\nfailover under load: {JOBS} + {CLIENT_JOBS} (client) submitted, "
+        f"{len(accepted)} accepted, "
         f"{sum(by_status[s] for s in TERMINAL)} ended ({dict(by_status)}), {len(lost)} lost; "
         f"answers {dict(seen.statuses)}; master {old.port} → {new.port}, answering "
         f"{answered - killed_at:.1f} s after the kill; first job ended there after "
@@ -207,8 +224,9 @@ def test_a_master_killed_under_load_loses_no_accepted_job(
         f"{len(calls)} jobs)"
     )
     assert not lost, f"accepted jobs lost or never ended: {lost[:5]} {dict(by_status)}"
-    assert len(accepted) == JOBS, "every submission is accepted once the new master answers"
-    assert by_status["succeeded"] == JOBS
+    everything = JOBS + CLIENT_JOBS
+    assert len(accepted) == everything, "every submission is accepted once a master answers"
+    assert by_status["succeeded"] == everything
     assert not [s for s in seen.statuses if s >= 500 and s != 503], seen.statuses
     assert seen.without_retry_after == 0
 
