@@ -9,10 +9,9 @@ on the same connection, in one round trip. Redis replicates one ordered stream, 
 comes after every write finished before it, on any connection (the broker's message too).
 
 It waits for *every* replica in sync with the master, and at least ``replicas`` of them:
-Sentinel promotes the replica with the highest replication offset it has seen, but its view
-of the offsets can be a second old, so with one replica of two confirmed it may promote the
-other. In tests/system/test_failover.py (two replicas, WAIT 1) that lost the message of a job
-the API had acknowledged; waiting for both, nothing.
+Sentinel promotes the replica with the highest replication offset it has seen, but it learns
+the offsets from INFO polls up to a second old, so with one replica of two confirmed it may
+promote the other.
 
 What is promised: a confirmed write is on every replica that was in sync with the master, so a
 failover to any of them keeps it. What is not: WAIT does not make replication synchronous. A

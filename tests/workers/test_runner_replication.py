@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -114,3 +115,29 @@ def test_an_ending_lost_while_the_job_ended_otherwise_is_dropped(runtime: Runtim
     status, _, _ = run(runtime, job_id, [cancelled_on_the_new_master])
     assert status == "skipped"
     assert runtime.store.get(job_id)["status"] == "cancelled"  # type: ignore[index]
+
+
+def test_an_ending_refused_by_a_demoted_master_is_written_once_one_answers(
+    runtime: Runtime,
+) -> None:
+    """Without Sentinel (a plain URL to a server that became a replica) a write is refused
+    with READONLY; through Sentinel the client turns that into a ConnectionError. Both are
+    retried, with the lease kept, until a master answers."""
+    job_id = submit(runtime)
+    finish = runtime.store.finish
+    refusals: list[Exception] = [
+        redis.ReadOnlyError("You can't write against a read only replica."),
+        redis.ConnectionError("The previous master is now a slave"),
+        redis.exceptions.NoScriptError("NOSCRIPT No matching script."),
+    ]
+
+    def refused_then_written(*args: Any, **kwargs: Any) -> tuple[bool, str, bool]:
+        if refusals:
+            assert runtime.leases.snapshot(), "the lease is kept while the ending waits"
+            raise refusals.pop(0)
+        return finish(*args, **kwargs)
+
+    runtime.store.finish = refused_then_written  # type: ignore[method-assign]
+    status, _, sleep = run(runtime, job_id, [])
+    assert status == "succeeded" and len(sleep.delays) == 3
+    assert runtime.store.get(job_id)["status"] == "succeeded"  # type: ignore[index]
