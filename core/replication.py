@@ -4,7 +4,7 @@ Redis replicates asynchronously: a master that dies takes with it whatever its r
 not received yet, and Sentinel promotes one of those replicas. ``WAIT numreplicas timeout``
 blocks the calling connection until that many replicas hold every write the connection has
 made, so :meth:`Replication.confirm` makes one write of its own (the ``CONFIRM`` script: it
-checks that the jobs are on this master as expected and marks them ``confirmed``) and WAITs
+checks that the jobs are on this master as expected and marks them ``enqueued``) and WAITs
 on the same connection, in one round trip. Redis replicates one ordered stream, so that write
 comes after every write finished before it, on any connection (the broker's message too).
 

@@ -165,7 +165,8 @@ return {1, st}
 # before this client's last one, so the write must come from the client that waits; and it is
 # made only if the jobs are there, as the caller expects them, on the server that answers now
 # (a failover between the caller's writes and this one may have lost them). The write marks
-# each job 'confirmed': a replayed submission of a job never confirmed is queued again.
+# each job 'enqueued' (this runs only after its message was queued): a replayed submission of
+# a queued job without the mark puts its message on the queue again (producers/api).
 # KEYS: job...   ARGV: status every job must have ('' = any)
 # → 0 when the jobs were marked, else the position of the first job missing or not so
 CONFIRM = """
@@ -173,7 +174,7 @@ for i = 1, #KEYS do
   local st = redis.call('HGET', KEYS[i], 'status')
   if not st or (ARGV[1] ~= '' and st ~= ARGV[1]) then return i end
 end
-for i = 1, #KEYS do redis.call('HSET', KEYS[i], 'confirmed', '1') end
+for i = 1, #KEYS do redis.call('HSET', KEYS[i], 'enqueued', '1') end
 return 0
 """
 

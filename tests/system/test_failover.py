@@ -10,6 +10,8 @@ from the kill to the first job ended after it (on the new master).
 from __future__ import annotations
 
 import contextlib
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -22,10 +24,11 @@ import pytest
 import redis
 
 from config.settings import Settings
+from core import keys
 from core.connections import store_client
 from core.jobs import TERMINAL
 from core.store import JobStore
-from producers.client import Courier
+from producers.client import Courier, CourierAPIError
 from tests.support.procs import Proc, wait_until
 from tests.support.sentinel import SentinelCluster
 from tests.support.simulator import SimulatorHandle
@@ -232,10 +235,11 @@ def test_a_master_killed_under_load_loses_no_accepted_job(
 
 
 def test_a_submission_no_replica_confirms_answers_503(
-    redis_url: str, simulator: SimulatorHandle
+    redis_url: str, redis_client: redis.Redis, simulator: SimulatorHandle
 ) -> None:
     """COURIER_REDIS_MIN_REPLICAS=1 on a Redis with no replica: the master has the job, but
-    the API does not acknowledge it; a retry with the same Idempotency-Key finds that job."""
+    the API does not acknowledge it; a retry with the same Idempotency-Key finds that job
+    (no second one). The client and the CLI resend for as long as they are told to."""
     env = {
         **stack_env_for(redis_url, simulator),
         "COURIER_REDIS_MIN_REPLICAS": "1",
@@ -252,6 +256,28 @@ def test_a_submission_no_replica_confirms_answers_503(
                 assert answer.headers["retry-after"] == "1" and "replica" in message
             metrics = client.get("/metrics").text
             assert "courier_redis_replicas 0.0" in metrics
+        key = keys.idempotency("t1", headers["Idempotency-Key"])
+        first = redis_client.get(key)
+        assert first and redis_client.hget(keys.job(first), "status") == "queued"
+        # Its message was queued once (the replay queued nothing), and the mark says so.
+        assert redis_client.hget(keys.job(first), "enqueued") == "1"
+        messages = [
+            m for name in keys.broker_lists(["jobs.low"]) for m in redis_client.lrange(name, 0, -1)
+        ]
+        assert sum(first in m for m in messages) == 1
+
+        started = time.monotonic()
+        with Courier(api_url, KEY1) as courier, pytest.raises(CourierAPIError) as refused:
+            courier.submit("openai:gpt-4o-mini", prompt="unconfirmed", retry_s=1.5)
+        assert refused.value.status == 503 and refused.value.retry_after == 1.0
+        assert time.monotonic() - started >= 1.5  # sent again after each Retry-After
+        cli = subprocess.run(
+            [sys.executable, "-m", "producers.cli", "submit", "--model", "openai:gpt-4o-mini",
+             "--prompt", "unconfirmed", "--retry-for", "1", "--api-url", api_url,
+             "--api-key", KEY1],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert cli.returncode == 2 and '"unavailable"' in cli.stderr
     finally:
         api.stop()
         flush_queues(redis_url)

@@ -242,11 +242,11 @@ def _create_batch(
 
 def _queue_again(store: JobStore, celery: Celery, job_ids: list[str]) -> None:
     """Where replicas confirm submissions: a replayed submission of a job still queued and
-    never confirmed puts its message on the queue again. That submission was answered 503 (an
-    outage cut it off between storing the job and queueing it, or a failover kept the one and
-    lost the other), so the job may have no message; the client's retry with the same
-    Idempotency-Key then makes it run at once, not after the sweeper's orphan check (90 s). A
-    confirmed job is never queued twice; a second message would find its job claimed."""
+    not marked ``enqueued`` (the confirmation marks it, after the enqueue) puts its message
+    on the queue. The first attempt was cut off between storing the job and queueing it (an
+    outage, a failover) and answered 503, so the job has no message; the client's retry with
+    the same Idempotency-Key then makes it run at once, not after the sweeper's orphan check
+    (90 s). A job marked ``enqueued`` is never queued twice."""
     if not job_ids or not store.replication.enabled:
         return
     waiting = [
@@ -254,7 +254,7 @@ def _queue_again(store: JobStore, celery: Celery, job_ids: list[str]) -> None:
         for record in store.get_many(job_ids)
         if record.get("status") == "queued"
         and not record.get("waiting_for")
-        and not record.get("confirmed")
+        and not record.get("enqueued")
     ]
     if waiting:
         try:
