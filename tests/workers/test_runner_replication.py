@@ -17,7 +17,7 @@ from core import keys
 from core.replication import Replicated, Replication
 from tests.support.jobs import job_fields
 from tests.support.seams import FakeProviders, FakeSleep, make_runtime
-from workers.run.breaker import CircuitBreaker
+from workers.run.breaker import NoBreaker
 from workers.run.runner import JobRunner
 from workers.runtime import Runtime
 
@@ -62,7 +62,7 @@ def run(
     job_runner = JobRunner(
         runtime=runtime,
         get_provider=FakeProviders(),
-        breaker=CircuitBreaker(runtime.redis, threshold=5, cooldown_s=30),
+        breaker=NoBreaker(),
         sleep=sleep,
     )
     return job_runner.run(job_id).status, replication, sleep
