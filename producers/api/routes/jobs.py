@@ -99,10 +99,12 @@ def submit_job(
             tenant, fields, submission.cache.ttl_s, idempotency_key, store.retention_s
         )
         if found.record is not None:
+            _replicated(store, [found.record["id"]])  # an answer from the cache: a job too
             if submission.callback_url:
                 batch_costs.send_callback(celery, found.record["id"])
             return _job(found.record, 202)
         if found.replay_id is not None:
+            _replicated(store, [found.replay_id])
             return _job(store.get(found.replay_id) or _not_found_raise(found.replay_id))
     try:
         costs.check_budget(cost, tenant, costs.worst_nano(cost, submission))
@@ -110,6 +112,7 @@ def submit_job(
         replayed = costs.replayed(store, tenant, idempotency_key)
         if replayed is None:
             raise
+        _replicated(store, [replayed["id"]])
         return _job(replayed)
     try:
         job_id, created = store.create(
