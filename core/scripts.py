@@ -10,14 +10,64 @@ sweeper once a lease has lapsed (its worker died). Times are milliseconds.
 
 from __future__ import annotations
 
+from core import events, keys
 from core.ratelimit import bucket
+
+# ---- job events (core.events) ------------------------------------------------------------
+# emit(job key, field, value, ...) adds an event to the job's stream (fields start with
+# 'e', the event name), keeps the stream as long as the record, publishes it on the job's
+# live channel; → its entry id. announce(job key, model or '') emits job.status when the
+# status, attempt, waiting reason or model differs from the last one announced (kept in the
+# record's 'ev_status'); the model defaults to the one the route is at. The terminal event
+# is emitted by FINISH itself.
+_EVENTS = f"""
+local JOB_PREFIX, EV_PREFIX, LIVE_PREFIX = '{keys.JOB_PREFIX}', '{keys.JOB_EVENT_LOG_PREFIX}',
+  '{keys.JOB_LIVE_PREFIX}'
+local function now_ms()
+  local t = redis.call('TIME')
+  return tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
+end
+local function emit(job, ...)
+  local id = string.sub(job, #JOB_PREFIX + 1)
+  local stream = EV_PREFIX .. id
+  local entry = redis.call('XADD', stream, 'MAXLEN', '~', {events.MAX_EVENTS_PER_JOB}, '0-*', ...)
+  local ttl = redis.call('PTTL', job)
+  if ttl > 0 then redis.call('PEXPIRE', stream, ttl) end
+  redis.call('PUBLISH', LIVE_PREFIX .. id, cjson.encode({{entry, ...}}))
+  return entry
+end
+local function route_model(job)
+  local f = redis.call('HMGET', job, 'model', 'fallback_models', 'route_index')
+  local index = tonumber(f[3] or '') or 0
+  if index > 0 and f[2] then
+    local ok, fallbacks = pcall(cjson.decode, f[2])
+    if ok and type(fallbacks) == 'table' and type(fallbacks[index]) == 'string' then
+      return fallbacks[index]
+    end
+  end
+  return f[1] or ''
+end
+local function announce(job, model)
+  local f = redis.call('HMGET', job, 'status', 'attempts', 'waiting_for', 'ev_status')
+  if not f[1] then return end
+  if not model or model == '' then model = route_model(job) end
+  local attempt, waiting = f[2] or '0', f[3] or ''
+  local state = f[1] .. '|' .. attempt .. '|' .. waiting .. '|' .. model
+  if state == f[4] then return end
+  redis.call('HSET', job, 'ev_status', state)
+  emit(job, 'e', '{events.STATUS}', 'status', f[1], 'attempt', attempt, 'waiting_for', waiting,
+       'model', model, 'at', now_ms())
+end
+"""
 
 # KEYS: job, tenant_jobs, idem, expiries, queued(priority), tenant unfinished (zset)
 # ARGV: id, retention_s, created_ms, use_idem, expires_ms ('' for none), job key prefix,
 #       max unfinished jobs of the tenant ('' = no limit), field, value, ...
 # → nil if created, else the id of the job that Idempotency-Key already made, or
 #   {'quota_exceeded', unfinished count} (nothing stored) when the tenant is at its limit
-CREATE = """
+CREATE = (
+    _EVENTS
+    + """
 if ARGV[4] == '1' then
   local existing = redis.call('GET', KEYS[3])
   if existing and redis.call('EXISTS', ARGV[6] .. existing) == 1 then return existing end
@@ -37,8 +87,10 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 if ARGV[4] == '1' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2]) end
 if ARGV[5] ~= '' then redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1]) end
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+announce(KEYS[1], '')
 return false
 """
+)
 
 # claim(job key, id, token, now_ms, lease_deadline_ms, starts counter key for this second,
 #       running, scheduled, queued:high, queued:normal, queued:low)
@@ -66,6 +118,7 @@ local function claim(job, id, token, now, deadline, starts, running, scheduled, 
   redis.call('INCR', starts)
   redis.call('EXPIRE', starts, 120)
   redis.call('HINCRBY', job, 'attempts', 1)
+  announce(job, '')
   local out = redis.call('HGETALL', job)
   table.insert(out, 1, 'claimed')
   return out
@@ -75,7 +128,8 @@ end
 # KEYS: job, running, scheduled, queued:high, queued:normal, queued:low
 # ARGV: id, token, now_ms, lease_deadline_ms, starts counter key → as claim() above
 CLAIM = (
-    _CLAIM_FUNCTION
+    _EVENTS
+    + _CLAIM_FUNCTION
     + """
 return claim(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5],
              KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
@@ -93,7 +147,8 @@ return claim(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5],
 # → {} when every list is empty; else {task id, argsrepr, job id, claim()'s answer...}, or
 #   {task id, '', ''} for a message that names no job (set aside, not run)
 TAKE = (
-    _CLAIM_FUNCTION
+    _EVENTS
+    + _CLAIM_FUNCTION
     + """
 local payload = ARGV[6]
 if payload == '' then
@@ -124,21 +179,61 @@ return out
 """
 )
 
-# KEYS: job   ARGV: token, now_ms → attempts after increment; -1 lease lost; -2 expired
-BEGIN_ATTEMPT = """
+# KEYS: job   ARGV: token, now_ms, model of the call
+# → attempts after increment; -1 lease lost; -2 expired
+BEGIN_ATTEMPT = (
+    _EVENTS
+    + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running'
    or redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return -1 end
 local exp = tonumber(redis.call('HGET', KEYS[1], 'expires_at') or '')
 if exp and exp * 1000 <= tonumber(ARGV[2]) then return -2 end
-return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+announce(KEYS[1], ARGV[3] or '')
+return attempts
 """
+)
+
+# The model of the call a run is about to make, when it is not the one its claim announced
+# (a fallback taken before the first call). KEYS: job   ARGV: token, model → 1, 0 lease lost
+ANNOUNCE_MODEL = (
+    _EVENTS
+    + """
+if redis.call('HGET', KEYS[1], 'status') ~= 'running'
+   or redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return 0 end
+announce(KEYS[1], ARGV[2])
+return 1
+"""
+)
+
+# Output of the call in progress, only while the writer holds the lease (a cancelled job
+# takes no more). KEYS: job   ARGV: token, then events, each as 4 values:
+# 'output.delta', attempt, model, text | 'output.reset', attempt, reason, ''
+# → 1 written, 0 lease lost (nothing written)
+EMIT_OUTPUT = (
+    _EVENTS
+    + f"""
+local f = redis.call('HMGET', KEYS[1], 'status', 'lease')
+if f[1] ~= 'running' or f[2] ~= ARGV[1] then return 0 end
+for i = 2, #ARGV, 4 do
+  if ARGV[i] == '{events.DELTA}' then
+    emit(KEYS[1], 'e', ARGV[i], 'attempt', ARGV[i + 1], 'model', ARGV[i + 2], 'text', ARGV[i + 3])
+  else
+    emit(KEYS[1], 'e', ARGV[i], 'attempt', ARGV[i + 1], 'reason', ARGV[i + 2])
+  end
+end
+return 1
+"""
+)
 
 # KEYS: job, running, scheduled, expiries, callbacks_scheduled, queued:high|normal|low,
 #       tenant unfinished (zset; the job leaves it)
 # ARGV: id, token ('' = any holder), allowed statuses ',a,b,', new status, retention_s,
 #       channel, callback_due_ms ('' = no callback), field, value, ...
 # → {1, previous status} when the job ended now, {0, status} when it could not
-FINISH = """
+FINISH = (
+    _EVENTS
+    + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {0, 'missing'} end
 if not string.find(ARGV[3], ',' .. st .. ',', 1, true) then return {0, st} end
@@ -152,13 +247,18 @@ redis.call('ZREM', KEYS[4], ARGV[1])
 for i = 6, 9 do redis.call('ZREM', KEYS[i], ARGV[1]) end
 if ARGV[7] ~= '' then redis.call('ZADD', KEYS[5], ARGV[7], ARGV[1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('HSET', KEYS[1], 'ev_status', ARGV[4])
+emit(KEYS[1], 'e', 'job.' .. ARGV[4], 'at', now_ms())
 redis.call('PUBLISH', ARGV[6], ARGV[1])
 return {1, st}
 """
+)
 
 # KEYS: job, running, scheduled   ARGV: id, token, due_ms, waiting_for, field, value, ...
 # → 1 when handed back to the queue for later, 0 when the lease was lost
-REQUEUE = """
+REQUEUE = (
+    _EVENTS
+    + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running'
    or redis.call('HGET', KEYS[1], 'lease') ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'lease', '', 'not_before', ARGV[3],
@@ -166,8 +266,10 @@ redis.call('HSET', KEYS[1], 'status', 'queued', 'lease', '', 'not_before', ARGV[
 if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+announce(KEYS[1], '')
 return 1
 """
+)
 
 # KEYS: running, job...   ARGV: deadline_ms, id, token, id, token, ...  → ids whose lease is lost
 RENEW = """
@@ -185,7 +287,9 @@ return lost
 """
 
 # KEYS: running, scheduled   ARGV: now_ms, limit, job key prefix → ids handed back to the queue
-RECOVER = """
+RECOVER = (
+    _EVENTS
+    + """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 local out = {}
 for _, id in ipairs(ids) do
@@ -194,12 +298,14 @@ for _, id in ipairs(ids) do
     redis.call('HSET', k, 'status', 'queued', 'lease', '', 'not_before', '0',
                'waiting_for', 'recovery')
     redis.call('ZADD', KEYS[2], ARGV[1], id)
+    announce(k, '')
     table.insert(out, id)
   end
   redis.call('ZREM', KEYS[1], id)
 end
 return out
 """
+)
 
 # take_due(zset, now_ms, limit, redo_ms, keep) → the ids due now for which keep(id) holds,
 # each rescheduled at now+redo until whoever handles it reschedules or removes it, so a crash
