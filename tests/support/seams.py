@@ -76,6 +76,19 @@ class FakeProvider:
     def complete(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
         return self.owner.play(Call(f"{self.name}:{model}", "chat", timeout, request))
 
+    def stream_complete(
+        self,
+        model: str,
+        request: Mapping[str, Any],
+        *,
+        timeout: float,
+        chunk_timeout: float,
+        on_text: Callable[[str], None],
+    ) -> ProviderResult:
+        result = self.owner.play(Call(f"{self.name}:{model}", "chat", timeout, request))
+        on_text(result.output or "")
+        return result
+
     def embed(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
         return self.owner.play(Call(f"{self.name}:{model}", "embedding", timeout, request))
 

@@ -26,6 +26,7 @@ from core.results import ProviderResult, split_model
 from workers.outage import redis_outage
 from workers.providers.base import Provider
 from workers.run.breaker import Admission, CircuitBreaker
+from workers.run.outputs import OutputPublisher, OutputSink
 from workers.run.retry import RetryPolicy
 from workers.run.spending import Reserved, Spending
 from workers.runtime import Runtime
@@ -91,6 +92,8 @@ class JobRunner:
     spending: Spending | None = None  # cost per call, budgets, the answer cache
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
+    # Streamed jobs ("stream": true) publish their output through it; None: not streamed.
+    outputs: OutputPublisher | None = None
 
     def run(self, job_id: str) -> Outcome:
         claimed = self.claim(job_id)
@@ -156,6 +159,8 @@ class JobRunner:
         expires_at = float(record["expires_at"]) if record.get("expires_at") else None
         request: dict[str, Any] = json.loads(record["request"])
         kind = record.get("kind", "chat")
+        streamed = kind == "chat" and record.get("stream") == "1" and self.outputs is not None
+        announced_index = index  # the claim announced the model the route was at
         last_error: CourierError | None = None
         started = time.monotonic()
         # The claim counted this run's first call already; given back if the run is handed
@@ -208,8 +213,10 @@ class JobRunner:
 
             if claimed_attempt:
                 attempt, claimed_attempt = claimed_attempt, 0
+                if index != announced_index:  # a fallback before the first call
+                    store.announce_model(job_id, token, model)
             else:
-                attempt = store.begin_attempt(job_id, token)
+                attempt = store.begin_attempt(job_id, token, model)
             if attempt in (-1, -2):
                 self._release(reservation)
                 self._release_admission(model, admission)
@@ -222,9 +229,14 @@ class JobRunner:
             call_timeout = timeout_s
             if expires_at is not None:
                 call_timeout = max(0.1, min(timeout_s, expires_at - time.time()))
+            output = None
+            if streamed and self.outputs is not None:
+                output = self.outputs.open(job_id, token, attempt, model)
             try:
-                result = self._call(model, kind, sent, call_timeout)
+                result = self._call(model, kind, sent, call_timeout, output)
             except CourierError as exc:
+                if output is not None:  # a retry or the fallback starts over
+                    output.void(f"{exc.error_type}: {exc.message}")
                 if self.limiter is not None and reservation is not None:
                     self.limiter.settle(reservation, None, exc)
                 settle = self.spending.after(record, model, reserved, None, exc) if (
@@ -246,6 +258,8 @@ class JobRunner:
                     self.sleep(delay)
                     continue
                 return self._later(job_id, token, delay, "retry", index, failures, error=exc)
+            if output is not None:
+                output.close()
             if self.limiter is not None and reservation is not None:
                 self.limiter.settle(reservation, result, None)
             before = self.spending.after(record, model, reserved, result, None) if (
@@ -262,12 +276,25 @@ class JobRunner:
         return self._fail(job_id, token, error, int(record.get("attempts") or 0), record)
 
     def _call(
-        self, model: str, kind: str, request: dict[str, Any], timeout: float
+        self,
+        model: str,
+        kind: str,
+        request: dict[str, Any],
+        timeout: float,
+        output: OutputSink | None = None,
     ) -> ProviderResult:
         provider_name, model_name = split_model(model)
         provider = self.get_provider(provider_name)
         if kind == "embedding":
             return provider.embed(model_name, request, timeout=timeout)
+        if output is not None:
+            return provider.stream_complete(
+                model_name,
+                request,
+                timeout=timeout,
+                chunk_timeout=self.runtime.settings.stream_chunk_timeout_s,
+                on_text=output.write,
+            )
         return provider.complete(model_name, request, timeout=timeout)
 
     # ---- endings and hand-backs ---------------------------------------------

@@ -19,6 +19,7 @@ from workers.run import pool
 from workers.run.breaker import build_breaker
 from workers.run.flower import FlowerView
 from workers.run.hooks import Callback, Hook, Hooks, LogLines, Metrics
+from workers.run.outputs import OutputPublisher
 from workers.run.path import JobPath
 from workers.run.runner import JobRunner, Limiter
 from workers.run.spending import Spending
@@ -62,6 +63,7 @@ def build_runner(runtime: Runtime) -> JobRunner:
         breaker=build_breaker(settings, runtime.redis),
         limiter=build_limiter(runtime),
         spending=build_spending(runtime),
+        outputs=OutputPublisher(runtime.store, settings.stream_flush_ms / 1000),
     )
 
 
