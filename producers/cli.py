@@ -168,6 +168,9 @@ def simulate(
     fault_mix: Annotated[
         str, typer.Option(help="A share per status, e.g. 429=0.15,500=0.10,503=0.05")
     ] = "",
+    stream_tps: Annotated[
+        float, typer.Option(help="Events per second of a streamed answer (0: all at once)")
+    ] = 0.0,
 ) -> None:
     """Serve a local provider speaking the OpenAI and Anthropic HTTP APIs."""
     from simulator import main as simulator_main
@@ -176,7 +179,7 @@ def simulate(
         [
             *("--host", host, "--port", str(port), "--latency", str(latency)),
             *("--error-rate", str(error_rate), "--rpm", str(rpm), "--tpm", str(tpm)),
-            *("--seed", str(seed), "--fault-mix", fault_mix),
+            *("--seed", str(seed), "--fault-mix", fault_mix, "--stream-tps", str(stream_tps)),
         ]
     )
 
