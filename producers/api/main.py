@@ -23,8 +23,9 @@ from producers.api.bodylimit import BodyLimitMiddleware
 from producers.api.costs import CostServices
 from producers.api.deps import Access, Services
 from producers.api.limits import HeaderLimitMiddleware
+from producers.api.live import EventHub
 from producers.api.metrics import ApiMetrics, RequestMetricsMiddleware
-from producers.api.routes import audit, clients, health, jobs, oauth, usage
+from producers.api.routes import audit, clients, events, health, jobs, oauth, usage
 from producers.api.waiter import JobWaiter
 
 log = logging.getLogger("courier.api")
@@ -49,7 +50,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         aclient = aioredis.Redis(connection_pool=apool)
         waiter = JobWaiter(aclient)
         waiter.start()
-        metrics = ApiMetrics(client, waiting=lambda: waiter.waiting)
+        hub = EventHub(aclient)
+        hub.start()
+        app.state.hub = hub
+        metrics = ApiMetrics(
+            client, waiting=lambda: waiter.waiting, streams=lambda: hub.open_streams
+        )
         store = JobStore(client, settings.job_retention_s)
         access = Access(tokens, RevocationCache(aclient, settings.token_revocation_check_s))
         audit_log = AuditLog(aclient, settings.audit_retention_s, settings.audit_max_entries)
@@ -65,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await waiter.stop()
+            await hub.stop()
             await aclient.aclose()
             client.close()
 
@@ -90,5 +97,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(clients.router)
     app.include_router(audit.router)
     app.include_router(usage.router)
+    app.include_router(events.router)
     app.include_router(health.router)
     return app
