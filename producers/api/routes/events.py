@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
@@ -37,6 +37,15 @@ from producers.api.live import KEEPALIVE_S, EventHub, Reader
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(reject_unknown_query)])
 
 PAGE = 500  # stored events read per XRANGE
+
+
+def event_id_schema(schema: dict[str, Any]) -> None:
+    """An event id in OpenAPI: digits, or absent (never null). Checked by the route itself:
+    a malformed one is a 400, not a 422."""
+    schema.pop("anyOf", None)
+    schema.update(type="string", pattern="^[0-9]{1,18}$")
+
+
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 DESCRIPTION = """Server-Sent Events, each with an `id:` (increasing within the job), an
 `event:` and one JSON `data:` line: `job.status` `{status, attempt, waiting_for, model, at}`
@@ -64,10 +73,19 @@ async def job_events(
     caller: JobsRead,
     services: ServicesDep,
     after: Annotated[
-        str | None, Query(description="Replay the events after this id (as Last-Event-ID)")
+        str | None,
+        Query(
+            description="Replay the events after this id (as Last-Event-ID); 400 if malformed",
+            json_schema_extra=event_id_schema,
+        ),
     ] = None,
     last_event_id: Annotated[
-        str | None, Header(alias="Last-Event-ID", description="The last event id received")
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            description="The last event id received; 400 if malformed",
+            json_schema_extra=event_id_schema,
+        ),
     ] = None,
 ) -> StreamingResponse:
     raw = last_event_id if last_event_id is not None else after
