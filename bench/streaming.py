@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -286,7 +287,7 @@ def bare_stream_cpu(sim: Simulator, calls: int) -> float:
 
 
 def worker_stream_cpu(url: str, worker: Any, jobs: int) -> float:
-    client = redis.Redis.from_url(harness.REDIS_URL)
+    client = redis.Redis.from_url(harness.REDIS_URL, decode_responses=True)
     before = tree_cpu_s(worker.pid)
     ids = submit_streamed(url, [f"cpu {i} {uuid.uuid4().hex}" for i in range(jobs)])
     ended, _ = wait_terminal(
@@ -350,6 +351,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--only", choices=["streams", "delivery", "cpu"], default=None)
     args = parser.parse_args(argv)
+    # stopped (timeout, kill): still stop the processes and free the DB in the finally below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
 
     if "BENCH_REDIS_URL" not in os.environ:
         harness.REDIS_URL = claim_db()
