@@ -183,10 +183,28 @@ class Delivery:
     succeeded: int
     matched_output: int
     wall_s: float
+    cpu_share: dict[str, float]  # CPU seconds ÷ wall seconds, per process, over the cell
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    out = {}
+    for name, pid in pids.items():
+        try:
+            out[name] = tree_cpu_s(pid)
+        except psutil.Error:
+            out[name] = 0.0
+    return out
+
+
+def redis_pid() -> int:
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] == "redis-server":
+            return int(proc.pid)
+    return os.getpid()
 
 
 def delivery(
-    sim: Simulator, url: str, worker: Any, jobs: int, tps: float, waves: int = 10
+    sim: Simulator, url: str, worker: Any, api_pid: int, jobs: int, tps: float, waves: int = 10
 ) -> Delivery:
     sim.handle.reset()
     sim.handle.configure(stream_tps=tps, record_stream_times=True, latency=FIRST_BYTE_S)
@@ -202,11 +220,16 @@ def delivery(
             await asyncio.sleep(1 / tps / waves * 5)
         return await asyncio.wait_for(asyncio.gather(*tasks), 600)
 
+    pids = {"worker": worker.pid, "api": api_pid, "simulator": sim.proc.pid,
+            "redis": redis_pid(), "readers (bench)": os.getpid()}  # fmt: skip
+    cpu_before = cpu_seconds(pids)
     started = time.monotonic()
     sampler.start()
     received = asyncio.run(run())
     wall = time.monotonic() - started
     samples = sampler.stop()
+    cpu_after = cpu_seconds(pids)
+    cpu_share = {name: (cpu_after[name] - cpu_before[name]) / wall for name in pids}
     sim.handle.configure(latency=0)
 
     sent = {entry["prompt"]: entry.get("stream_times") or [] for entry in sim.handle.log()}
@@ -236,6 +259,7 @@ def delivery(
         succeeded=succeeded,
         matched_output=matched,
         wall_s=wall,
+        cpu_share=cpu_share,
     )
 
 
@@ -368,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
         worker = start_courier_worker(sim, env=worker_env())
         try:
             if args.only in (None, "delivery"):
-                results["delivery"] = delivery(sim, url, worker, args.jobs, args.tps)
+                results["delivery"] = delivery(sim, url, worker, api.pid, args.jobs, args.tps)
                 print(results["delivery"], flush=True)
             if args.only in (None, "cpu"):
                 results["cpu"] = compare_cpu(
