@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import psutil
 import redis
+import uvloop
 
 from bench import harness
 from bench.harness import (
@@ -184,23 +185,31 @@ class Delivery:
     matched_output: int
     wall_s: float
     cpu_share: dict[str, float]  # CPU seconds ÷ wall seconds, per process, over the cell
+    load: tuple[float, float]  # the machine's 1-minute load average before and after
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User+sys CPU seconds of each process (the bench's own without its children: they
+    are the simulator, the API and the worker, counted apart)."""
     out = {}
     for name, pid in pids.items():
         try:
-            out[name] = tree_cpu_s(pid)
+            if pid == os.getpid():
+                times = psutil.Process(pid).cpu_times()
+                out[name] = times.user + times.system
+            else:
+                out[name] = tree_cpu_s(pid)
         except psutil.Error:
             out[name] = 0.0
     return out
 
 
 def redis_pid() -> int:
-    for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] == "redis-server":
-            return int(proc.pid)
-    return os.getpid()
+    client = redis.Redis.from_url(harness.REDIS_URL)
+    try:
+        return int(client.info("server")["process_id"])
+    finally:
+        client.close()
 
 
 def delivery(
@@ -223,6 +232,7 @@ def delivery(
     pids = {"worker": worker.pid, "api": api_pid, "simulator": sim.proc.pid,
             "redis": redis_pid(), "readers (bench)": os.getpid()}  # fmt: skip
     cpu_before = cpu_seconds(pids)
+    load_before = os.getloadavg()[0]
     started = time.monotonic()
     sampler.start()
     received = asyncio.run(run())
@@ -260,6 +270,7 @@ def delivery(
         matched_output=matched,
         wall_s=wall,
         cpu_share=cpu_share,
+        load=(load_before, os.getloadavg()[0]),
     )
 
 
@@ -368,7 +379,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.streaming")
     parser.add_argument("--streams", type=int, default=2000, help="open streams held at once")
     parser.add_argument("--hold", type=float, default=16.0, help="seconds to hold them")
-    parser.add_argument("--jobs", type=int, default=1000, help="streamed jobs in flight")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        nargs="+",
+        default=[100, 300, 1000],
+        help="streamed jobs in flight, one delivery cell each",
+    )
     parser.add_argument("--tps", type=float, default=2.0, help="events/s of each stream")
     parser.add_argument("--cpu-jobs", type=int, default=300)
     parser.add_argument("--cpu-tps", type=float, default=20.0)
@@ -377,6 +394,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     # stopped (timeout, kill): still stop the processes and free the DB in the finally below
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # the readers' loop, as the API's
 
     if "BENCH_REDIS_URL" not in os.environ:
         harness.REDIS_URL = claim_db()
@@ -392,8 +410,11 @@ def main(argv: list[str] | None = None) -> None:
         worker = start_courier_worker(sim, env=worker_env())
         try:
             if args.only in (None, "delivery"):
-                results["delivery"] = delivery(sim, url, worker, api.pid, args.jobs, args.tps)
-                print(results["delivery"], flush=True)
+                results["delivery"] = []
+                for jobs in args.jobs:
+                    cell = delivery(sim, url, worker, api.pid, jobs, args.tps)
+                    results["delivery"].append(cell)
+                    print(cell, flush=True)
             if args.only in (None, "cpu"):
                 results["cpu"] = compare_cpu(
                     sim, url, worker, args.cpu_jobs, args.cpu_tps, args.reps

@@ -16,7 +16,8 @@ from core.ratelimit import bucket
 # ---- job events (core.events) ------------------------------------------------------------
 # emit(job key, field, value, ...) adds an event to the job's stream (fields start with
 # 'e', the event name), keeps the stream as long as the record, publishes it on the job's
-# live channel; → its entry id. announce(job key, model or '') emits job.status when the
+# live channel; → its entry id. add(...) is the same but leaves the TTL as it is (output
+# events: a status event of the same run has set it already). announce(job key, model or '') emits job.status when the
 # status, attempt, waiting reason or model differs from the last one announced (kept in the
 # record's 'ev_status'); the model defaults to the one the route is at. The terminal event
 # is emitted by FINISH itself.
@@ -27,13 +28,17 @@ local function now_ms()
   local t = redis.call('TIME')
   return tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
 end
-local function emit(job, ...)
+local function add(job, ...)
   local id = string.sub(job, #JOB_PREFIX + 1)
-  local stream = EV_PREFIX .. id
-  local entry = redis.call('XADD', stream, 'MAXLEN', '~', {events.MAX_EVENTS_PER_JOB}, '0-*', ...)
-  local ttl = redis.call('PTTL', job)
-  if ttl > 0 then redis.call('PEXPIRE', stream, ttl) end
+  local entry = redis.call('XADD', EV_PREFIX .. id, 'MAXLEN', '~', {events.MAX_EVENTS_PER_JOB},
+                           '0-*', ...)
   redis.call('PUBLISH', LIVE_PREFIX .. id, cjson.encode({{entry, ...}}))
+  return entry
+end
+local function emit(job, ...)
+  local entry = add(job, ...)
+  local ttl = redis.call('PTTL', job)
+  if ttl > 0 then redis.call('PEXPIRE', EV_PREFIX .. string.sub(job, #JOB_PREFIX + 1), ttl) end
   return entry
 end
 local function route_model(job)
@@ -217,9 +222,9 @@ local f = redis.call('HMGET', KEYS[1], 'status', 'lease')
 if f[1] ~= 'running' or f[2] ~= ARGV[1] then return 0 end
 for i = 2, #ARGV, 4 do
   if ARGV[i] == '{events.DELTA}' then
-    emit(KEYS[1], 'e', ARGV[i], 'attempt', ARGV[i + 1], 'model', ARGV[i + 2], 'text', ARGV[i + 3])
+    add(KEYS[1], 'e', ARGV[i], 'attempt', ARGV[i + 1], 'model', ARGV[i + 2], 'text', ARGV[i + 3])
   else
-    emit(KEYS[1], 'e', ARGV[i], 'attempt', ARGV[i + 1], 'reason', ARGV[i + 2])
+    add(KEYS[1], 'e', ARGV[i], 'attempt', ARGV[i + 1], 'reason', ARGV[i + 2])
   end
 end
 return 1
