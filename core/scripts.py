@@ -17,10 +17,10 @@ from core.ratelimit import bucket
 # emit(job key, field, value, ...) adds an event to the job's stream (fields start with
 # 'e', the event name), keeps the stream as long as the record, publishes it on the job's
 # live channel; → its entry id. add(...) is the same but leaves the TTL as it is (output
-# events: a status event of the same run has set it already). announce(job key, model or '') emits job.status when the
-# status, attempt, waiting reason or model differs from the last one announced (kept in the
-# record's 'ev_status'); the model defaults to the one the route is at. The terminal event
-# is emitted by FINISH itself.
+# events: a status event of the same run has set it already). announce(job key, model or
+# '') emits job.status when the status, attempt, waiting reason or model differs from the
+# last one announced (kept in the record's 'ev_status'); the model defaults to the one the
+# route is at. The terminal event is emitted by FINISH itself.
 _EVENTS = f"""
 local JOB_PREFIX, EV_PREFIX, LIVE_PREFIX = '{keys.JOB_PREFIX}', '{keys.JOB_EVENT_LOG_PREFIX}',
   '{keys.JOB_LIVE_PREFIX}'
