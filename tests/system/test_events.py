@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pty
+import select
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -228,3 +230,32 @@ def test_cli_stream_prints_the_text(api_url: str, paced: SimulatorHandle, worker
     outputs = {job["result"]["output"] for job in jobs if job["stream"]}
     assert done.stdout.rstrip("\n") in outputs
     assert len(done.stdout.strip()) > 10
+
+
+def test_cli_wait_shows_progress_on_a_terminal(api_url: str, worker: Proc) -> None:
+    """On a terminal, ``--wait`` draws the job's progress line (rich) before the JSON."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "producers.cli", "submit", "--model", "openai:gpt-4o-mini",
+         "--prompt", unique("tty"), "--wait"],
+        cwd=ROOT,
+        env={**os.environ, "COURIER_API_URL": api_url, "COURIER_API_KEY": KEY1,
+             "TERM": "xterm", "COLUMNS": "160"},
+        stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+    )  # fmt: skip
+    os.close(slave)
+    screen = b""
+    while select.select([master], [], [], 30)[0]:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        screen += data
+    os.close(master)
+    assert proc.wait(30) == 0
+    text = screen.decode(errors="replace")
+    job = json.loads(text[text.index("{") :])
+    progress = text[: text.index("{")]
+    assert job["id"] in progress and "succeeded" in progress and "attempt 1" in progress
