@@ -6,8 +6,9 @@ added only inside the Lua scripts of :mod:`core.scripts`: a status event in the 
 script as the status change it tells of, so events are exactly once and in order; output
 events only while the writer still holds the job's lease. Each entry is also published on
 the job's channel (:data:`core.keys.JOB_LIVE`) for the API's live readers. Entry ids are
-``0-1``, ``0-2``, … (``XADD key 0-*``): the SSE ``id`` is the part after the dash, so ids
-are consecutive, and a reader that sees ``n + 2`` after ``n`` knows it missed one.
+``1-0``, ``2-0``, … (a counter in the record, ``ev_seq``; Redis 6.2, which ``courier dev``
+may embed, has no ``XADD key 0-*``): the SSE ``id`` is the part before the dash, so ids are
+consecutive, and a reader that sees ``n + 2`` after ``n`` knows it missed one.
 
 An entry's fields: ``e`` (the event name), then the event's own fields as strings;
 ``at`` in milliseconds. A terminal event (``job.succeeded`` …) carries only ``at``: its
@@ -51,7 +52,7 @@ def parse_event_id(raw: str) -> int:
 
 def entry_id(event_id: int) -> str:
     """The stream entry id of an event id."""
-    return f"0-{event_id}"
+    return f"{event_id}-0"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,7 @@ class JobEvent:
 def from_entry(stream_id: str, fields: Mapping[str, str]) -> JobEvent:
     """An event from a stream entry (``XRANGE``)."""
     rest = {k: v for k, v in fields.items() if k != "e"}
-    return JobEvent(int(stream_id.partition("-")[2] or 0), fields.get("e", ""), rest)
+    return JobEvent(int(stream_id.partition("-")[0] or 0), fields.get("e", ""), rest)
 
 
 def from_live(payload: str | bytes) -> JobEvent:

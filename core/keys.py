@@ -28,7 +28,7 @@ STARTS = PREFIX + "stats:starts:{second}"  # counter: jobs started in that secon
 SET_ASIDE = PREFIX + "messages:set-aside"  # list: job-queue messages naming no job (newest 1,000)
 
 # Live job events (core.events, docs/contract.md, Live events): written by the Lua scripts
-JOB_EVENT_LOG = PREFIX + "job-events:{job_id}"  # stream: the job's events, entry ids 0-1, 0-2, …
+JOB_EVENT_LOG = PREFIX + "job-events:{job_id}"  # stream: the job's events, entry ids 1-0, 2-0, …
 JOB_LIVE = PREFIX + "live:{job_id}"  # pub/sub channel: each event of the job as it is added
 JOB_EVENT_LOG_PREFIX = JOB_EVENT_LOG.removesuffix("{job_id}")
 JOB_LIVE_PREFIX = JOB_LIVE.removesuffix("{job_id}")

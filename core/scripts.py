@@ -30,8 +30,9 @@ local function now_ms()
 end
 local function add(job, ...)
   local id = string.sub(job, #JOB_PREFIX + 1)
+  local seq = redis.call('HINCRBY', job, 'ev_seq', 1)
   local entry = redis.call('XADD', EV_PREFIX .. id, 'MAXLEN', '~', {events.MAX_EVENTS_PER_JOB},
-                           '0-*', ...)
+                           seq .. '-0', ...)
   redis.call('PUBLISH', LIVE_PREFIX .. id, cjson.encode({{entry, ...}}))
   return entry
 end
