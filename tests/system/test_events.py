@@ -194,6 +194,7 @@ def test_errors_and_isolation(
     assert "stream" in assert_error(t1.post("/v1/jobs", json=embedding), 422)
     no_auth = httpx.get(t1.base_url.join(f"/v1/jobs/{job_id}/events"))
     assert no_auth.status_code == 401
+    assert "courier_api_event_streams" in httpx.get(t1.base_url.join("/metrics")).text
 
 
 def test_client_events_sync_and_async(api_url: str, paced: SimulatorHandle, worker: Proc) -> None:
