@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -67,6 +68,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = Services(
             settings, client, aclient, store, celery_app, waiter, metrics, access, audit_log, cost
         )
+        # What start-up built (FastAPI, pydantic, the SDK-free app: most of the heap) stays
+        # for good: out of every collection, or each old-generation collection walks it
+        # (tens of ms) while thousands of event streams wait (README, Live events).
+        gc.freeze()
         try:
             yield
         finally:
