@@ -260,3 +260,18 @@ def test_cli_wait_shows_progress_on_a_terminal(api_url: str, worker: Proc) -> No
     job = json.loads(text[text.index("{") :])
     progress = text[: text.index("{")]
     assert job["id"] in progress and "succeeded" in progress and "attempt 1" in progress
+
+
+def test_a_cached_answer_streams_as_one_delta(
+    t1: httpx.Client, paced: SimulatorHandle, worker: Proc
+) -> None:
+    """A streamed job answered from the answer cache at submission ran no call: its events
+    are its output as one delta, then its ending (and resume the same way)."""
+    body = chat_body(unique("cache me"), stream=True, cache={"ttl_s": 600})
+    first = read_events(t1, submit(t1, body))
+    response = t1.post("/v1/jobs", json=body)
+    assert response.status_code == 202 and response.json()["status"] == "succeeded"
+    events = read_events(t1, response.json()["id"])
+    assert [(i, name) for i, name, _ in events] == [(1, "output.delta"), (2, "job.succeeded")]
+    assert text_of(events) == text_of(first) == events[-1][2]["result"]["output"]
+    assert read_events(t1, response.json()["id"], params={"after": "1"}) == events[1:]

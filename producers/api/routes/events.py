@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 
 from core import keys
 from core.events import (
+    DELTA,
     KEEPALIVE_FRAME,
     TERMINAL_EVENTS,
     JobEvent,
@@ -143,8 +144,8 @@ async def _follow(
         if opening and record.get("status") in TERMINAL:
             newest: list[tuple[str, dict[str, str]]] = await aredis.xrevrange(stream, count=1)  # type: ignore[assignment]
             if not (newest and from_entry(*newest[0]).terminal):
-                # ended before its events were kept (or they were trimmed): its ending only
-                yield sse_frame(last + 1, f"job.{record['status']}", to_view(record))
+                for frame in _unrecorded_ending(record, last):
+                    yield frame
             return
         opening = False
         while True:  # the live events
@@ -172,6 +173,23 @@ async def _follow(
                     return
             if gap:
                 break
+
+
+def _unrecorded_ending(record: Record, last: int) -> list[bytes]:
+    """The events of a job that ended without recording them: answered from the answer
+    cache at submission (core.cache), or ended before events were kept. A streamed one's
+    output as one delta (id 1), then its ending; ids as a replay would give them."""
+    view = to_view(record)
+    out: list[bytes] = []
+    result = view.get("result") or {}
+    if view.get("stream") and result.get("output"):
+        if last < 1:
+            data = {"attempt": view.get("attempts") or 0, "model": result.get("model"),
+                    "text": result["output"]}  # fmt: skip
+            out.append(sse_frame(1, DELTA, data))
+        last = max(last, 1)
+    out.append(sse_frame(last + 1, f"job.{record['status']}", view))
+    return out
 
 
 async def _frame(services: Services, job_id: str, event: JobEvent) -> bytes:
