@@ -33,8 +33,6 @@ class JobStore:
         self._claim = client.register_script(scripts.CLAIM)
         self._take = client.register_script(scripts.TAKE)
         self._begin_attempt = client.register_script(scripts.BEGIN_ATTEMPT)
-        self._announce_model = client.register_script(scripts.ANNOUNCE_MODEL)
-        self._emit_output = client.register_script(scripts.EMIT_OUTPUT)
         self._finish = client.register_script(scripts.FINISH)
         self._requeue = client.register_script(scripts.REQUEUE)
         self._renew = client.register_script(scripts.RENEW)
@@ -231,26 +229,6 @@ class JobStore:
         """Count a provider call (to ``model``) about to be made: the attempt number, -1 if
         the lease is lost (cancelled or taken over), -2 if the job has expired."""
         return int(self._begin_attempt(keys=[keys.job(job_id)], args=[token, now_ms(), model]))
-
-    def announce_model(self, job_id: str, token: str, model: str) -> bool:
-        """Tell the job's events that the call now made goes to ``model`` (a fallback taken
-        before the claimed attempt's call); False when the lease is lost."""
-        return bool(self._announce_model(keys=[keys.job(job_id)], args=[token, model]))
-
-    def emit_output(
-        self,
-        job_id: str,
-        token: str,
-        events: Sequence[tuple[str, int, str, str]],
-        client: Any = None,
-    ) -> Any:
-        """Add output events (``(name, attempt, model or reason, text)``) to the job's
-        events while ``token`` holds its lease: 1 written, 0 lease lost. With ``client`` (a
-        pipeline) the call is queued there and its answer comes from the pipeline."""
-        args: list[Any] = [token]
-        for name, attempt, label, text in events:
-            args += [name, attempt, label, text]
-        return self._emit_output(keys=[keys.job(job_id)], args=args, client=client)
 
     def finish(
         self,

@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from core import events, keys
+from core.event_writer import EventWriter
 from core.events import JobEvent, from_entry, from_live, parse_event_id
 from core.store import JobStore
 
@@ -63,12 +64,13 @@ def test_output_only_under_the_lease(redis_client: redis.Redis) -> None:
     store = JobStore(redis_client, retention_s=3600)
     job_id, _ = store.create("t", FIELDS)
     store.claim(job_id, "tok", 10)
+    writer = EventWriter(redis_client)
     deltas = [(events.DELTA, 1, "openai:gpt-4o-mini", "Hel"), (events.DELTA, 1, "m", "lo")]
-    assert store.emit_output(job_id, "tok", deltas) == 1
-    assert store.emit_output(job_id, "other", deltas) == 0
-    assert store.emit_output(job_id, "tok", [(events.RESET, 1, "provider_error", "")]) == 1
+    assert writer.emit_output(job_id, "tok", deltas) == 1
+    assert writer.emit_output(job_id, "other", deltas) == 0
+    assert writer.emit_output(job_id, "tok", [(events.RESET, 1, "provider_error", "")]) == 1
     store.finish(job_id, "cancelled", allowed=("running",))
-    assert store.emit_output(job_id, "tok", deltas) == 0
+    assert writer.emit_output(job_id, "tok", deltas) == 0
     got = read(redis_client, job_id)
     assert [e.event for e in got] == [
         "job.status",
@@ -105,8 +107,9 @@ def test_identical_state_is_announced_once(redis_client: redis.Redis) -> None:
     store = JobStore(redis_client, retention_s=3600)
     job_id, _ = store.create("t", FIELDS)
     store.claim(job_id, "tok", 10)
-    assert store.announce_model(job_id, "tok", "openai:gpt-4o-mini")  # same: no event
-    assert store.announce_model(job_id, "tok", "anthropic:claude-haiku-4-5")
+    writer = EventWriter(redis_client)
+    assert writer.announce_model(job_id, "tok", "openai:gpt-4o-mini")  # same: no event
+    assert writer.announce_model(job_id, "tok", "anthropic:claude-haiku-4-5")
     assert [e.data()["model"] for e in read(redis_client, job_id)] == [
         "openai:gpt-4o-mini",
         "openai:gpt-4o-mini",

@@ -17,7 +17,7 @@ from config.settings import Settings
 from core.errors import CourierError
 from core.results import ProviderResult, Usage
 from core.store import JobStore
-from workers.run.runner import Reservation
+from workers.run.ports import Reservation
 from workers.runtime import Runtime
 
 # One step of a model's script: an answer, an error to raise, or a call made at that moment

@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 
 from core import events
-from core.store import JobStore
+from core.errors import CourierError
+from core.event_writer import EventWriter
+from core.results import ProviderResult
+from workers.providers.base import Provider
 
 log = logging.getLogger("courier.outputs")
 
@@ -54,6 +59,25 @@ class OutputSink:
         self.parts.clear()
         return text
 
+    def call(
+        self, provider: Provider, model_name: str, request: Mapping[str, Any], timeout: float
+    ) -> ProviderResult:
+        """The provider call in streaming mode, its text into this sink; on a fault what it
+        published is voided (a retry or the fallback starts over)."""
+        try:
+            result = provider.stream_complete(
+                model_name,
+                request,
+                timeout=timeout,
+                chunk_timeout=self.publisher.chunk_timeout_s,
+                on_text=self.write,
+            )
+        except CourierError as exc:
+            self.void(f"{exc.error_type}: {exc.message}")
+            raise
+        self.close()
+        return result
+
     def close(self) -> None:
         """The call succeeded: write what is still buffered, now."""
         self.publisher.write_now(self, None)
@@ -64,15 +88,20 @@ class OutputSink:
 
 
 class OutputPublisher:
-    """Per process: gathers the sinks with news and writes them every ``interval_s``."""
+    """Per process: gathers the sinks with news and writes them every ``interval_s``; and
+    tells a job's events the model of a call its claim did not announce."""
 
-    def __init__(self, store: JobStore, interval_s: float) -> None:
-        self.store = store
+    def __init__(self, writer: EventWriter, interval_s: float, chunk_timeout_s: float) -> None:
+        self.writer = writer
         self.interval_s = interval_s
+        self.chunk_timeout_s = chunk_timeout_s
         self._dirty: list[OutputSink] = []
         self._lock = threading.Lock()  # a greenlet-aware lock under gevent
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def announce_model(self, job_id: str, token: str, model: str) -> None:
+        self.writer.announce_model(job_id, token, model)
 
     def open(self, job_id: str, token: str, attempt: int, model: str) -> OutputSink:
         if self._thread is None:
@@ -106,9 +135,9 @@ class OutputPublisher:
             batch = [(sink, text) for sink, text in batch if text]
             if not batch:
                 return
-            pipe = self.store.redis.pipeline(transaction=False)
+            pipe = self.writer.redis.pipeline(transaction=False)
             for sink, text in batch:
-                self.store.emit_output(
+                self.writer.emit_output(
                     sink.job_id,
                     sink.token,
                     [(events.DELTA, sink.attempt, sink.model, text)],
@@ -145,6 +174,6 @@ class OutputPublisher:
                 out = [(events.RESET, sink.attempt, reset_reason, "")]
             else:
                 out = []
-            if out and self.store.emit_output(sink.job_id, sink.token, out) == 0:
+            if out and self.writer.emit_output(sink.job_id, sink.token, out) == 0:
                 sink.lost = True
             sink.lost = sink.lost or reset_reason is not None

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import redis
 
@@ -27,35 +27,13 @@ from workers.outage import redis_outage
 from workers.providers.base import Provider
 from workers.run.breaker import Admission, CircuitBreaker
 from workers.run.outputs import OutputPublisher, OutputSink
+from workers.run.ports import Limiter, Reservation
 from workers.run.retry import RetryPolicy
 from workers.run.spending import Reserved, Spending
 from workers.runtime import Runtime
 
 log = logging.getLogger("courier.runner")
 T = TypeVar("T")
-
-
-class Reservation(Protocol):
-    granted: bool
-    wait_s: float
-    reason: str
-
-
-class Limiter(Protocol):
-    """Cluster-wide rate limits (see core.ratelimit); the runner only asks and settles."""
-
-    def reserve(
-        self, model: str, request: dict[str, Any], priority: str, job_id: str | None = None
-    ) -> Reservation:
-        """``job_id`` keeps a refused job's place in the limiter's line across hand-backs."""
-        ...
-
-    def settle(
-        self,
-        reservation: Reservation,
-        result: ProviderResult | None,
-        error: CourierError | None,
-    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -92,8 +70,7 @@ class JobRunner:
     spending: Spending | None = None  # cost per call, budgets, the answer cache
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
-    # Streamed jobs ("stream": true) publish their output through it; None: not streamed.
-    outputs: OutputPublisher | None = None
+    outputs: OutputPublisher | None = None  # job events and streamed text ("stream": true)
 
     def run(self, job_id: str) -> Outcome:
         claimed = self.claim(job_id)
@@ -159,8 +136,7 @@ class JobRunner:
         expires_at = float(record["expires_at"]) if record.get("expires_at") else None
         request: dict[str, Any] = json.loads(record["request"])
         kind = record.get("kind", "chat")
-        streamed = kind == "chat" and record.get("stream") == "1" and self.outputs is not None
-        announced_index = index  # the claim announced the model the route was at
+        streamed = kind == "chat" and record.get("stream") == "1"
         last_error: CourierError | None = None
         started = time.monotonic()
         # The claim counted this run's first call already; given back if the run is handed
@@ -213,8 +189,8 @@ class JobRunner:
 
             if claimed_attempt:
                 attempt, claimed_attempt = claimed_attempt, 0
-                if index != announced_index:  # a fallback before the first call
-                    store.announce_model(job_id, token, model)
+                if self.outputs and index != int(record.get("route_index") or 0):
+                    self.outputs.announce_model(job_id, token, model)  # not the claim's model
             else:
                 attempt = store.begin_attempt(job_id, token, model)
             if attempt in (-1, -2):
@@ -229,14 +205,11 @@ class JobRunner:
             call_timeout = timeout_s
             if expires_at is not None:
                 call_timeout = max(0.1, min(timeout_s, expires_at - time.time()))
-            output = None
-            if streamed and self.outputs is not None:
-                output = self.outputs.open(job_id, token, attempt, model)
+            output = self.outputs.open(job_id, token, attempt, model) if (
+                streamed and self.outputs) else None  # fmt: skip
             try:
                 result = self._call(model, kind, sent, call_timeout, output)
             except CourierError as exc:
-                if output is not None:  # a retry or the fallback starts over
-                    output.void(f"{exc.error_type}: {exc.message}")
                 if self.limiter is not None and reservation is not None:
                     self.limiter.settle(reservation, None, exc)
                 settle = self.spending.after(record, model, reserved, None, exc) if (
@@ -258,8 +231,6 @@ class JobRunner:
                     self.sleep(delay)
                     continue
                 return self._later(job_id, token, delay, "retry", index, failures, error=exc)
-            if output is not None:
-                output.close()
             if self.limiter is not None and reservation is not None:
                 self.limiter.settle(reservation, result, None)
             before = self.spending.after(record, model, reserved, result, None) if (
@@ -288,13 +259,7 @@ class JobRunner:
         if kind == "embedding":
             return provider.embed(model_name, request, timeout=timeout)
         if output is not None:
-            return provider.stream_complete(
-                model_name,
-                request,
-                timeout=timeout,
-                chunk_timeout=self.runtime.settings.stream_chunk_timeout_s,
-                on_text=output.write,
-            )
+            return output.call(provider, model_name, request, timeout)
         return provider.complete(model_name, request, timeout=timeout)
 
     # ---- endings and hand-backs ---------------------------------------------
