@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint typecheck fmt bench bench-limits bench-sim bench-breaker bench-budgets bench-redis fuzz check clean
+.PHONY: install dev test lint typecheck fmt bench bench-limits bench-sim bench-breaker bench-budgets bench-redis bench-stream fuzz check clean
 
 $(BIN)/courier: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,9 @@ bench: install
 
 bench-sim: install
 	$(BIN)/python -m bench.simulator_concurrency
+
+bench-stream: install
+	$(BIN)/python -m bench.streaming
 
 bench-limits: install
 	$(BIN)/python -m bench.rate_limits

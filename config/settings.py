@@ -145,6 +145,11 @@ class Settings(BaseSettings):
     # tenant's answers take at most that many bytes (its soonest-expiring go first).
     cache_max_entry_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
     cache_max_tenant_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    # Streamed jobs (README, Live events and streaming): the longest wait for the next chunk
+    # of a stream before the call counts as stalled (retryable), and how often a worker
+    # writes the text its streamed calls gathered (one pipeline for all of them).
+    stream_chunk_timeout_s: float = Field(default=60.0, gt=0)
+    stream_flush_ms: int = Field(default=10, ge=1, le=1000)
 
     # Security (SECURITY.md): quotas per tenant, header limit, production checks.
     tenant_max_unfinished: int = Field(default=10_000, ge=0)  # 0: no limit

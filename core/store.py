@@ -165,7 +165,7 @@ class JobStore:
         """:meth:`delete` for each ``(job id, tenant)``, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id, tenant in jobs:
-            pipe.delete(keys.job(job_id))
+            pipe.delete(keys.job(job_id), keys.job_events(job_id))
             for index in (keys.tenant_jobs(tenant), keys.EXPIRIES, keys.tenant_unfinished(tenant),
                           *keys.QUEUED_ALL):  # fmt: skip
                 pipe.zrem(index, job_id)
@@ -241,10 +241,10 @@ class JobStore:
         task_id, argsrepr, job_id, *claimed = out
         return Taken(task_id, argsrepr, job_id, claim_from(claimed) if job_id else Claim(""))
 
-    def begin_attempt(self, job_id: str, token: str) -> int:
-        """Count a provider call about to be made: the attempt number, -1 if the lease is
-        lost (cancelled or taken over), -2 if the job has expired."""
-        return int(self._begin_attempt(keys=[keys.job(job_id)], args=[token, now_ms()]))
+    def begin_attempt(self, job_id: str, token: str, model: str = "") -> int:
+        """Count a provider call (to ``model``) about to be made: the attempt number, -1 if
+        the lease is lost (cancelled or taken over), -2 if the job has expired."""
+        return int(self._begin_attempt(keys=[keys.job(job_id)], args=[token, now_ms(), model]))
 
     def finish(
         self,

@@ -16,6 +16,14 @@ errors (connection refused, 502/503/504) are retried until its deadline. ``submi
 ``submit_many`` retry them too for ``retry_s`` seconds (a Redis failover answers 503 with
 ``Retry-After`` for a few seconds), with one Idempotency-Key for every attempt (generated
 when none is given), so a retry never makes a second job.
+
+``events`` follows a job's events (``GET /v1/jobs/{id}/events``) as :class:`JobEvent`
+objects until the terminal one; a dropped connection is resumed after the last event
+received (``Last-Event-ID``), so no event is missed or repeated:
+
+>>> for event in courier.events(job["id"]):
+...     if event.event == "output.delta":
+...         print(event.data["text"], end="")
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import asyncio
 import builtins
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Self, TypedDict, Unpack
 from urllib.parse import quote
@@ -35,8 +43,16 @@ from config.settings import Settings
 from core.jobs import TERMINAL
 from producers.client_auth import ClientCredentials
 from producers.client_errors import CourierAPIError
+from producers.client_events import JobEvent, afollow, follow
 
-__all__ = ["AsyncCourier", "ClientCredentials", "Courier", "CourierAPIError", "JobWaitTimeout"]
+__all__ = [
+    "AsyncCourier",
+    "ClientCredentials",
+    "Courier",
+    "CourierAPIError",
+    "JobEvent",
+    "JobWaitTimeout",
+]
 
 MAX_WAIT_S = 60.0
 RETRY_STATUSES = frozenset({502, 503, 504})
@@ -66,6 +82,7 @@ class JobOptions(TypedDict, total=False):
     timeout_s: float | None
     expires_in_s: float | None
     cache: dict[str, int] | None  # {"ttl_s": N}: answer from an identical job of the last N s
+    stream: bool | None  # chat only: stream the output into the job's events
 
 
 def submission_body(
@@ -259,6 +276,13 @@ class Courier(_Base):
             if job.get("status") in TERMINAL:
                 return job
 
+    def events(self, job_id: str, after: int | None = None) -> Iterator[JobEvent]:
+        """The job's events after ``after`` (all of them when None), until its terminal
+        event; reconnects after a dropped connection or a 502/503/504, resuming after the
+        last event received."""
+        path = job_path(job_id, "/events")
+        return follow(self.http, path, after, self.timeout, parse, _transient)
+
     def cancel(self, job_id: str) -> Job:
         job: Job = parse(self.http.post(job_path(job_id, "/cancel")))
         return job
@@ -378,6 +402,11 @@ class AsyncCourier(_Base):
                 continue
             if job.get("status") in TERMINAL:
                 return job
+
+    def events(self, job_id: str, after: int | None = None) -> AsyncIterator[JobEvent]:
+        """The async twin of :meth:`Courier.events` (``async for event in ...``)."""
+        path = job_path(job_id, "/events")
+        return afollow(self.http, path, after, self.timeout, parse, _transient)
 
     async def cancel(self, job_id: str) -> Job:
         job: Job = parse(await self.http.post(job_path(job_id, "/cancel")))

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import redis
 
@@ -27,6 +27,8 @@ from core.results import ProviderResult, split_model
 from workers.outage import redis_outage
 from workers.providers.base import Provider
 from workers.run.breaker import Admission, CircuitBreaker
+from workers.run.outputs import OutputPublisher, OutputSink
+from workers.run.ports import Limiter, Reservation
 from workers.run.retry import RetryPolicy
 from workers.run.spending import Reserved, Spending
 from workers.runtime import Runtime
@@ -41,29 +43,6 @@ UNREACHABLE = (
     redis.ReadOnlyError,
     redis.exceptions.NoScriptError,  # a pipeline that met the new master mid-way
 )
-
-
-class Reservation(Protocol):
-    granted: bool
-    wait_s: float
-    reason: str
-
-
-class Limiter(Protocol):
-    """Cluster-wide rate limits (see core.ratelimit); the runner only asks and settles."""
-
-    def reserve(
-        self, model: str, request: dict[str, Any], priority: str, job_id: str | None = None
-    ) -> Reservation:
-        """``job_id`` keeps a refused job's place in the limiter's line across hand-backs."""
-        ...
-
-    def settle(
-        self,
-        reservation: Reservation,
-        result: ProviderResult | None,
-        error: CourierError | None,
-    ) -> None: ...
 
 
 @dataclass(slots=True)
@@ -100,6 +79,7 @@ class JobRunner:
     spending: Spending | None = None  # cost per call, budgets, the answer cache
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
+    outputs: OutputPublisher | None = None  # job events and streamed text ("stream": true)
 
     def run(self, job_id: str) -> Outcome:
         claimed = self.claim(job_id)
@@ -165,6 +145,7 @@ class JobRunner:
         expires_at = float(record["expires_at"]) if record.get("expires_at") else None
         request: dict[str, Any] = json.loads(record["request"])
         kind = record.get("kind", "chat")
+        streamed = kind == "chat" and record.get("stream") == "1"
         last_error: CourierError | None = None
         started = time.monotonic()
         # The claim counted this run's first call already; given back if the run is handed
@@ -217,8 +198,10 @@ class JobRunner:
 
             if claimed_attempt:
                 attempt, claimed_attempt = claimed_attempt, 0
+                if self.outputs and index != int(record.get("route_index") or 0):
+                    self.outputs.announce_model(job_id, token, model)  # not the claim's model
             else:
-                attempt = store.begin_attempt(job_id, token)
+                attempt = store.begin_attempt(job_id, token, model)
             if attempt in (-1, -2):
                 self._release(reservation)
                 self._release_admission(model, admission)
@@ -231,8 +214,10 @@ class JobRunner:
             call_timeout = timeout_s
             if expires_at is not None:
                 call_timeout = max(0.1, min(timeout_s, expires_at - time.time()))
+            output = self.outputs.open(job_id, token, attempt, model) if (
+                streamed and self.outputs) else None  # fmt: skip
             try:
-                result = self._call(model, kind, sent, call_timeout)
+                result = self._call(model, kind, sent, call_timeout, output)
             except CourierError as exc:
                 if self.limiter is not None and reservation is not None:
                     self.limiter.settle(reservation, None, exc)
@@ -271,12 +256,19 @@ class JobRunner:
         return self._fail(job_id, token, error, int(record.get("attempts") or 0), record)
 
     def _call(
-        self, model: str, kind: str, request: dict[str, Any], timeout: float
+        self,
+        model: str,
+        kind: str,
+        request: dict[str, Any],
+        timeout: float,
+        output: OutputSink | None = None,
     ) -> ProviderResult:
         provider_name, model_name = split_model(model)
         provider = self.get_provider(provider_name)
         if kind == "embedding":
             return provider.embed(model_name, request, timeout=timeout)
+        if output is not None:
+            return output.call(provider, model_name, request, timeout)
         return provider.complete(model_name, request, timeout=timeout)
 
     # ---- endings and hand-backs ---------------------------------------------

@@ -195,6 +195,7 @@ def _job_fields(submission: JobSubmission, settings: Settings) -> dict[str, Any]
     return {
         "model": submission.model,
         "kind": submission.kind,
+        "stream": "1" if submission.stream else "",
         "priority": submission.priority,
         "request": submission.request,
         "callback_url": submission.callback_url,
