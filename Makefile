@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint typecheck fmt bench bench-limits bench-sim bench-breaker bench-budgets fuzz check clean
+.PHONY: install dev test lint typecheck fmt bench bench-limits bench-sim bench-breaker bench-budgets bench-redis bench-stream fuzz check clean
 
 $(BIN)/courier: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench: install
 bench-sim: install
 	$(BIN)/python -m bench.simulator_concurrency
 
+bench-stream: install
+	$(BIN)/python -m bench.streaming
+
 bench-limits: install
 	$(BIN)/python -m bench.rate_limits
 
@@ -52,6 +55,10 @@ bench-breaker: install
 
 bench-budgets: install
 	$(BIN)/python -m bench.budgets
+
+# What one job costs Redis (commands, CPU, bytes) and the jobs/s one Redis core carries.
+bench-redis: install
+	$(BIN)/python -m bench.redis_capacity
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

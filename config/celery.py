@@ -73,6 +73,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "max_connections": pool_size,
             "health_check_interval": 10,
         }
+        if broker.startswith("sentinel://"):
+            # kombu asks the Sentinels of the URL for this master, again after a failover.
+            transport["master_name"] = settings.redis_sentinel_master
     return {
         "broker_url": broker,
         "broker_transport_options": transport,

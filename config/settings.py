@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -60,6 +61,18 @@ class TomlFileSource(PydanticBaseSettingsSource):
         return {k: v for k, v in self._values.items() if k in names}
 
 
+def sentinel_address(text: str) -> tuple[str, int]:
+    """``host:port`` (or ``[v6]:port``; the port defaults to Sentinel's 26379)."""
+    text = text.strip()
+    host, sep, port = text.rpartition(":")
+    if not sep or host.endswith(":"):  # no port, or a bare IPv6 address
+        host, port = text, "26379"
+    host = host.removeprefix("[").removesuffix("]")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"COURIER_REDIS_SENTINELS takes host:port pairs, not {text!r}")
+    return host, int(port)
+
+
 def _field_name(key: str) -> str:
     key = key.lower()
     return key.removeprefix("courier_")
@@ -72,6 +85,15 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://localhost:6379/0"
     broker_url: str | None = None
+    # Redis Sentinel (README, High availability): where set, every Redis client asks these
+    # Sentinels for the master of ``redis_sentinel_master``; the host and port of redis_url
+    # are then unused (its database number, user and password still apply).
+    redis_sentinels: Annotated[tuple[tuple[str, int], ...], NoDecode] = ()
+    redis_sentinel_master: str = Field(default="mymaster", min_length=1)
+    # Replicas that must hold a submission (and a job's ending) before it is acknowledged
+    # (Redis WAIT); None: 1 with Sentinel, else 0 (acknowledged once the master has it).
+    redis_min_replicas: int | None = Field(default=None, ge=0, le=16)
+    redis_replica_timeout_s: float = Field(default=1.0, gt=0, le=10)
     api_keys: Annotated[dict[str, str], NoDecode] = Field(
         default_factory=dict, description="key → tenant", repr=False
     )
@@ -123,6 +145,11 @@ class Settings(BaseSettings):
     # tenant's answers take at most that many bytes (its soonest-expiring go first).
     cache_max_entry_bytes: int = Field(default=256 * 1024, ge=1024, le=16 * 1024 * 1024)
     cache_max_tenant_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    # Streamed jobs (README, Live events and streaming): the longest wait for the next chunk
+    # of a stream before the call counts as stalled (retryable), and how often a worker
+    # writes the text its streamed calls gathered (one pipeline for all of them).
+    stream_chunk_timeout_s: float = Field(default=60.0, gt=0)
+    stream_flush_ms: int = Field(default=10, ge=1, le=1000)
 
     # Security (SECURITY.md): quotas per tenant, header limit, production checks.
     tenant_max_unfinished: int = Field(default=10_000, ge=0)  # 0: no limit
@@ -237,6 +264,24 @@ class Settings(BaseSettings):
             check_tenants(table)
         return table
 
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _parse_sentinels(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(sentinel_address(v) for v in value if v.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _sentinel_url(self) -> Settings:
+        if self.redis_sentinels and self.redis_url.startswith(("rediss://", "unix://")):
+            raise ValueError(
+                "COURIER_REDIS_SENTINELS takes a redis:// COURIER_REDIS_URL (for its database "
+                "number and password); TLS and unix sockets through Sentinel are not supported"
+            )
+        return self
+
     @model_validator(mode="after")
     def _safe_in_production(self) -> Settings:
         if self.profile == "production":
@@ -252,7 +297,35 @@ class Settings(BaseSettings):
 
     @property
     def celery_broker_url(self) -> str:
-        return self.broker_url or self.redis_url
+        """COURIER_BROKER_URL, else the job store's Redis (through Sentinel where set)."""
+        return self.broker_url or self.store_broker_url
+
+    @property
+    def store_broker_url(self) -> str:
+        """The job store's Redis as a kombu broker URL: ``sentinel://h:p/db;sentinel://…``
+        with Sentinel (kombu asks them for the master named in the transport options)."""
+        if not self.redis_sentinels:
+            return self.redis_url
+        parts = urlsplit(self.redis_url)
+        auth = parts.netloc.rpartition("@")[0]
+        auth = f"{auth}@" if auth else ""
+        db = parts.path or "/0"
+        return ";".join(
+            f"sentinel://{auth}{f'[{host}]' if ':' in host else host}:{port}{db}"
+            for host, port in self.redis_sentinels
+        )
+
+    @property
+    def broker_is_store(self) -> bool:
+        """Celery's broker is the job store's Redis (one Lua script may read both)."""
+        return self.broker_url in (None, "", self.redis_url, self.store_broker_url)
+
+    @property
+    def replicas_to_confirm(self) -> int:
+        """Replicas that must hold a write before it is acknowledged."""
+        if self.redis_min_replicas is not None:
+            return self.redis_min_replicas
+        return 1 if self.redis_sentinels else 0
 
     @property
     def callbacks_need_https(self) -> bool:

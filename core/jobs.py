@@ -201,6 +201,11 @@ class JobSubmission(BaseModel):
     timeout_s: float = Field(default=120, gt=0, le=3600)
     expires_in_s: float | None = Field(default=None, gt=0, le=MAX_EXPIRES_S)
     cache: CacheOption | None = None
+    stream: bool = Field(
+        default=False,
+        description="chat only: call the provider in streaming mode and publish the output "
+        "as it arrives (GET /v1/jobs/{id}/events)",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -254,6 +259,8 @@ class JobSubmission(BaseModel):
                         f"{model!r}: provider {provider!r} speaks the anthropic API, which "
                         "has no embeddings; use an openai or azure provider's model"
                     )
+        if self.kind == "embedding" and self.stream:
+            raise ValueError("stream is for chat jobs; an embedding has no output to stream")
         return self
 
 
@@ -312,6 +319,7 @@ class Job(BaseModel):
     status: Status
     model: str
     kind: Kind = "chat"
+    stream: bool = False
     priority: Priority
     attempts: int = 0
     created_at: str

@@ -27,6 +27,12 @@ QUEUED = PREFIX + "queued:{priority}"  # zset: job id → when it entered that q
 STARTS = PREFIX + "stats:starts:{second}"  # counter: jobs started in that second, for ETAs
 SET_ASIDE = PREFIX + "messages:set-aside"  # list: job-queue messages naming no job (newest 1,000)
 
+# Live job events (core.events, docs/contract.md, Live events): written by the Lua scripts
+JOB_EVENT_LOG = PREFIX + "job-events:{job_id}"  # stream: the job's events, entry ids 1-0, 2-0, …
+JOB_LIVE = PREFIX + "live:{job_id}"  # pub/sub channel: each event of the job as it is added
+JOB_EVENT_LOG_PREFIX = JOB_EVENT_LOG.removesuffix("{job_id}")
+JOB_LIVE_PREFIX = JOB_LIVE.removesuffix("{job_id}")
+
 # Webhooks
 WEBHOOK_SECRET = PREFIX + "webhook:secret"  # string: generated signing secret
 CALLBACKS_SCHEDULED = PREFIX + "callbacks:scheduled"  # zset: job id → next attempt (ms)
@@ -70,6 +76,14 @@ AUDIT = PREFIX + "audit:{tenant}"  # stream: the tenant's audit entries (ids are
 
 def job(job_id: str) -> str:
     return JOB.format(job_id=job_id)
+
+
+def job_events(job_id: str) -> str:
+    return JOB_EVENT_LOG.format(job_id=job_id)
+
+
+def job_live(job_id: str) -> str:
+    return JOB_LIVE.format(job_id=job_id)
 
 
 def tenant_jobs(tenant: str) -> str:

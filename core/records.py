@@ -54,6 +54,7 @@ def to_view(record: Record) -> dict[str, Any]:
         "status": record["status"],
         "model": record["model"],
         "kind": record.get("kind", "chat"),
+        "stream": record.get("stream") == "1",
         "priority": record["priority"],
         "attempts": int(record.get("attempts") or 0),
         "created_at": ts("created_at"),

@@ -1,5 +1,8 @@
 """Every Lua script about jobs, but the rate limiter's (:mod:`core.ratelimit`, beside their
-Python twins), the ledger's (:mod:`core.cost.scripts`) and the cache's (:mod:`core.cache`).
+Python twins), the ledger's (:mod:`core.cost.scripts`), the cache's (:mod:`core.cache`),
+the job events' own (:mod:`core.event_scripts`: the functions every status change below
+calls, and the two scripts that only add events), and the locks' and the circuit breaker's
+(:mod:`core.breaker_scripts`), all reachable from here.
 
 Scripts that change a job record make it atomic (one-way status, leases, schedules):
 
@@ -10,14 +13,30 @@ sweeper once a lease has lapsed (its worker died). Times are milliseconds.
 
 from __future__ import annotations
 
+from core.breaker_scripts import (
+    ACQUIRE_OR_RENEW,
+    BREAKER_ADMIT,
+    BREAKER_COMMON,
+    BREAKER_RECORD,
+    RECORD_FAILURE,
+    RELEASE,
+)
+from core.event_scripts import ANNOUNCE_MODEL, EMIT_OUTPUT
+from core.event_scripts import EVENTS as _EVENTS
 from core.ratelimit import bucket
+
+# re-exported, and every script below
+__all__ = ["ACQUIRE_OR_RENEW", "ANNOUNCE_MODEL", "BREAKER_ADMIT", "BREAKER_COMMON",
+           "BREAKER_RECORD", "EMIT_OUTPUT", "RECORD_FAILURE", "RELEASE"]  # fmt: skip
 
 # KEYS: job, tenant_jobs, idem, expiries, queued(priority), tenant unfinished (zset)
 # ARGV: id, retention_s, created_ms, use_idem, expires_ms ('' for none), job key prefix,
 #       max unfinished jobs of the tenant ('' = no limit), field, value, ...
 # → nil if created, else the id of the job that Idempotency-Key already made, or
 #   {'quota_exceeded', unfinished count} (nothing stored) when the tenant is at its limit
-CREATE = """
+CREATE = (
+    _EVENTS
+    + """
 if ARGV[4] == '1' then
   local existing = redis.call('GET', KEYS[3])
   if existing and redis.call('EXISTS', ARGV[6] .. existing) == 1 then return existing end
@@ -37,8 +56,10 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 if ARGV[4] == '1' then redis.call('SET', KEYS[3], ARGV[1], 'EX', ARGV[2]) end
 if ARGV[5] ~= '' then redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1]) end
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+announce(KEYS[1], '')
 return false
 """
+)
 
 # claim(job key, id, token, now_ms, lease_deadline_ms, starts counter key for this second,
 #       running, scheduled, queued:high, queued:normal, queued:low)
@@ -66,6 +87,7 @@ local function claim(job, id, token, now, deadline, starts, running, scheduled, 
   redis.call('INCR', starts)
   redis.call('EXPIRE', starts, 120)
   redis.call('HINCRBY', job, 'attempts', 1)
+  announce(job, '')
   local out = redis.call('HGETALL', job)
   table.insert(out, 1, 'claimed')
   return out
@@ -75,7 +97,8 @@ end
 # KEYS: job, running, scheduled, queued:high, queued:normal, queued:low
 # ARGV: id, token, now_ms, lease_deadline_ms, starts counter key → as claim() above
 CLAIM = (
-    _CLAIM_FUNCTION
+    _EVENTS
+    + _CLAIM_FUNCTION
     + """
 return claim(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5],
              KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
@@ -93,7 +116,8 @@ return claim(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5],
 # → {} when every list is empty; else {task id, argsrepr, job id, claim()'s answer...}, or
 #   {task id, '', ''} for a message that names no job (set aside, not run)
 TAKE = (
-    _CLAIM_FUNCTION
+    _EVENTS
+    + _CLAIM_FUNCTION
     + """
 local payload = ARGV[6]
 if payload == '' then
@@ -124,41 +148,76 @@ return out
 """
 )
 
-# KEYS: job   ARGV: token, now_ms → attempts after increment; -1 lease lost; -2 expired
-BEGIN_ATTEMPT = """
+# KEYS: job   ARGV: token, now_ms, model of the call
+# → attempts after increment; -1 lease lost; -2 expired
+BEGIN_ATTEMPT = (
+    _EVENTS
+    + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running'
    or redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then return -1 end
 local exp = tonumber(redis.call('HGET', KEYS[1], 'expires_at') or '')
 if exp and exp * 1000 <= tonumber(ARGV[2]) then return -2 end
-return redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+local attempts = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+announce(KEYS[1], ARGV[3] or '')
+return attempts
 """
+)
 
 # KEYS: job, running, scheduled, expiries, callbacks_scheduled, queued:high|normal|low,
 #       tenant unfinished (zset; the job leaves it)
 # ARGV: id, token ('' = any holder), allowed statuses ',a,b,', new status, retention_s,
 #       channel, callback_due_ms ('' = no callback), field, value, ...
-# → {1, previous status} when the job ended now, {0, status} when it could not
-FINISH = """
+# → {1, previous status} when the job ended now (or this token had ended it so before: a
+# retry after the answer was lost), {0, status} when it could not
+FINISH = (
+    _EVENTS
+    + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {0, 'missing'} end
+if ARGV[2] ~= '' and st == ARGV[4] and redis.call('HGET', KEYS[1], 'ended_by') == ARGV[2] then
+  return {1, st}
+end
 if not string.find(ARGV[3], ',' .. st .. ',', 1, true) then return {0, st} end
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[1], 'lease') ~= ARGV[2] then
   return {0, 'lease_lost'}
 end
-redis.call('HSET', KEYS[1], 'status', ARGV[4], 'lease', '', 'waiting_for', '', unpack(ARGV, 8))
+redis.call('HSET', KEYS[1], 'status', ARGV[4], 'lease', '', 'ended_by', ARGV[2], 'waiting_for', '',
+           unpack(ARGV, 8))
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 for i = 6, 9 do redis.call('ZREM', KEYS[i], ARGV[1]) end
 if ARGV[7] ~= '' then redis.call('ZADD', KEYS[5], ARGV[7], ARGV[1]) end
 redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('HSET', KEYS[1], 'ev_status', ARGV[4])
+emit(KEYS[1], 'e', 'job.' .. ARGV[4], 'at', now_ms())
 redis.call('PUBLISH', ARGV[6], ARGV[1])
 return {1, st}
+"""
+)
+
+# The write before a WAIT (core.replication): WAIT counts the replicas holding every write made
+# before this client's last one, so the write must come from the client that waits; and it is
+# made only if the jobs are there, as the caller expects them, on the server that answers now
+# (a failover between the caller's writes and this one may have lost them). The write marks
+# each job 'enqueued' (this runs only after its message was queued): a replayed submission of
+# a queued job without the mark puts its message on the queue again (producers/api).
+# KEYS: job...   ARGV: status every job must have ('' = any)
+# → 0 when the jobs were marked, else the position of the first job missing or not so
+CONFIRM = """
+for i = 1, #KEYS do
+  local st = redis.call('HGET', KEYS[i], 'status')
+  if not st or (ARGV[1] ~= '' and st ~= ARGV[1]) then return i end
+end
+for i = 1, #KEYS do redis.call('HSET', KEYS[i], 'enqueued', '1') end
+return 0
 """
 
 # KEYS: job, running, scheduled   ARGV: id, token, due_ms, waiting_for, field, value, ...
 # → 1 when handed back to the queue for later, 0 when the lease was lost
-REQUEUE = """
+REQUEUE = (
+    _EVENTS
+    + """
 if redis.call('HGET', KEYS[1], 'status') ~= 'running'
    or redis.call('HGET', KEYS[1], 'lease') ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'queued', 'lease', '', 'not_before', ARGV[3],
@@ -166,8 +225,10 @@ redis.call('HSET', KEYS[1], 'status', 'queued', 'lease', '', 'not_before', ARGV[
 if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5)) end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+announce(KEYS[1], '')
 return 1
 """
+)
 
 # KEYS: running, job...   ARGV: deadline_ms, id, token, id, token, ...  → ids whose lease is lost
 RENEW = """
@@ -185,7 +246,9 @@ return lost
 """
 
 # KEYS: running, scheduled   ARGV: now_ms, limit, job key prefix → ids handed back to the queue
-RECOVER = """
+RECOVER = (
+    _EVENTS
+    + """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 local out = {}
 for _, id in ipairs(ids) do
@@ -194,12 +257,14 @@ for _, id in ipairs(ids) do
     redis.call('HSET', k, 'status', 'queued', 'lease', '', 'not_before', '0',
                'waiting_for', 'recovery')
     redis.call('ZADD', KEYS[2], ARGV[1], id)
+    announce(k, '')
     table.insert(out, id)
   end
   redis.call('ZREM', KEYS[1], id)
 end
 return out
 """
+)
 
 # take_due(zset, now_ms, limit, redo_ms, keep) → the ids due now for which keep(id) holds,
 # each rescheduled at now+redo until whoever handles it reschedules or removes it, so a crash
@@ -265,116 +330,6 @@ for _, id in ipairs(ids) do
 end
 return out
 """
-
-# ---- locks and the circuit breaker ------------------------------------------------------
-
-# KEYS: lock   ARGV: holder, ttl_ms → 1 when ``holder`` has (or keeps) the lock
-ACQUIRE_OR_RENEW = """
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-
-# KEYS: lock   ARGV: holder → 1 when ``holder`` held the lock and gave it up
-RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-# The streak breaker (COURIER_BREAKER=streak, the only one before 2026-12-07).
-# KEYS: breaker  ARGV: threshold, open_until → 1 when this failure opened the circuit
-RECORD_FAILURE = """
-local n = redis.call('HINCRBY', KEYS[1], 'failures', 1)
-redis.call('EXPIRE', KEYS[1], 3600)
-if n >= tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'open_until', ARGV[2])
-  return 1
-end
-return 0
-"""
-
-# The rate breaker (workers.run.breaker): closed → open when failures reach ``rate`` of the
-# calls started in the last ``window_s`` (10 buckets; ``min_calls`` at least) → half-open after
-# ``cooldown`` s: ``probes`` let through, closed when all succeed, open when one fails. Redis'
-# clock. KEYS: breaker, breakers (model → state), transitions; ARGV[1..3]: model, "model|", ttl
-BREAKER_COMMON = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local B, ttl = KEYS[1], tonumber(ARGV[3])
-local function moved(state)
-  redis.call('HINCRBY', KEYS[3], ARGV[2] .. state, 1)
-  if state == 'closed' then redis.call('HDEL', KEYS[2], ARGV[1])
-  else redis.call('HSET', KEYS[2], ARGV[1], state) end
-end
-local function ms(s) return math.max(0, math.ceil(s * 1000)) end
-"""
-
-# ARGV[4..]: calls started (less those that turned out not to count: may be < 0), failures,
-#            probe ('' | ok | fail | release), window_s, min_calls, rate, cooldown_s, probes
-# → {state, ms, changed}: 0 closed | 1 open (ms: left) | 2 half-open; changed 1: opened, 2: closed
-BREAKER_RECORD = (
-    BREAKER_COMMON
-    + """
-local state, open_until_ = unpack(redis.call('HMGET', B, 'state', 'open_until'))
-local probe, cooldown = ARGV[6], tonumber(ARGV[10])
-local function open()
-  redis.call('DEL', B); redis.call('HSET', B, 'state', 'open', 'open_until', now + cooldown)
-  redis.call('EXPIRE', B, ttl); moved('open'); return {1, ms(cooldown), 1}
-end
-if state == 'half_open' and probe == 'fail' then return open() end
-if state == 'half_open' and probe == 'release' then
-  redis.call('HSET', B, 'probes', math.max(0, redis.call('HINCRBY', B, 'probes', -1)))
-elseif state == 'half_open' and probe == 'ok' then
-  if redis.call('HINCRBY', B, 'probe_ok', 1) >= tonumber(ARGV[11]) then
-    redis.call('DEL', B); moved('closed'); return {0, 0, 2}
-  end
-end
-if state == 'open' then return {1, ms(tonumber(open_until_) - now), 0} end
-if state == 'half_open' then return {2, 0, 0} end  -- else: a call from before it opened
-local calls, fails = tonumber(ARGV[4]), tonumber(ARGV[5])
-if calls == 0 and fails == 0 then return {0, 0, 0} end
-local bucket = math.floor(now * 10 / tonumber(ARGV[7])); local slot = bucket % 10
-if tonumber(redis.call('HGET', B, 't' .. slot)) ~= bucket then
-  redis.call('HSET', B, 't' .. slot, bucket, 'c' .. slot, 0, 'f' .. slot, 0)
-end
-redis.call('HINCRBY', B, 'c' .. slot, calls); redis.call('HINCRBY', B, 'f' .. slot, fails)
-redis.call('EXPIRE', B, ttl)
-if fails == 0 then return {0, 0, 0} end
-local c, f = 0, 0
-for i = 0, 9 do
-  local ti, ci, fi = unpack(redis.call('HMGET', B, 't' .. i, 'c' .. i, 'f' .. i))
-  if ti and tonumber(ti) > bucket - 10 then c, f = c + tonumber(ci), f + tonumber(fi) end
-end
-c = math.max(c, f)  -- failures of calls started before the window
-if c >= tonumber(ARGV[8]) and f >= tonumber(ARGV[9]) * c then return open() end
-return {0, 0, 0}
-"""
-)
-
-# ARGV[4..]: probes let through at once, probe_timeout_s (unanswered this long: given up)
-# → {state, ms}: 0 closed | 1 open (ms: left) | 2 half-open with its probes out (ms: until
-#   they are given up) | 3 half-open and this call is a probe
-BREAKER_ADMIT = (
-    BREAKER_COMMON
-    + """
-local state, open_until_, probes, deadline =
-  unpack(redis.call('HMGET', B, 'state', 'open_until', 'probes', 'probe_deadline'))
-if state ~= 'open' and state ~= 'half_open' then return {0, 0} end
-local left = (tonumber(open_until_) or 0) - now
-if state == 'open' and left > 0 then return {1, ms(left)} end
-if state == 'open' or now > tonumber(deadline) then
-  if state == 'open' then moved('half_open') end
-  probes, deadline = 0, now + tonumber(ARGV[5])
-  redis.call('HSET', B, 'state', 'half_open', 'probes', 0, 'probe_ok', 0,
-    'probe_deadline', deadline); redis.call('EXPIRE', B, ttl)
-end
-if tonumber(probes) >= tonumber(ARGV[4]) then return {2, ms(tonumber(deadline) - now)} end
-redis.call('HINCRBY', B, 'probes', 1); return {3, 0}
-"""
-)
 
 # A tenant's submission rate (producers/api/quotas.py).
 # KEYS: bucket   ARGV: rate per s, burst, tokens wanted

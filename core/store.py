@@ -13,12 +13,14 @@ from typing import Any
 
 import redis
 
+from config.settings import Settings
 from core import keys, scripts
 from core.claims import Claim, Taken, claim_from
 from core.errors import QuotaExceeded
 from core.jobs import TERMINAL, CallbackState
 from core.pipelined import ScriptCall, run_together
 from core.records import Record, encode_fields, new_job_id, now_ms
+from core.replication import Replication
 
 CALLBACK_SAFETY_S = 30.0
 
@@ -26,9 +28,16 @@ CALLBACK_SAFETY_S = 30.0
 class JobStore:
     """Reads and changes job records. Takes a redis-py client with ``decode_responses=True``."""
 
-    def __init__(self, client: redis.Redis, retention_s: int = 7 * 24 * 3600) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        retention_s: int = 7 * 24 * 3600,
+        replication: Replication | None = None,
+    ) -> None:
         self.redis = client
         self.retention_s = retention_s
+        # What acknowledges a write only once replicas hold it (off unless configured).
+        self.replication = replication or Replication(client)
         self._create = client.register_script(scripts.CREATE)
         self._claim = client.register_script(scripts.CLAIM)
         self._take = client.register_script(scripts.TAKE)
@@ -39,6 +48,13 @@ class JobStore:
         self._recover = client.register_script(scripts.RECOVER)
         self._due = client.register_script(scripts.DUE)
         self._age = client.register_script(scripts.AGE)
+
+    @classmethod
+    def from_settings(cls, client: redis.Redis, settings: Settings) -> JobStore:
+        replication = Replication(
+            client, settings.replicas_to_confirm, settings.redis_replica_timeout_s
+        )
+        return cls(client, settings.job_retention_s, replication)
 
     # ---- producers ----------------------------------------------------------
 
@@ -149,7 +165,7 @@ class JobStore:
         """:meth:`delete` for each ``(job id, tenant)``, in one round trip."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id, tenant in jobs:
-            pipe.delete(keys.job(job_id))
+            pipe.delete(keys.job(job_id), keys.job_events(job_id))
             for index in (keys.tenant_jobs(tenant), keys.EXPIRIES, keys.tenant_unfinished(tenant),
                           *keys.QUEUED_ALL):  # fmt: skip
                 pipe.zrem(index, job_id)
@@ -225,10 +241,10 @@ class JobStore:
         task_id, argsrepr, job_id, *claimed = out
         return Taken(task_id, argsrepr, job_id, claim_from(claimed) if job_id else Claim(""))
 
-    def begin_attempt(self, job_id: str, token: str) -> int:
-        """Count a provider call about to be made: the attempt number, -1 if the lease is
-        lost (cancelled or taken over), -2 if the job has expired."""
-        return int(self._begin_attempt(keys=[keys.job(job_id)], args=[token, now_ms()]))
+    def begin_attempt(self, job_id: str, token: str, model: str = "") -> int:
+        """Count a provider call (to ``model``) about to be made: the attempt number, -1 if
+        the lease is lost (cancelled or taken over), -2 if the job has expired."""
+        return int(self._begin_attempt(keys=[keys.job(job_id)], args=[token, now_ms(), model]))
 
     def finish(
         self,

@@ -76,7 +76,9 @@ def _active_managed_keys(settings: Settings) -> int:
         return 0  # not needed
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=5)
+    from core.connections import store_client
+
+    client = store_client(settings, max_connections=2)
     try:
         return ManagedKeys(client).active_count()
     except redis.RedisError:
@@ -168,6 +170,9 @@ def simulate(
     fault_mix: Annotated[
         str, typer.Option(help="A share per status, e.g. 429=0.15,500=0.10,503=0.05")
     ] = "",
+    stream_tps: Annotated[
+        float, typer.Option(help="Events per second of a streamed answer (0: all at once)")
+    ] = 0.0,
 ) -> None:
     """Serve a local provider speaking the OpenAI and Anthropic HTTP APIs."""
     from simulator import main as simulator_main
@@ -176,7 +181,7 @@ def simulate(
         [
             *("--host", host, "--port", str(port), "--latency", str(latency)),
             *("--error-rate", str(error_rate), "--rpm", str(rpm), "--tpm", str(tpm)),
-            *("--seed", str(seed), "--fault-mix", fault_mix),
+            *("--seed", str(seed), "--fault-mix", fault_mix, "--stream-tps", str(stream_tps)),
         ]
     )
 
@@ -187,7 +192,14 @@ def submit(
     prompt: Annotated[str, typer.Option(help="The user message (or the text to embed)")],
     priority: Annotated[str, typer.Option(help="high, normal or low")] = "normal",
     callback_url: Annotated[str | None, typer.Option(help="Webhook URL")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait and print the final job")] = False,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Wait (on a terminal: show progress) and print the final job"),
+    ] = False,
+    stream: Annotated[
+        bool,
+        typer.Option("--stream", help="Stream the reply (chat) and print its text as it comes"),
+    ] = False,
     kind: Annotated[str, typer.Option(help="chat or embedding")] = "chat",
     system: Annotated[str | None, typer.Option(help="A system prompt (chat)")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Reply length limit (chat)")] = None,
@@ -196,6 +208,10 @@ def submit(
     cache_ttl: Annotated[
         int | None, typer.Option(help="Answer from an identical job of the last S seconds")
     ] = None,
+    retry_for: Annotated[
+        float,
+        typer.Option(help="Resend for up to S seconds while the API answers 503 (a failover)"),
+    ] = 0.0,
     api_url: Annotated[
         str | None, typer.Option(envvar="COURIER_API_URL", help="The API's base URL")
     ] = None,
@@ -203,11 +219,15 @@ def submit(
         str | None, typer.Option(envvar="COURIER_API_KEY", help="An API key", show_default=False)
     ] = None,
 ) -> None:
-    """Submit one job and print it as JSON (with --wait, the job once it has ended;
-    exit status 1 unless it succeeded)."""
+    """Submit one job and print it as JSON (with --wait, the job once it has ended; exit
+    status 1 unless it succeeded). On a terminal --wait shows the job's progress (status,
+    attempt, place in the queue, time elapsed) on stderr. --stream submits a streamed chat
+    job and prints its text to stdout as it arrives; the final job is printed (to stderr)
+    only if it did not succeed."""
     import httpx
 
     from producers.client import Courier, CourierAPIError, JobWaitTimeout
+    from producers.progress import follow
 
     request: dict[str, object] | None = None
     if kind == "chat" and (system or max_tokens):
@@ -227,8 +247,15 @@ def submit(
                 callback_url=callback_url,
                 idempotency_key=idempotency_key,
                 cache={"ttl_s": cache_ttl} if cache_ttl is not None else None,
+                retry_s=retry_for,
+                stream=stream or None,
             )
-            if wait:
+            tty = sys.stdout.isatty()
+            if stream:
+                job = follow(courier, job, show=False, stream_to=sys.stdout)
+            elif wait and tty and timeout is None:
+                job = follow(courier, job, show=True, stream_to=None)
+            elif wait:
                 job = courier.wait(job["id"], timeout=timeout)
     except CourierAPIError as exc:
         typer.echo(json.dumps({"error": {"type": exc.type, "message": exc.message}}), err=True)
@@ -239,6 +266,11 @@ def submit(
     except httpx.TransportError as exc:
         typer.echo(f"courier: cannot reach the API: {exc}", err=True)
         raise typer.Exit(2) from None
+    if stream:
+        if job.get("status") != "succeeded":
+            typer.echo(json.dumps(job, indent=2), err=True)
+            raise typer.Exit(1)
+        return
     typer.echo(json.dumps(job, indent=2))
     if wait and job.get("status") != "succeeded":
         raise typer.Exit(1)

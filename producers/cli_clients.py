@@ -23,14 +23,14 @@ clients_cli = typer.Typer(
 def configured_redis() -> redis.Redis:
     """The configured Redis (the production checks do not apply: the keys and clients
     commands are how an operator fixes a missing key)."""
-    import redis
+    from core.connections import store_client
 
     try:
         settings = Settings(profile="development")
     except ValidationError as exc:
         typer.echo(f"courier: invalid configuration:\n{exc}", err=True)
         raise typer.Exit(2) from None
-    return redis.Redis.from_url(settings.redis_url, decode_responses=True)
+    return store_client(settings, max_connections=2)  # through Sentinel where configured
 
 
 @clients_cli.command("create")

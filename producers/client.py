@@ -12,7 +12,18 @@ As an OAuth2 client instead of with an API key (``COURIER_CLIENT_ID``,
 Every method returns the job (or ``{"jobs": [...]}``) as the API shows it, and raises
 ``CourierAPIError(status, type, message)`` for an error answer. ``wait`` loops on
 ``?wait=`` (the server holds each request up to 60 s) until the job ends; transient
-errors (connection refused, 502/503/504) are retried until its deadline.
+errors (connection refused, 502/503/504) are retried until its deadline. ``submit`` and
+``submit_many`` retry them too for ``retry_s`` seconds (a Redis failover answers 503 with
+``Retry-After`` for a few seconds), with one Idempotency-Key for every attempt (generated
+when none is given), so a retry never makes a second job.
+
+``events`` follows a job's events (``GET /v1/jobs/{id}/events``) as :class:`JobEvent`
+objects until the terminal one; a dropped connection is resumed after the last event
+received (``Last-Event-ID``), so no event is missed or repeated:
+
+>>> for event in courier.events(job["id"]):
+...     if event.event == "output.delta":
+...         print(event.data["text"], end="")
 """
 
 from __future__ import annotations
@@ -20,7 +31,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator
 from types import TracebackType
 from typing import Any, Self, TypedDict, Unpack
 from urllib.parse import quote
@@ -31,8 +43,16 @@ from config.settings import Settings
 from core.jobs import TERMINAL
 from producers.client_auth import ClientCredentials
 from producers.client_errors import CourierAPIError
+from producers.client_events import JobEvent, afollow, follow
 
-__all__ = ["AsyncCourier", "ClientCredentials", "Courier", "CourierAPIError", "JobWaitTimeout"]
+__all__ = [
+    "AsyncCourier",
+    "ClientCredentials",
+    "Courier",
+    "CourierAPIError",
+    "JobEvent",
+    "JobWaitTimeout",
+]
 
 MAX_WAIT_S = 60.0
 RETRY_STATUSES = frozenset({502, 503, 504})
@@ -62,6 +82,7 @@ class JobOptions(TypedDict, total=False):
     timeout_s: float | None
     expires_in_s: float | None
     cache: dict[str, int] | None  # {"ttl_s": N}: answer from an identical job of the last N s
+    stream: bool | None  # chat only: stream the output into the job's events
 
 
 def submission_body(
@@ -93,7 +114,11 @@ def parse(response: httpx.Response) -> Any:
         kind, message = str(error["type"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
         kind, message = "http_error", response.text[:500] or response.reason_phrase
-    raise CourierAPIError(response.status_code, kind, message)
+    try:
+        retry_after: float | None = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        retry_after = None
+    raise CourierAPIError(response.status_code, kind, message, retry_after)
 
 
 def job_path(job_id: str, suffix: str = "") -> str:
@@ -108,6 +133,22 @@ def _transient(exc: Exception) -> bool:
     if isinstance(exc, CourierAPIError):
         return exc.status in RETRY_STATUSES
     return isinstance(exc, httpx.TransportError)
+
+
+def _pause_before_retry(exc: Exception, remaining: float) -> float | None:
+    """How long to wait before sending a submission again (its Retry-After, else a second),
+    or None: not transient, or no time left."""
+    if not _transient(exc) or remaining <= 0:
+        return None
+    after = exc.retry_after if isinstance(exc, CourierAPIError) else None
+    return min(max(after or RETRY_PAUSE_S, 0.05), remaining)
+
+
+def _submission_key(idempotency_key: str | None, retry_s: float) -> str | None:
+    """The Idempotency-Key of every attempt: one is needed to retry safely."""
+    if idempotency_key or retry_s <= 0:
+        return idempotency_key
+    return f"courier-client-{uuid.uuid4().hex}"
 
 
 class _Base:
@@ -182,22 +223,35 @@ class Courier(_Base):
         request: dict[str, Any] | None = None,
         *,
         idempotency_key: str | None = None,
+        retry_s: float = 0.0,
         **options: Unpack[JobOptions],
     ) -> Job:
         body = submission_body(model, request, **options)
-        headers = self._submit_headers(idempotency_key)
-        job: Job = parse(self.http.post("/v1/jobs", json=body, headers=headers))
+        job: Job = self._post("/v1/jobs", body, idempotency_key, retry_s)
         return job
 
     def submit_many(
-        self, jobs: Iterable[dict[str, Any]], idempotency_key: str | None = None
+        self,
+        jobs: Iterable[dict[str, Any]],
+        idempotency_key: str | None = None,
+        retry_s: float = 0.0,
     ) -> builtins.list[Job]:
         """Submit up to 500 bodies (see :func:`submission_body`) in one request, all or none;
         the jobs come back in order."""
-        body = {"jobs": list(jobs)}
-        headers = self._submit_headers(idempotency_key)
-        batch = parse(self.http.post("/v1/jobs/batch", json=body, headers=headers))
+        batch = self._post("/v1/jobs/batch", {"jobs": list(jobs)}, idempotency_key, retry_s)
         return list(batch["jobs"])
+
+    def _post(self, path: str, body: Any, idempotency_key: str | None, retry_s: float) -> Any:
+        headers = self._submit_headers(_submission_key(idempotency_key, retry_s))
+        deadline = time.monotonic() + retry_s
+        while True:
+            try:
+                return parse(self.http.post(path, json=body, headers=headers))
+            except (CourierAPIError, httpx.TransportError) as exc:
+                pause = _pause_before_retry(exc, deadline - time.monotonic())
+                if pause is None:
+                    raise
+                time.sleep(pause)
 
     def get(self, job_id: str, wait: float | None = None) -> Job:
         params, timeout = self._get_args(wait)
@@ -221,6 +275,13 @@ class Courier(_Base):
                 continue
             if job.get("status") in TERMINAL:
                 return job
+
+    def events(self, job_id: str, after: int | None = None) -> Iterator[JobEvent]:
+        """The job's events after ``after`` (all of them when None), until its terminal
+        event; reconnects after a dropped connection or a 502/503/504, resuming after the
+        last event received."""
+        path = job_path(job_id, "/events")
+        return follow(self.http, path, after, self.timeout, parse, _transient)
 
     def cancel(self, job_id: str) -> Job:
         job: Job = parse(self.http.post(job_path(job_id, "/cancel")))
@@ -285,22 +346,37 @@ class AsyncCourier(_Base):
         request: dict[str, Any] | None = None,
         *,
         idempotency_key: str | None = None,
+        retry_s: float = 0.0,
         **options: Unpack[JobOptions],
     ) -> Job:
         body = submission_body(model, request, **options)
-        headers = self._submit_headers(idempotency_key)
-        job: Job = parse(await self.http.post("/v1/jobs", json=body, headers=headers))
+        job: Job = await self._post("/v1/jobs", body, idempotency_key, retry_s)
         return job
 
     async def submit_many(
-        self, jobs: Iterable[dict[str, Any]], idempotency_key: str | None = None
+        self,
+        jobs: Iterable[dict[str, Any]],
+        idempotency_key: str | None = None,
+        retry_s: float = 0.0,
     ) -> builtins.list[Job]:
         """Submit up to 500 bodies (see :func:`submission_body`) in one request, all or none;
         the jobs come back in order."""
         body = {"jobs": list(jobs)}
-        headers = self._submit_headers(idempotency_key)
-        batch = parse(await self.http.post("/v1/jobs/batch", json=body, headers=headers))
+        batch = await self._post("/v1/jobs/batch", body, idempotency_key, retry_s)
         return list(batch["jobs"])
+
+    async def _post(self, path: str, body: Any, idempotency_key: str | None, retry_s: float) -> Any:
+        headers = self._submit_headers(_submission_key(idempotency_key, retry_s))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + retry_s
+        while True:
+            try:
+                return parse(await self.http.post(path, json=body, headers=headers))
+            except (CourierAPIError, httpx.TransportError) as exc:
+                pause = _pause_before_retry(exc, deadline - loop.time())
+                if pause is None:
+                    raise
+                await asyncio.sleep(pause)
 
     async def get(self, job_id: str, wait: float | None = None) -> Job:
         params, timeout = self._get_args(wait)
@@ -326,6 +402,11 @@ class AsyncCourier(_Base):
                 continue
             if job.get("status") in TERMINAL:
                 return job
+
+    def events(self, job_id: str, after: int | None = None) -> AsyncIterator[JobEvent]:
+        """The async twin of :meth:`Courier.events` (``async for event in ...``)."""
+        path = job_path(job_id, "/events")
+        return afollow(self.http, path, after, self.timeout, parse, _transient)
 
     async def cancel(self, job_id: str) -> Job:
         job: Job = parse(await self.http.post(job_path(job_id, "/cancel")))

@@ -5,11 +5,12 @@
 ``POST /_sim/reset``   clear log, faults and rate windows; restore start-up config
 ``GET /_sim/config``   the live config
 ``POST /_sim/config``  change any of ``latency``, ``error_rate``, ``rpm``, ``tpm``,
-                       ``seed``, ``fault_mix`` (``{"429": 0.15, "500": 0.1}``);
-                       answers the new config
+                       ``seed``, ``fault_mix`` (``{"429": 0.15, "500": 0.1}``),
+                       ``stream_tps``, ``record_stream_times``; answers the new config
 ``GET /_sim/faults``   scripted faults still queued
 ``POST /_sim/faults``  ``{"faults": [{"status", "retry_after", "message"} |
-                       {"delay"}], "match": "substring"?}`` queued FIFO
+                       {"delay"} | {"stream_fault", "after_chunks"}],
+                       "match": "substring"?}`` queued FIFO
 ``DELETE /_sim/faults`` clear them
 ``POST /_sim/outage``  ``{"seconds": N, "status": 503?, "match": "model"?}``: down
                        for N seconds, then recovered by itself

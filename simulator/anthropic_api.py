@@ -125,7 +125,7 @@ class Messages:
                 b"event: " + event["type"].encode() + b"\ndata: " + dumps(event) + b"\n\n"
                 for event in _events(message_id, call, reply)
             ]
-            return sse_response(frames, headers)
+            return sse_response(frames, headers, call.plan)
         body = {
             "id": message_id,
             "type": "message",

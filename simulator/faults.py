@@ -1,8 +1,13 @@
 """Scripted faults (queued by tests through ``/_sim/faults``) and random error injection.
 
 A fault either answers an error status in the provider's shape (``status``,
-optional ``retry_after`` seconds and ``message``) or delays the request by
-``delay`` seconds and then lets it be answered normally.
+optional ``retry_after`` seconds and ``message``), delays the request by
+``delay`` seconds and then lets it be answered normally, or breaks a streamed
+answer after ``after_chunks`` events (``stream_fault``): ``drop`` (the
+connection is cut), ``truncate`` (the body ends early, cleanly), ``malformed``
+(an event that is not JSON, then the end) or ``stall`` (nothing more is sent;
+the client's read timeout must notice). A stream fault is taken only by a
+streamed request.
 
 Scripted faults are consumed FIFO: a request takes the oldest queued fault
 whose ``match`` is empty or occurs in its model name or message text. Only when
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 SLOW_SECONDS = 30.0
+STREAM_FAULTS = ("drop", "truncate", "malformed", "stall")
 
 
 @dataclass(slots=True, frozen=True)
@@ -31,13 +37,22 @@ class Fault:
     delay: float = 0.0
     message: str | None = None
     match: str | None = None
+    stream_fault: str | None = None
+    after_chunks: int = 0
 
     @classmethod
     def parse(cls, raw: Any, match: str | None) -> Fault:
         """Validate one fault object from the admin API; raises ValueError."""
         if not isinstance(raw, Mapping):
             raise ValueError("each fault must be an object")
-        unknown = set(raw) - {"status", "retry_after", "delay", "message"}
+        unknown = set(raw) - {
+            "status",
+            "retry_after",
+            "delay",
+            "message",
+            "stream_fault",
+            "after_chunks",
+        }
         if unknown:
             raise ValueError(f"unknown fault fields: {sorted(unknown)}")
         status = raw.get("status")
@@ -54,14 +69,24 @@ class Fault:
             raise ValueError("fault retry_after must be a number >= 0")
         if message is not None and not isinstance(message, str):
             raise ValueError("fault message must be a string")
-        if status is None and not delay:
-            raise ValueError("a fault needs a status or a delay")
+        stream_fault = raw.get("stream_fault")
+        after_chunks = raw.get("after_chunks", 0)
+        if stream_fault is not None and stream_fault not in STREAM_FAULTS:
+            raise ValueError(f"stream_fault must be one of {', '.join(STREAM_FAULTS)}")
+        if not isinstance(after_chunks, int) or isinstance(after_chunks, bool) or after_chunks < 0:
+            raise ValueError("after_chunks must be an integer >= 0")
+        if stream_fault is not None and status is not None:
+            raise ValueError("a fault has a status or a stream_fault, not both")
+        if status is None and not delay and stream_fault is None:
+            raise ValueError("a fault needs a status, a delay or a stream_fault")
         return cls(
             status=status,
             retry_after=None if retry_after is None else float(retry_after),
             delay=float(delay),
             message=message,
             match=match or None,
+            stream_fault=stream_fault,
+            after_chunks=after_chunks,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -71,6 +96,8 @@ class Fault:
             "delay": self.delay,
             "message": self.message,
             "match": self.match,
+            "stream_fault": self.stream_fault,
+            "after_chunks": self.after_chunks,
         }
 
 
@@ -96,11 +123,13 @@ class FaultQueue:
     def pending(self) -> list[Fault]:
         return list(self._queue)
 
-    def take(self, model: str, text: str) -> Fault | None:
+    def take(self, model: str, text: str, stream: bool = False) -> Fault | None:
         """Remove and return the oldest fault that applies to this request, if any."""
         if not self._queue:
             return None
         for i, fault in enumerate(self._queue):
+            if fault.stream_fault is not None and not stream:
+                continue
             if fault.match is None or fault.match in model or fault.match in text:
                 del self._queue[i]
                 return fault

@@ -142,7 +142,7 @@ class ChatCompletions(OpenAIDialect):
             chunks = _chunks(completion_id, call.model, reply, usage if include_usage else None)
             frames = [b"data: " + dumps(chunk) + b"\n\n" for chunk in chunks]
             frames.append(b"data: [DONE]\n\n")
-            return sse_response(frames, headers)
+            return sse_response(frames, headers, call.plan)
         message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
         if reply.finish == "tool":
             message["content"] = None

@@ -6,7 +6,8 @@
    go on; 5. admit against the key's RPM/TPM window (429 with ``retry-after``,
    answered at once, without latency); 6. sleep ``latency``;
 7. answer. Streams sleep the latency before the first byte, then send all
-   their events in one write.
+   their events in one write, or one event every 1/``stream_tps`` s when that is
+   set; a scripted ``stream_fault`` breaks them (:mod:`simulator.faults`).
 
 A :class:`Dialect` supplies the provider-specific parts: where the key is,
 what a body means, and how answers and errors look.
@@ -19,16 +20,16 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from simulator.errors import BadRequest
-from simulator.faults import mixed_fault, random_fault
+from simulator.faults import Fault, mixed_fault, random_fault
 from simulator.limits import Decision, Snapshot, retry_headers
 from simulator.state import SimState
 
@@ -44,6 +45,16 @@ class Call:
     output_tokens: int = 0
     stream: bool = False
     payload: Any = None
+    plan: StreamPlan | None = None
+
+
+@dataclass(slots=True)
+class StreamPlan:
+    """How a streamed answer goes out: its pace, its fault, where to log send times."""
+
+    tps: float = 0.0
+    fault: Fault | None = None
+    times: list[float] | None = None
 
 
 class Dialect(Protocol):
@@ -113,11 +124,19 @@ async def handle(state: SimState, dialect: Dialect, request: Request) -> Respons
     outage = state.outage
     if outage is not None and outage.applies(call.model, time.monotonic()):
         return finish(dialect.error(outage.status, "Simulated outage", headers))
-    fault = state.faults.take(call.model, call.text)
+    fault = state.faults.take(call.model, call.text, call.stream)
     if fault is None and config.fault_mix:
         fault = mixed_fault(state.rng, config.fault_mix)
     elif fault is None:
         fault = random_fault(state.rng, config.error_rate, dialect.provider)
+    if call.stream:
+        times: list[float] | None = None
+        if config.record_stream_times:
+            times = entry.setdefault("stream_times", [])
+        stream_fault = fault if fault is not None and fault.stream_fault else None
+        call.plan = StreamPlan(config.stream_tps, stream_fault, times)
+        if stream_fault is not None:
+            fault = None
     if fault is not None:
         if fault.status is not None:
             snapshot = state.limiter.peek(key, time.monotonic(), config.rpm, config.tpm)
@@ -169,10 +188,47 @@ def record_caller(entry: dict[str, Any], request: Request, key: str) -> None:
     entry["api_version"] = request.query_params.get("api-version")
 
 
-def sse_response(frames: Sequence[bytes], headers: dict[str, str]) -> Response:
-    """A ``text/event-stream`` answer. The latency was slept before it, so all frames go
-    out in one write: clients parse SSE the same way, for a fraction of the CPU."""
-    return Response(b"".join(frames), 200, headers, "text/event-stream; charset=utf-8")
+SSE_TYPE = "text/event-stream; charset=utf-8"
+STALL_S = 3600.0
+# Not JSON: named as an Anthropic event too, so that both SDKs try to parse it.
+MALFORMED_FRAME = b'event: content_block_delta\ndata: {"type": "content_block_delta", "cut\n\n'
+
+
+class DroppedStream(Exception):
+    """Raised inside a streamed answer to cut its connection (``stream_fault: drop``)."""
+
+
+def sse_response(
+    frames: Sequence[bytes], headers: dict[str, str], plan: StreamPlan | None = None
+) -> Response:
+    """A ``text/event-stream`` answer. Unpaced and unbroken, all frames go out in one write
+    (the latency was slept before it): clients parse SSE the same way, for a fraction of
+    the CPU."""
+    if plan is None or (plan.tps <= 0 and plan.fault is None and plan.times is None):
+        return Response(b"".join(frames), 200, headers, SSE_TYPE)
+    return StreamingResponse(_paced(frames, plan), 200, headers, SSE_TYPE)
+
+
+async def _paced(frames: Sequence[bytes], plan: StreamPlan) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    fault = plan.fault
+    for index, frame in enumerate(frames):
+        if fault is not None and index == fault.after_chunks:
+            if fault.stream_fault == "drop":
+                raise DroppedStream("stream_fault: drop")
+            if fault.stream_fault == "malformed":
+                yield MALFORMED_FRAME
+            elif fault.stream_fault == "stall":
+                await asyncio.sleep(STALL_S)
+            return
+        if plan.tps > 0 and index:
+            delay = start + index / plan.tps - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        yield frame
+        if plan.times is not None:
+            plan.times.append(time.time())
 
 
 def _missing_key_message(dialect: Dialect) -> str:

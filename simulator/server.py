@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rpm", type=int, default=0, help="requests/min per key (0 = no limit)")
     parser.add_argument("--tpm", type=int, default=0, help="tokens/min per key (0 = no limit)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the error-injection dice")
+    parser.add_argument(
+        "--stream-tps",
+        type=float,
+        default=0.0,
+        help="events per second of a streamed answer (0 = all at once)",
+    )
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
     return parser
 
@@ -48,15 +54,18 @@ def serve(
     seed: int = 0,
     log_level: str = "warning",
     fault_mix: str = "",
+    stream_tps: float = 0.0,
 ) -> None:
     """Serve until SIGINT/SIGTERM (in-flight requests get 1 s to finish)."""
-    config = SimConfig(latency=latency, error_rate=error_rate, rpm=rpm, tpm=tpm, seed=seed)
+    config = SimConfig(
+        latency=latency, error_rate=error_rate, rpm=rpm, tpm=tpm, seed=seed, stream_tps=stream_tps
+    )
     app = create_app(SimConfig().updated({**config.to_json(), "fault_mix": fault_mix}))
     mix = f" fault_mix={fault_mix}" if fault_mix else ""
     print(
         f"courier simulator on http://{host}:{port} (OpenAI base_url http://{host}:{port}/v1) "
         f"latency={latency}s error_rate={error_rate}{mix} rpm={rpm or 'unlimited'} "
-        f"tpm={tpm or 'unlimited'} seed={seed}",
+        f"tpm={tpm or 'unlimited'} seed={seed} stream_tps={stream_tps or 'unpaced'}",
         file=sys.stderr,
         flush=True,
     )
@@ -89,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.seed,
             log_level=args.log_level,
             fault_mix=args.fault_mix,
+            stream_tps=args.stream_tps,
         )
     except ValueError as exc:  # invalid settings
         raise SystemExit(f"simulator: {exc}") from None

@@ -25,6 +25,8 @@ class SimConfig:
     tpm: int = 0
     seed: int = 0
     fault_mix: dict[int, float] = field(default_factory=dict)
+    stream_tps: float = 0.0  # events per second of a streamed answer; 0: all at once
+    record_stream_times: bool = False  # log when each event of a stream was sent (benches)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -35,13 +37,18 @@ class SimConfig:
         """A copy with ``changes`` (a JSON object) applied; raises ValueError."""
         if not isinstance(changes, dict):
             raise ValueError("body must be a JSON object")
-        unknown = set(changes) - {"latency", "error_rate", "rpm", "tpm", "seed", "fault_mix"}
+        names = {"latency", "error_rate", "rpm", "tpm", "seed", "fault_mix", "stream_tps"}
+        unknown = set(changes) - names - {"record_stream_times"}
         if unknown:
             raise ValueError(f"unknown config fields: {sorted(unknown)}")
         new = replace(self, fault_mix=dict(self.fault_mix))
         if "fault_mix" in changes:
             new.fault_mix = parse_fault_mix(changes["fault_mix"] or {})
-        for name in ("latency", "error_rate"):
+        if "record_stream_times" in changes:
+            if not isinstance(changes["record_stream_times"], bool):
+                raise ValueError("record_stream_times must be true or false")
+            new.record_stream_times = changes["record_stream_times"]
+        for name in ("latency", "error_rate", "stream_tps"):
             if name in changes:
                 value = changes[name]
                 if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:

@@ -1,4 +1,5 @@
-"""Cheap "is this idle socket readable?" checks in a gevent worker.
+"""Two fixes for a gevent worker: cheap "is this idle socket readable?" checks, and no
+blocking sleep in kombu's reconnect loop.
 
 httpcore (under the SDKs) asks, on every request, whether each idle pooled connection is
 readable (a server that closed it), and redis-py asks the same of a pooled connection before
@@ -7,6 +8,13 @@ is gevent's cooperative ``poll``, which builds and starts a watcher per socket a
 hub: a large share of a busy worker's CPU (found with ``python -m bench.run --profile``; the
 figure is in the README, Worker model). A zero-timeout poll never blocks, so here those two
 checks use the operating system's own ``poll``; every blocking wait stays gevent's.
+
+Celery imports its gevent pool, and with it ``kombu.utils.functional``, before it
+monkey-patches, so that module's ``from time import sleep`` is the blocking one: while the
+consumer waited between broker reconnects (``retry_over_time``: 2 s, 4 s, … in a Redis outage
+or failover), the whole process stood still — calls in flight, lease renewals, endings, the
+intake (found in tests/system/test_failover.py: endings 4 s late after a failover). Such
+modules get gevent's sleep here.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ def install() -> None:
         return
     from gevent import monkey
 
+    if monkey.is_module_patched("time"):
+        _cooperative_sleeps()
     if not monkey.is_module_patched("select"):
         return
     real_poll = _real_poll()
@@ -60,3 +70,15 @@ def install() -> None:
         return readable_now(sock)
 
     hiredis._socket_can_read = socket_can_read
+
+
+def _cooperative_sleeps() -> None:
+    """kombu's and Celery's modules imported before the monkey-patching sleep with gevent."""
+    import time
+
+    from gevent import monkey
+
+    blocking = monkey.get_original("time", "sleep")
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] in ("kombu", "celery") and getattr(module, "sleep", None) is blocking:
+            setattr(module, "sleep", time.sleep)  # noqa: B010 (gevent's sleep, after patching)

@@ -87,7 +87,7 @@ def start_background() -> Sweeper:
 def orphan_after_s() -> float | None:
     """Lost messages can be detected only when the broker is the job store's Redis."""
     settings = get_runtime().settings
-    if settings.celery_broker_url != settings.redis_url:
+    if not settings.broker_is_store:
         return None
     return VISIBILITY_TIMEOUT_S + 30
 

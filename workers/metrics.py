@@ -119,6 +119,22 @@ class MeteredProvider:
     def complete(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
         return self._metered(self.inner.complete, model, request, timeout)
 
+    def stream_complete(
+        self,
+        model: str,
+        request: Mapping[str, Any],
+        *,
+        timeout: float,
+        chunk_timeout: float,
+        on_text: Callable[[str], None],
+    ) -> ProviderResult:
+        def call(model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
+            return self.inner.stream_complete(
+                model, request, timeout=timeout, chunk_timeout=chunk_timeout, on_text=on_text
+            )
+
+        return self._metered(call, model, request, timeout)
+
     def embed(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
         return self._metered(self.inner.embed, model, request, timeout)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import redis
 
 from config.settings import Settings, get_settings
-from core.connections import redis_client
+from core.connections import store_client
 from core.store import JobStore
 
 # A worker's job-store pool: its commands are short (no blocking ones), so a greenlet that
@@ -67,8 +67,8 @@ def get_runtime() -> Runtime:
             if _runtime is None:
                 settings = get_settings()
                 pool_size = min(settings.worker_concurrency + 50, STORE_POOL_MAX)
-                client = redis_client(settings.redis_url, pool_size)
-                _runtime = Runtime(settings, client, JobStore(client, settings.job_retention_s))
+                client = store_client(settings, pool_size)
+                _runtime = Runtime(settings, client, JobStore.from_settings(client, settings))
     return _runtime
 
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import redis
 from kombu.connection import Connection
@@ -18,12 +19,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from config.celery import ALL_QUEUES, PRIORITIES
+from config.celery import ALL_QUEUES, PRIORITIES, celery_config
+from config.settings import Settings
 from core import keys
 from core import metrics as wm
 from core.callbacks import delivery_stats
 from core.connections import redis_client
 from core.ratelimit import limiter_state
+from core.replication import replicas_in_sync
 
 log = logging.getLogger("courier.api.metrics")
 
@@ -43,10 +46,13 @@ def queue_depths(client: redis.Redis, queues: Iterable[str] = ALL_QUEUES) -> dic
     return {q: sum(lengths[i * steps : (i + 1) * steps]) for i, q in enumerate(names)}
 
 
-def broker_queue_depths(url: str, queues: Iterable[str] = ALL_QUEUES) -> dict[str, int]:
-    """The same on any other kombu broker (RabbitMQ, Sentinel): a passive declare per queue."""
+def broker_queue_depths(
+    url: str, queues: Iterable[str] = ALL_QUEUES, transport_options: Mapping[str, Any] | None = None
+) -> dict[str, int]:
+    """The same on any other kombu broker (RabbitMQ, another Redis through Sentinel): a
+    passive declare per queue."""
     out: dict[str, int] = {}
-    with Connection(url, connect_timeout=2) as conn:
+    with Connection(url, connect_timeout=2, transport_options=transport_options) as conn:
         conn.ensure_connection(max_retries=1)
         for queue in queues:
             channel = conn.channel()
@@ -63,13 +69,14 @@ def broker_queue_depths(url: str, queues: Iterable[str] = ALL_QUEUES) -> dict[st
 class QueueDepthCollector(Collector):
     """``courier_queue_depth{queue}``, from whichever broker Celery uses."""
 
-    def __init__(self, client: redis.Redis, broker_url: str, store_url: str) -> None:
-        self.url = broker_url
+    def __init__(self, client: redis.Redis, settings: Settings) -> None:
+        self.url = settings.celery_broker_url
+        self.transport_options = celery_config(settings)["broker_transport_options"]
         self.client: redis.Redis | None = None
-        if broker_url == store_url:
+        if settings.broker_is_store:
             self.client = client
-        elif broker_url.startswith(("redis://", "rediss://", "unix://")):
-            self.client = redis_client(broker_url, max_connections=4)
+        elif self.url.startswith(("redis://", "rediss://", "unix://")):
+            self.client = redis_client(self.url, max_connections=4)
 
     def collect(self) -> Iterable[Metric]:
         family = GaugeMetricFamily(
@@ -79,7 +86,7 @@ class QueueDepthCollector(Collector):
             if self.client is not None:
                 depths = queue_depths(self.client)
             else:
-                depths = broker_queue_depths(self.url)
+                depths = broker_queue_depths(self.url, transport_options=self.transport_options)
         except Exception as exc:
             log.warning("queue depth unavailable: %s", exc)
             return []
@@ -130,7 +137,19 @@ class ClusterCollector(Collector):
             out += self._limiter()
         except redis.RedisError as exc:
             log.warning("limiter state unavailable: %s", exc)
+        try:
+            out.append(self._replicas())
+        except redis.RedisError as exc:  # INFO may be refused by a managed Redis
+            log.warning("replication state unavailable: %s", exc)
         return [up, *out]
+
+    def _replicas(self) -> Metric:
+        """Replicas in sync with the master now: below COURIER_REDIS_MIN_REPLICAS, submissions
+        answer 503 (README, High availability)."""
+        return GaugeMetricFamily(
+            "courier_redis_replicas", "Replicas connected to the Redis master and in sync",
+            value=replicas_in_sync(self.client),
+        )  # fmt: skip
 
     def _jobs(self) -> list[Metric]:
         families = wm.read_families(  # cost and cache: producers.api.cost_metrics

@@ -60,6 +60,11 @@ class ApiError(HTTPException):
         self.type = type or TYPES_BY_STATUS.get(status_code, "error")
 
 
+def unavailable(message: str, retry_after_s: int = 1) -> ApiError:
+    """503 with ``Retry-After``: the job store or the queue cannot take this now."""
+    return ApiError(503, message, headers={"Retry-After": str(retry_after_s)})
+
+
 def error_response(
     status: int, type: str, message: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:

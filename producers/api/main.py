@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
 import redis
-import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from config.settings import Settings, get_settings
 from core.celery_app import app as celery_app
-from core.connections import redis_client
+from core.connections import store_async_client, store_client
 from core.store import JobStore
 from producers.api import docs, errors, openapi
 from producers.api.access.clients import RevocationCache
@@ -23,8 +23,9 @@ from producers.api.bodylimit import BodyLimitMiddleware
 from producers.api.costs import CostServices
 from producers.api.deps import Access, Services
 from producers.api.limits import HeaderLimitMiddleware
+from producers.api.live import EventHub
 from producers.api.metrics import ApiMetrics, RequestMetricsMiddleware
-from producers.api.routes import audit, clients, health, jobs, oauth, usage
+from producers.api.routes import audit, clients, events, health, jobs, oauth, usage
 from producers.api.waiter import JobWaiter
 
 log = logging.getLogger("courier.api")
@@ -37,20 +38,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         anyio.to_thread.current_default_thread_limiter().total_tokens = THREADS
-        client = redis_client(settings.redis_url, THREADS + 20)
+        client = store_client(settings, THREADS + 20)
         tokens = Tokens.from_settings(settings, client)  # production: refuses without a key
-        apool = aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url,
-            max_connections=500,
-            timeout=10,
-            decode_responses=True,
-            socket_connect_timeout=5,
-        )
-        aclient = aioredis.Redis(connection_pool=apool)
+        aclient = store_async_client(settings, max_connections=500)
         waiter = JobWaiter(aclient)
         waiter.start()
-        metrics = ApiMetrics(client, waiting=lambda: waiter.waiting)
-        store = JobStore(client, settings.job_retention_s)
+        hub = EventHub(aclient)
+        hub.start()
+        app.state.hub = hub
+        metrics = ApiMetrics(
+            client, waiting=lambda: waiter.waiting, streams=lambda: hub.open_streams
+        )
+        store = JobStore.from_settings(client, settings)
         access = Access(tokens, RevocationCache(aclient, settings.token_revocation_check_s))
         audit_log = AuditLog(aclient, settings.audit_retention_s, settings.audit_max_entries)
         cost = CostServices.build(settings, client)
@@ -61,10 +60,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.services = Services(
             settings, client, aclient, store, celery_app, waiter, metrics, access, audit_log, cost
         )
+        # What start-up built (FastAPI, pydantic, the SDK-free app: most of the heap) stays
+        # for good: out of every collection, or each old-generation collection walks it
+        # (tens of ms) while thousands of event streams wait (README, Live events).
+        gc.freeze()
         try:
             yield
         finally:
             await waiter.stop()
+            await hub.stop()
             await aclient.aclose()
             client.close()
 
@@ -90,5 +94,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(clients.router)
     app.include_router(audit.router)
     app.include_router(usage.router)
+    app.include_router(events.router)
     app.include_router(health.router)
     return app

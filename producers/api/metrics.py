@@ -46,21 +46,33 @@ __all__ = ["ApiMetrics", "RequestMetricsMiddleware", "queue_depths"]
 
 
 class LocalCollector(Collector):
-    """This process's long-polls in progress."""
+    """This process's long-polls and event streams in progress."""
 
-    def __init__(self, waiting: Callable[[], float] | None) -> None:
+    def __init__(
+        self, waiting: Callable[[], float] | None, streams: Callable[[], float] | None = None
+    ) -> None:
         self.waiting = waiting
+        self.streams = streams
 
     def collect(self) -> Iterable[Metric]:
-        if self.waiting is None:
-            return []
-        return [
-            GaugeMetricFamily(
-                "courier_api_long_polls",
-                "Requests waiting on ?wait= (this API process)",
-                value=self.waiting(),
+        out = []
+        if self.waiting is not None:
+            out.append(
+                GaugeMetricFamily(
+                    "courier_api_long_polls",
+                    "Requests waiting on ?wait= (this API process)",
+                    value=self.waiting(),
+                )
             )
-        ]
+        if self.streams is not None:
+            out.append(
+                GaugeMetricFamily(
+                    "courier_api_event_streams",
+                    "Open GET /v1/jobs/{id}/events streams (this API process)",
+                    value=self.streams(),
+                )
+            )
+        return out
 
 
 class ClusterCounter:
@@ -97,6 +109,7 @@ class ApiMetrics:
         client: redis.Redis,
         waiting: Callable[[], float] | None = None,
         settings: Settings | None = None,
+        streams: Callable[[], float] | None = None,
     ) -> None:
         settings = settings or get_settings()
         self.registry = CollectorRegistry()  # what /metrics renders
@@ -118,12 +131,10 @@ class ApiMetrics:
             registry=own,
         )
         self.jobs_submitted = ClusterCounter(client, wm.SUBMITTED)
-        self.registry.register(LocalCollector(waiting))
+        self.registry.register(LocalCollector(waiting, streams))
         self.registry.register(ClusterCollector(client))
         self.registry.register(CostCollector(client))
-        self.registry.register(
-            QueueDepthCollector(client, settings.celery_broker_url, settings.redis_url)
-        )
+        self.registry.register(QueueDepthCollector(client, settings))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

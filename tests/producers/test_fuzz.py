@@ -29,8 +29,14 @@ STATUSES: dict[int, int] = {}
 
 
 # What JSON Schema cannot say (sizes summed over a whole object, nesting depth, valid
-# Unicode): a schema-valid case may break one of these, and must then get a 422 naming it.
-LIMITS_BEYOND_THE_SCHEMA = ("; the limit is ", "nested deeper than the limit", "valid Unicode")
+# Unicode, a field allowed for one kind of job only): a schema-valid case may break one of
+# these, and must then get a 422 naming it.
+LIMITS_BEYOND_THE_SCHEMA = (
+    "; the limit is ",
+    "nested deeper than the limit",
+    "valid Unicode",
+    "stream is for chat jobs",
+)
 
 
 def positive_data_accepted_or_limit_named(

@@ -17,7 +17,7 @@ from config.settings import Settings
 from core.errors import CourierError
 from core.results import ProviderResult, Usage
 from core.store import JobStore
-from workers.run.runner import Reservation
+from workers.run.ports import Reservation
 from workers.runtime import Runtime
 
 # One step of a model's script: an answer, an error to raise, or a call made at that moment
@@ -75,6 +75,19 @@ class FakeProvider:
 
     def complete(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
         return self.owner.play(Call(f"{self.name}:{model}", "chat", timeout, request))
+
+    def stream_complete(
+        self,
+        model: str,
+        request: Mapping[str, Any],
+        *,
+        timeout: float,
+        chunk_timeout: float,
+        on_text: Callable[[str], None],
+    ) -> ProviderResult:
+        result = self.owner.play(Call(f"{self.name}:{model}", "chat", timeout, request))
+        on_text(result.output or "")
+        return result
 
     def embed(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
         return self.owner.play(Call(f"{self.name}:{model}", "embedding", timeout, request))

@@ -28,8 +28,8 @@ class SimulatorHandle:
         self._call("POST", "reset")
 
     def configure(self, **kw: Any) -> dict[str, Any]:
-        """Change ``latency``, ``error_rate``, ``rpm``, ``tpm``, ``seed`` or ``fault_mix``
-        (``{"429": 0.15, "500": 0.1}``) live."""
+        """Change ``latency``, ``error_rate``, ``rpm``, ``tpm``, ``seed``, ``fault_mix``
+        (``{"429": 0.15, "500": 0.1}``), ``stream_tps`` or ``record_stream_times`` live."""
         result: dict[str, Any] = self._call("POST", "config", json=kw)
         return result
 
@@ -40,6 +40,10 @@ class SimulatorHandle:
         if match is not None:
             body["match"] = match
         self._call("POST", "faults", json=body)
+
+    def pending_faults(self) -> list[dict[str, Any]]:
+        faults: list[dict[str, Any]] = self._call("GET", "faults")["faults"]
+        return faults
 
     def clear_faults(self) -> None:
         self._call("DELETE", "faults")

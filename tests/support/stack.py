@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,6 +40,26 @@ def start_api(env: dict[str, str], name: str = "api") -> tuple[Proc, str]:
     except TimeoutError:
         proc.stop()
         raise RuntimeError(f"the API did not start:\n{proc.output()}") from None
+    return proc, url
+
+
+def start_flower(
+    env: dict[str, str], auth: tuple[str, str], name: str = "flower"
+) -> tuple[Proc, str]:
+    """``celery -A workers.app flower`` (read-only, basic auth), once it answers."""
+    port = free_port()
+    proc = Proc(
+        [sys.executable, "-m", "celery", "-A", "workers.app", "flower", f"--port={port}",
+         "--address=127.0.0.1", "--read_only"],
+        env={**env, "FLOWER_BASIC_AUTH": ":".join(auth)},
+        name=name,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/healthcheck", timeout=30)
+    except TimeoutError:
+        proc.stop()
+        raise RuntimeError(f"Flower did not start:\n{proc.output()}") from None
     return proc, url
 
 

@@ -36,7 +36,8 @@ import anthropic
 
 from core.errors import InvalidRequest
 from core.results import ProviderResult, Usage
-from workers.providers.sdk_client import SdkProvider
+from workers.providers.sdk_client import SdkProvider, StreamLimits
+from workers.providers.streams import AnthropicEvents, OnText
 
 DEFAULT_MAX_TOKENS = 4096
 JSON_OBJECT_INSTRUCTION = (
@@ -325,11 +326,35 @@ class AnthropicProvider(SdkProvider):
     sdk_error = anthropic.AnthropicError
     client_class = anthropic.Anthropic
     http_client_class = anthropic.DefaultHttpxClient
+    stream_class = anthropic.Stream[object]
 
     def complete(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
         """One Messages API call; raises only :mod:`core.errors` exceptions."""
         params = build_message_params(model, request)
         return self._call("/v1/messages", params, message_result, model, timeout)
+
+    def stream_complete(
+        self,
+        model: str,
+        request: Mapping[str, Any],
+        *,
+        timeout: float,
+        chunk_timeout: float,
+        on_text: OnText,
+    ) -> ProviderResult:
+        """One Messages API call streamed, each piece of text handed to ``on_text``; the
+        result is the non-streamed call's. Raises only :mod:`core.errors` exceptions; a
+        fault mid-stream is retryable."""
+        params = build_message_params(model, request)
+        params["stream"] = True
+        events = AnthropicEvents(on_text)
+
+        def finish() -> ProviderResult:
+            message = events.final_message()
+            return message_result(message, model=f"anthropic:{model}", latency_ms=0)
+
+        limits = StreamLimits(timeout, chunk_timeout)
+        return self._stream_call("/v1/messages", params, events, finish, limits)
 
     def embed(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
         """Anthropic has no embeddings API: always ``InvalidRequest``."""

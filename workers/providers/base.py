@@ -9,7 +9,7 @@ them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from core.results import ProviderResult
@@ -23,6 +23,19 @@ class Provider(Protocol):
     def complete(
         self, model: str, request: Mapping[str, Any], *, timeout: float
     ) -> ProviderResult: ...
+
+    def stream_complete(
+        self,
+        model: str,
+        request: Mapping[str, Any],
+        *,
+        timeout: float,
+        chunk_timeout: float,
+        on_text: Callable[[str], None],
+    ) -> ProviderResult:
+        """:meth:`complete` in the provider's streaming mode, each piece of text handed to
+        ``on_text`` as it arrives; the same result. A fault mid-stream is retryable."""
+        ...
 
     def embed(
         self, model: str, request: Mapping[str, Any], *, timeout: float

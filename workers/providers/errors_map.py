@@ -159,3 +159,23 @@ def map_sdk_error(
     if status_code == 400 and codes & CONTENT_FILTER_CODES:
         return ContentFiltered(message, **kw)
     return InvalidRequest(message, **kw)
+
+
+def map_stream_error(
+    exc: BaseException, provider: str, secrets: Iterable[str | None] = ()
+) -> CourierError:
+    """The Courier error for a fault while a stream is read: retryable, whatever it is.
+    An error event inside a stream carries the 200 of the stream's response, which
+    :func:`map_sdk_error` would take for a refused request; a body that does not parse
+    (malformed JSON, a tool call's arguments) is the provider's fault, not the request's."""
+    if "Timeout" in type(exc).__name__:
+        return ProviderTimeout(f"{provider}: no stream chunk within the chunk timeout")
+    if isinstance(exc, ValueError):
+        return ProviderUnavailable(f"{provider}: malformed stream: {redact(str(exc), secrets)}")
+    mapped = map_sdk_error(exc, provider=provider, secrets=secrets)
+    if mapped.retryable:
+        return mapped
+    if mapped.status_code is not None and mapped.status_code < 300:
+        detail = redact(_detail(exc, getattr(exc, "body", None)), secrets)
+        return ProviderUnavailable(f"{provider}: error event in the stream: {detail}")
+    return mapped

@@ -21,7 +21,8 @@ import openai
 
 from core.errors import InvalidRequest, ProviderUnavailable
 from core.results import ProviderResult, Usage
-from workers.providers.sdk_client import SdkClient, SdkProvider
+from workers.providers.sdk_client import SdkClient, SdkProvider, StreamLimits
+from workers.providers.streams import OnText, OpenAIChunks
 
 # Chat fields sent to the API as they are, when present (the contract's, plus a few safe OpenAI
 # extras).
@@ -179,11 +180,35 @@ class OpenAIProvider(SdkProvider):
     sdk_error = openai.OpenAIError
     client_class: Callable[..., SdkClient] = openai.OpenAI
     http_client_class = openai.DefaultHttpxClient
+    stream_class = openai.Stream[object]
 
     def complete(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
         """One chat completion; raises only :mod:`core.errors` exceptions."""
         params = build_chat_params(model, request)
         return self._call("/chat/completions", params, chat_result, model, timeout)
+
+    def stream_complete(
+        self,
+        model: str,
+        request: Mapping[str, Any],
+        *,
+        timeout: float,
+        chunk_timeout: float,
+        on_text: OnText,
+    ) -> ProviderResult:
+        """One chat completion streamed (usage in its last chunk), each piece of text handed
+        to ``on_text``; the result is the non-streamed call's. Raises only :mod:`core.errors`
+        exceptions; a fault mid-stream is retryable."""
+        params = build_chat_params(model, request)
+        params["stream"] = True
+        params["stream_options"] = {"include_usage": True}
+        chunks = OpenAIChunks(on_text)
+
+        def finish() -> ProviderResult:
+            return chat_result(chunks.completion(), model=f"openai:{model}", latency_ms=0)
+
+        limits = StreamLimits(timeout, chunk_timeout)
+        return self._stream_call("/chat/completions", params, chunks, finish, limits)
 
     def embed(self, model: str, request: Mapping[str, Any], *, timeout: float) -> ProviderResult:
         """One embeddings call; raises only :mod:`core.errors` exceptions."""

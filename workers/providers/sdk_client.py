@@ -17,17 +17,38 @@ import itertools
 import ssl
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, Self
 
 import httpx
 import httpx2
 
+from core.errors import CourierError, ProviderTimeout
 from core.results import ProviderResult
 from workers.providers import CLIENT_SHARDS, MAX_CONNECTIONS, MAX_KEEPALIVE_CONNECTIONS
-from workers.providers.errors_map import NON_SDK_ERRORS, map_sdk_error, rate_limit_headers
+from workers.providers.errors_map import (
+    NON_SDK_ERRORS,
+    map_sdk_error,
+    map_stream_error,
+    rate_limit_headers,
+)
 
 # The clients' own timeout; every call passes its own, so this only bounds a forgotten one.
 CLIENT_TIMEOUT_S = 600.0
+
+
+class Assembler(Protocol):
+    """Takes a stream's decoded events in order (:mod:`workers.providers.streams`)."""
+
+    def feed(self, event: Any) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """A streamed call's time limits: the whole call, and the longest wait for any chunk."""
+
+    timeout: float
+    chunk_timeout: float
 
 
 class SdkClient(Protocol):
@@ -36,9 +57,9 @@ class SdkClient(Protocol):
     @property
     def base_url(self) -> Any: ...
 
-    def post(
-        self, path: str, *, cast_to: type[Any], body: Any = ..., options: Any = ...
-    ) -> Any: ...
+    def post(self, *args: Any, **kwargs: Any) -> Any:
+        """``post(path, *, cast_to, body, options, stream, stream_cls)``."""
+        ...
 
     def copy(self, *, http_client: Any = ...) -> Self: ...
 
@@ -93,6 +114,20 @@ class ShardedClient:
             raise ValueError(f"expected a JSON object from {path}, got {type(data).__name__}")
         return data, response.headers
 
+    def post_stream(
+        self, path: str, body: dict[str, Any], *, timeout: httpx2.Timeout, stream_cls: Any
+    ) -> Any:
+        """POST ``body`` asking for a stream; the SDK's ``Stream`` of decoded JSON events
+        (``cast_to=object``: no models built), its ``response`` the HTTP response."""
+        return self._next().post(
+            path,
+            body=body,
+            cast_to=object,
+            options={"timeout": timeout},
+            stream=True,
+            stream_cls=stream_cls,
+        )
+
     def close(self) -> None:
         for shard in self._shards:
             shard.close()
@@ -112,6 +147,7 @@ class SdkProvider:
     sdk_error: type[Exception]  # the SDK's base exception
     client_class: Callable[..., SdkClient]  # openai.OpenAI, anthropic.Anthropic
     http_client_class: Callable[..., httpx2.Client]  # the SDK's DefaultHttpxClient
+    stream_class: Any  # the SDK's Stream class, for decoded JSON events
 
     def __init__(
         self,
@@ -125,6 +161,12 @@ class SdkProvider:
         if name is not None:
             self.name = name
         self._caught: tuple[type[Exception], ...] = (self.sdk_error, *NON_SDK_ERRORS)
+        # while a stream is read, httpx's own errors too (the SDKs wrap only some)
+        self._stream_caught: tuple[type[Exception], ...] = (
+            *self._caught,
+            httpx2.TransportError,
+            httpx.TransportError,
+        )
 
         def new_http_client() -> httpx2.Client:
             return shard_http_client(self.http_client_class)
@@ -174,6 +216,42 @@ class SdkProvider:
             result.rate_limit_headers = rate_limit_headers(headers)
         except self._caught as exc:
             raise map_sdk_error(exc, provider=self.name, secrets=self._secrets) from None
+        return result
+
+    def _stream_call(
+        self,
+        path: str,
+        params: dict[str, Any],
+        assembler: Assembler,
+        finish: Callable[[], ProviderResult],
+        limits: StreamLimits,
+    ) -> ProviderResult:
+        """POST ``params`` as a stream, feed each event to ``assembler``, then ``finish``;
+        raises only Courier errors. A fault mid-stream (a dropped connection, a cut or
+        malformed body, a stall past the chunk timeout, an error event) is retryable."""
+        started = time.perf_counter()
+        deadline = time.monotonic() + limits.timeout
+        read_timeout = min(limits.chunk_timeout, limits.timeout)
+        http_timeout = httpx2.Timeout(limits.timeout, read=read_timeout)
+        try:
+            events = self._clients.post_stream(
+                path, params, timeout=http_timeout, stream_cls=self.stream_class
+            )
+        except self._caught as exc:
+            raise map_sdk_error(exc, provider=self.name, secrets=self._secrets) from None
+        try:
+            with events:
+                for event in events:
+                    assembler.feed(event)
+                    if time.monotonic() > deadline:
+                        raise ProviderTimeout(f"{self.name}: the stream outlasted its timeout")
+            result = finish()
+        except CourierError:
+            raise
+        except self._stream_caught as exc:
+            raise map_stream_error(exc, self.name, self._secrets) from None
+        result.latency_ms = int((time.perf_counter() - started) * 1000)
+        result.rate_limit_headers = rate_limit_headers(events.response.headers)
         return result
 
     def close(self) -> None:

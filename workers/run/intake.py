@@ -35,30 +35,29 @@ from config.celery import JOB_QUEUES
 from config.settings import get_settings
 from core import keys
 from core.claims import Taken
-from core.connections import redis_client
+from core.connections import store_client
 from workers.outage import redis_outage
 from workers.run import pool as execution
 from workers.run.hooks import Run
 from workers.run.path import JobPath
 from workers.run.pool import CallPool
+from workers.run.runner import UNREACHABLE
 from workers.run.wiring import job_path
 from workers.runtime import get_runtime
 
 log = logging.getLogger("courier.intake")
 
 WAIT_S = 1.0  # longest wait for a slot or a message, so that a stop is noticed
-TAKE_RETRIES = 5  # a message already off its queue: claim attempts while Redis is away
+# A message already off its queue (BRPOP): how long its claim is retried while Redis is away.
+# A Sentinel failover takes down-after-milliseconds plus a few seconds.
+CLAIM_PATIENCE_S = 60.0
 
 
 def suits() -> bool:
     """The call pool runs here, and the broker is the job store's Redis (one Lua script
     reads both)."""
     settings = get_settings()
-    return (
-        settings.worker_intake
-        and execution.call_pool() is not None
-        and settings.celery_broker_url == settings.redis_url
-    )
+    return settings.worker_intake and execution.call_pool() is not None and settings.broker_is_store
 
 
 class Intake:
@@ -70,7 +69,7 @@ class Intake:
         self._calls = calls
         self._lists = keys.broker_lists(queues)
         self._consumer = consumer  # its event dispatcher changes on each reconnect
-        self._waiter = redis_client(get_runtime().settings.redis_url, max_connections=2)
+        self._waiter = store_client(get_runtime().settings, max_connections=2)
         self._greenlet: gevent.Greenlet | None = None
         self._stopping = False
 
@@ -122,21 +121,24 @@ class Intake:
         return None if taken is None else (taken, token, time.monotonic())
 
     def _claim_popped(self, message: str, token: str, ttl: float) -> Taken | None:
-        """Claim the job of a message BRPOP took off its queue, while Redis lets us."""
+        """Claim the job of a message BRPOP took off its queue. The message is nowhere else
+        now, so Redis away (restarting, failing over to a replica) is waited out for up to
+        CLAIM_PATIENCE_S; past that, the sweeper enqueues the job again later."""
         store = get_runtime().store
-        for attempt in range(TAKE_RETRIES - 1):
+        deadline = time.monotonic() + CLAIM_PATIENCE_S
+        delay = 0.1
+        while True:
             try:
                 return store.take(self._lists, token, ttl, message)
-            except redis.ConnectionError:
-                gevent.sleep(0.2 * 2**attempt)
-        try:
-            return store.take(self._lists, token, ttl, message)
-        except redis.ConnectionError:
-            log.error(
-                "intake: a taken message could not be claimed; the sweeper will enqueue "
-                "its job again"
-            )
-            raise
+            except UNREACHABLE:
+                if time.monotonic() + delay > deadline:
+                    log.error(
+                        "intake: a taken message could not be claimed; the sweeper will "
+                        "enqueue its job again"
+                    )
+                    raise
+                gevent.sleep(delay)
+                delay = min(delay * 2, 1.0)
 
     def _hand_over(self, taken: Taken, token: str, started: float) -> None:
         if not taken.job_id:

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import redis
 
@@ -22,39 +22,27 @@ from core.claims import Claim
 from core.errors import CourierError, FinalError, NotClaimed, ProviderTimeout, RetryableError
 from core.pipelined import ScriptCall
 from core.records import Record
+from core.replication import Replicated
 from core.results import ProviderResult, split_model
 from workers.outage import redis_outage
 from workers.providers.base import Provider
 from workers.run.breaker import Admission, CircuitBreaker
+from workers.run.outputs import OutputPublisher, OutputSink
+from workers.run.ports import Limiter, Reservation
 from workers.run.retry import RetryPolicy
 from workers.run.spending import Reserved, Spending
 from workers.runtime import Runtime
 
 log = logging.getLogger("courier.runner")
 T = TypeVar("T")
-
-
-class Reservation(Protocol):
-    granted: bool
-    wait_s: float
-    reason: str
-
-
-class Limiter(Protocol):
-    """Cluster-wide rate limits (see core.ratelimit); the runner only asks and settles."""
-
-    def reserve(
-        self, model: str, request: dict[str, Any], priority: str, job_id: str | None = None
-    ) -> Reservation:
-        """``job_id`` keeps a refused job's place in the limiter's line across hand-backs."""
-        ...
-
-    def settle(
-        self,
-        reservation: Reservation,
-        result: ProviderResult | None,
-        error: CourierError | None,
-    ) -> None: ...
+# Redis away for now: unreachable, timed out, failing over (a demoted master refuses writes;
+# through Sentinel that is a ConnectionError, and the next connection finds the new master).
+UNREACHABLE = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.ReadOnlyError,
+    redis.exceptions.NoScriptError,  # a pipeline that met the new master mid-way
+)
 
 
 @dataclass(slots=True)
@@ -91,6 +79,7 @@ class JobRunner:
     spending: Spending | None = None  # cost per call, budgets, the answer cache
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
+    outputs: OutputPublisher | None = None  # job events and streamed text ("stream": true)
 
     def run(self, job_id: str) -> Outcome:
         claimed = self.claim(job_id)
@@ -156,6 +145,7 @@ class JobRunner:
         expires_at = float(record["expires_at"]) if record.get("expires_at") else None
         request: dict[str, Any] = json.loads(record["request"])
         kind = record.get("kind", "chat")
+        streamed = kind == "chat" and record.get("stream") == "1"
         last_error: CourierError | None = None
         started = time.monotonic()
         # The claim counted this run's first call already; given back if the run is handed
@@ -208,8 +198,10 @@ class JobRunner:
 
             if claimed_attempt:
                 attempt, claimed_attempt = claimed_attempt, 0
+                if self.outputs and index != int(record.get("route_index") or 0):
+                    self.outputs.announce_model(job_id, token, model)  # not the claim's model
             else:
-                attempt = store.begin_attempt(job_id, token)
+                attempt = store.begin_attempt(job_id, token, model)
             if attempt in (-1, -2):
                 self._release(reservation)
                 self._release_admission(model, admission)
@@ -222,8 +214,10 @@ class JobRunner:
             call_timeout = timeout_s
             if expires_at is not None:
                 call_timeout = max(0.1, min(timeout_s, expires_at - time.time()))
+            output = self.outputs.open(job_id, token, attempt, model) if (
+                streamed and self.outputs) else None  # fmt: skip
             try:
-                result = self._call(model, kind, sent, call_timeout)
+                result = self._call(model, kind, sent, call_timeout, output)
             except CourierError as exc:
                 if self.limiter is not None and reservation is not None:
                     self.limiter.settle(reservation, None, exc)
@@ -262,12 +256,19 @@ class JobRunner:
         return self._fail(job_id, token, error, int(record.get("attempts") or 0), record)
 
     def _call(
-        self, model: str, kind: str, request: dict[str, Any], timeout: float
+        self,
+        model: str,
+        kind: str,
+        request: dict[str, Any],
+        timeout: float,
+        output: OutputSink | None = None,
     ) -> ProviderResult:
         provider_name, model_name = split_model(model)
         provider = self.get_provider(provider_name)
         if kind == "embedding":
             return provider.embed(model_name, request, timeout=timeout)
+        if output is not None:
+            return output.call(provider, model_name, request, timeout)
         return provider.complete(model_name, request, timeout=timeout)
 
     # ---- endings and hand-backs ---------------------------------------------
@@ -286,19 +287,20 @@ class JobRunner:
             log.warning("circuit breaker update for %s failed: %s", model, exc)
 
     def _patiently(self, write: Callable[[], T]) -> T:
-        """Retry a write of an outcome while Redis is unreachable, for as long as our lease
-        could still be valid: an answer already paid for is worth keeping. Past that the
-        lease has lapsed, the write is refused anyway and another worker runs the job."""
+        """Retry a write of an outcome while Redis is unreachable or failing over, for as long
+        as our lease could still be valid: an answer already paid for is worth keeping. Past
+        that the lease has lapsed, the write is refused anyway and another worker runs the
+        job."""
         deadline = time.monotonic() + self.runtime.settings.lease_ttl_s
         delay = 0.1
         while True:
             try:
                 return write()
-            except redis.ConnectionError:
+            except UNREACHABLE:
                 if time.monotonic() + delay > deadline:
                     raise
                 self.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 1.0)  # a failover takes seconds: try each second
 
     def _release(self, reservation: Reservation | None) -> None:
         if self.limiter is not None and reservation is not None:
@@ -314,22 +316,54 @@ class JobRunner:
         before: list[ScriptCall] | None = None,
     ) -> bool | None:
         """End the job (``before``: the last call's settle, run in the same round trip);
-        None when it had ended elsewhere, else whether it has a callback."""
+        None when it had ended elsewhere, else whether it has a callback. Where replicas are
+        configured, the ending counts once they hold it."""
         tries: list[int] = []
 
-        def finish() -> tuple[Any, ...]:
+        def finish() -> tuple[bool, str, bool]:
             tries.append(1)
             return self.runtime.store.finish(
                 job_id, status, token=token, fields=fields, record=record, before=before or ()
             )
 
         ended, _, has_callback = self._patiently(finish)
-        if ended:
-            return bool(has_callback)
-        if len(tries) > 1 and self.runtime.store.statuses([job_id]).get(job_id) == status:
+        if not ended:
+            if len(tries) < 2 or self.runtime.store.statuses([job_id]).get(job_id) != status:
+                return None
             # An earlier try reached Redis and its answer was lost with the connection.
-            return bool(record.get("callback_url"))
-        return None
+            has_callback = bool(record.get("callback_url"))
+        if not self._replicated(job_id, status, finish):
+            return None
+        return bool(has_callback)
+
+    def _replicated(
+        self, job_id: str, status: str, finish: Callable[[], tuple[bool, str, bool]]
+    ) -> bool:
+        """Hold an ending (the lease kept, the callback unsent) until a replica confirms it,
+        ending the job again on a new master that lost it in a failover; False when the job
+        has meanwhile ended otherwise there. Past the lease TTL the ending is left on the
+        master alone (logged): a later failover could still lose it, and the job would then
+        run again once its lease lapsed — a repeated call, not a lost job."""
+        replication = self.runtime.store.replication
+        deadline = time.monotonic() + self.runtime.settings.lease_ttl_s
+        delay = 0.05
+        while replication.enabled:
+            try:
+                state = replication.confirm([job_id], status)
+                if state is Replicated.CONFIRMED:
+                    return True
+                if state is Replicated.MISSING:
+                    ended, previous, _ = finish()
+                    if not ended and previous != status:
+                        return False
+            except UNREACHABLE:
+                pass
+            if time.monotonic() + delay > deadline:
+                log.warning("job %s: no replica confirmed its ending; on the master only", job_id)
+                return True
+            self.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        return True
 
     def _fail(
         self,

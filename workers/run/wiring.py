@@ -12,6 +12,7 @@ from core.cache import AnswerCache
 from core.celery_app import app
 from core.cost.ledger import BudgetDirectory, Ledger
 from core.cost.prices import PriceTable
+from core.event_writer import EventWriter
 from core.queues import enqueue_callback
 from workers.metrics import metered, worker_metrics
 from workers.providers import get_provider
@@ -19,8 +20,10 @@ from workers.run import pool
 from workers.run.breaker import build_breaker
 from workers.run.flower import FlowerView
 from workers.run.hooks import Callback, Hook, Hooks, LogLines, Metrics
+from workers.run.outputs import OutputPublisher
 from workers.run.path import JobPath
-from workers.run.runner import JobRunner, Limiter
+from workers.run.ports import Limiter
+from workers.run.runner import JobRunner
 from workers.run.spending import Spending
 from workers.runtime import Runtime, get_runtime
 
@@ -62,6 +65,11 @@ def build_runner(runtime: Runtime) -> JobRunner:
         breaker=build_breaker(settings, runtime.redis),
         limiter=build_limiter(runtime),
         spending=build_spending(runtime),
+        outputs=OutputPublisher(
+            EventWriter(runtime.redis),
+            settings.stream_flush_ms / 1000,
+            settings.stream_chunk_timeout_s,
+        ),
     )
 
 

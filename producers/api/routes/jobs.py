@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Annotated, Any
 
 import anyio.to_thread
+from celery import Celery
 from fastapi import APIRouter, Depends, Header, Query
 from fastapi.responses import JSONResponse
 
@@ -24,6 +25,7 @@ from core.errors import QuotaExceeded
 from core.jobs import TERMINAL, BatchSubmission, Job, JobList, JobSubmission, Status, iso
 from core.queues import enqueue_callback, enqueue_job, enqueue_jobs
 from core.records import Record, to_view
+from core.replication import Replicated
 from core.ssrf import check_callback_url
 from core.store import JobStore
 from producers.api import batch_costs, costs, errors, quotas
@@ -97,10 +99,12 @@ def submit_job(
             tenant, fields, submission.cache.ttl_s, idempotency_key, store.retention_s
         )
         if found.record is not None:
+            _replicated(store, [found.record["id"]])  # an answer from the cache: a job too
             if submission.callback_url:
                 batch_costs.send_callback(celery, found.record["id"])
             return _job(found.record, 202)
         if found.replay_id is not None:
+            _replicated(store, [found.replay_id])
             return _job(store.get(found.replay_id) or _not_found_raise(found.replay_id))
     try:
         costs.check_budget(cost, tenant, costs.worst_nano(cost, submission))
@@ -108,6 +112,7 @@ def submit_job(
         replayed = costs.replayed(store, tenant, idempotency_key)
         if replayed is None:
             raise
+        _replicated(store, [replayed["id"]])
         return _job(replayed)
     try:
         job_id, created = store.create(
@@ -123,8 +128,11 @@ def submit_job(
             store.delete(job_id, tenant)
             if idempotency_key:
                 store.forget_idempotency(tenant, idempotency_key)
-            raise ApiError(503, "the queue is unavailable; retry later") from None
+            raise errors.unavailable("the queue is unavailable; retry later") from None
         metrics.jobs_submitted.labels(submission.model, submission.priority, submission.kind).inc()
+    else:
+        _queue_again(store, celery, [job_id])
+    _replicated(store, [job_id])
     record = store.get(job_id)
     if record is None:  # expired between the two calls: only an idempotent replay can race
         raise _not_found(job_id)
@@ -187,6 +195,7 @@ def _job_fields(submission: JobSubmission, settings: Settings) -> dict[str, Any]
     return {
         "model": submission.model,
         "kind": submission.kind,
+        "stream": "1" if submission.stream else "",
         "priority": submission.priority,
         "request": submission.request,
         "callback_url": submission.callback_url,
@@ -225,12 +234,53 @@ def _create_batch(
             for _, _, key in new:
                 if key:
                     store.forget_idempotency(tenant, key)
-            raise ApiError(503, "the queue is unavailable; retry later") from None
+            raise errors.unavailable("the queue is unavailable; retry later") from None
         counts = Counter((f["model"], f["priority"], f["kind"]) for _, f, _ in new)
         for labels, count in counts.items():
             services.metrics.jobs_submitted.labels(*labels).inc(count)
+    _queue_again(store, services.celery, [job_id for job_id, created in outcomes if not created])
+    _replicated(store, [job_id for job_id, _ in outcomes])
     records = store.get_many(job_id for job_id, _ in outcomes)
     return records, bool(new)
+
+
+def _queue_again(store: JobStore, celery: Celery, job_ids: list[str]) -> None:
+    """Where replicas confirm submissions: a replayed submission of a job still queued and
+    not marked ``enqueued`` (the confirmation marks it, after the enqueue) puts its message
+    on the queue. The first attempt was cut off between storing the job and queueing it (an
+    outage, a failover) and answered 503, so the job has no message; the client's retry with
+    the same Idempotency-Key then makes it run at once, not after the sweeper's orphan check
+    (90 s). A job marked ``enqueued`` is never queued twice."""
+    if not job_ids or not store.replication.enabled:
+        return
+    waiting = [
+        (record["id"], record.get("priority", "normal"))
+        for record in store.get_many(job_ids)
+        if record.get("status") == "queued"
+        and not record.get("waiting_for")
+        and not record.get("enqueued")
+    ]
+    if waiting:
+        try:
+            enqueue_jobs(celery, waiting)
+        except Exception as exc:  # the job stays stored: a later retry queues it
+            log.warning("enqueue of %d replayed job(s) failed: %s", len(waiting), exc)
+            raise errors.unavailable("the queue is unavailable; retry later") from None
+
+
+SUBMIT_RETRY = "retry with the same Idempotency-Key to get this job back, not a second one"
+
+
+def _replicated(
+    store: JobStore, job_ids: list[str], status: str = "", hint: str = SUBMIT_RETRY
+) -> None:
+    """Acknowledge only what the configured replicas hold (README, High availability), else
+    answer 503: the master has the change, but a failover now could lose it."""
+    state = store.replication.confirm(job_ids, status)
+    if state is Replicated.LAGGING:
+        raise errors.unavailable(f"no Redis replica confirmed the change in time; {hint}")
+    if state is Replicated.MISSING:
+        raise errors.unavailable(f"the job store failed over during the request; {hint}")
 
 
 @router.get(
@@ -311,6 +361,7 @@ def cancel_job(job_id: str, caller: JobsWrite, store: StoreDep, celery: CeleryDe
         if previous == "missing":
             raise _not_found(job_id)
         raise ApiError(409, f"job {job_id} has already ended ({previous})", "conflict")
+    _replicated(store, [job_id], "cancelled", hint="read the job to see whether the cancel held")
     if callback_due:
         try:
             enqueue_callback(celery, job_id)
