@@ -76,11 +76,12 @@ def test_random_faults_keep_the_rate_breaker_closed_but_open_the_streak_one(
     )
     assert sum(refused) == 0  # type: ignore[arg-type]
     assert transitions(redis_client, rate_model, "open") == 0
-    in_threads(
+    refused_by_streak = in_threads(
         lambda i: record_all(StreakBreaker(redis_client), streak_model, mixed_outcomes(i, 400))
     )
     # Five in a row at 30 % happen thousands of calls apart... and these were 6,400 calls.
-    assert redis_client.hget(keys.breaker(streak_model), "open_until") is not None
+    # (Its state at the end says nothing: a success admitted before it opened resets it.)
+    assert sum(refused_by_streak) > 0  # type: ignore[arg-type]
 
 
 def test_an_outage_opens_it_once_whatever_the_concurrency(redis_client: redis.Redis) -> None:
