@@ -20,13 +20,13 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
 from config.names import tenant_problem
 from core import keys
+from producers.api.revocable import Revocable
 
 KEY_PREFIX = "ck_"
 ID_HEX_CHARS = 12
@@ -49,39 +49,12 @@ def new_key() -> tuple[str, str]:
 
 
 @dataclass(frozen=True, slots=True)
-class KeyInfo:
+class KeyInfo(Revocable):
     """What is known about a managed key (never the key)."""
-
-    id: str
-    tenant: str
-    created: float
-    revoked: float | None
-
-    @property
-    def active(self) -> bool:
-        return self.revoked is None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "tenant": self.tenant,
-            "created": _iso(self.created),
-            "revoked": _iso(self.revoked) if self.revoked is not None else None,
-        }
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
 def _info(record: dict[str, str]) -> KeyInfo:
-    revoked = record.get("revoked") or ""
-    return KeyInfo(
-        id=record.get("id", ""),
-        tenant=record.get("tenant", ""),
-        created=float(record.get("created") or 0),
-        revoked=float(revoked) if revoked else None,
-    )
+    return KeyInfo(**Revocable.fields(record))
 
 
 def _tenant_of(record: dict[str, str], presented_digest: str) -> str | None:

@@ -26,7 +26,7 @@ import hmac
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import redis
@@ -35,6 +35,7 @@ import redis.asyncio as aioredis
 from config.names import tenant_problem
 from core import keys
 from producers.api.access.scopes import ROLES
+from producers.api.revocable import Revocable
 
 ID_PREFIX = "cli_"
 SECRET_PREFIX = "cs_"
@@ -50,45 +51,20 @@ def _hash(secret: str, salt: bytes) -> bytes:
     )
 
 
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
 @dataclass(frozen=True, slots=True)
-class ClientInfo:
+class ClientInfo(Revocable):
     """What is known about a client (never its secret)."""
 
-    id: str
-    tenant: str
     role: str
     name: str
-    created: float
-    revoked: float | None
-
-    @property
-    def active(self) -> bool:
-        return self.revoked is None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "tenant": self.tenant,
-            "role": self.role,
-            "name": self.name,
-            "created": _iso(self.created),
-            "revoked": _iso(self.revoked) if self.revoked is not None else None,
-        }
+        return Revocable.to_json(self) | {"role": self.role, "name": self.name}
 
 
 def _info(record: dict[str, str]) -> ClientInfo:
-    revoked = record.get("revoked") or ""
     return ClientInfo(
-        id=record.get("id", ""),
-        tenant=record.get("tenant", ""),
-        role=record.get("role", ""),
-        name=record.get("name", ""),
-        created=float(record.get("created") or 0),
-        revoked=float(revoked) if revoked else None,
+        **Revocable.fields(record), role=record.get("role", ""), name=record.get("name", "")
     )
 
 
@@ -157,7 +133,7 @@ class OAuthClients:
         if info.active:
             now = time.time()
             self.redis.hset(keys.oauth_client(client_id), "revoked", repr(now))
-            info = ClientInfo(info.id, info.tenant, info.role, info.name, info.created, now)
+            info = replace(info, revoked=now)
         return info
 
     def authenticate(self, client_id: str, secret: str) -> tuple[ClientInfo | None, str]:
