@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections import deque
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 
 from core import keys
 from core.events import JobEvent, from_live
+from producers.api.listener import KEEPALIVE_S, Listener, text
 
-log = logging.getLogger("courier.api.live")
+__all__ = ["KEEPALIVE_S", "EventHub", "Reader"]
 
-KEEPALIVE_S = 15.0
 SUBSCRIBE_TIMEOUT_S = 5.0
 MAX_QUEUED = 1000  # events queued for one reader; past that it re-reads the stream instead
 HUB_CHANNEL = keys.PREFIX + "live:hub"  # subscribed first, so the connection exists
@@ -56,32 +56,23 @@ class Reader:
         self.wake.set()
 
 
-class EventHub:
+class EventHub(Listener):
     """The process's one subscription to the live channels of the jobs being read."""
 
+    name = "live-events"
+    ignore_subscribe_messages = False  # a channel's confirmation is awaited
+
     def __init__(self, client: aioredis.Redis) -> None:
-        self.client = client
+        super().__init__(client)
         self._readers: dict[str, set[Reader]] = {}
         self._subscribed: dict[str, asyncio.Future[None]] = {}  # channel → confirmed
         self._pubsub: PubSub | None = None
         self._ready = asyncio.Event()
         self._lock = asyncio.Lock()  # (un)subscribe commands go out in order
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def open_streams(self) -> int:
         return sum(len(readers) for readers in self._readers.values())
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._listen(), name="courier-live-events")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._task, 5)
-            self._task = None
 
     async def subscribe(self, job_id: str) -> Reader:
         """A reader of the job's live events, once Redis has confirmed the subscription;
@@ -123,63 +114,35 @@ class EventHub:
                 with contextlib.suppress(Exception):
                     await self._pubsub.unsubscribe(channel)
 
-    async def _listen(self) -> None:
-        backoff = 0.1
-        while True:
-            pubsub = self.client.pubsub()
-            try:
-                await pubsub.subscribe(HUB_CHANNEL)
-                async with self._lock:
-                    self._pubsub = pubsub
-                    loop = asyncio.get_running_loop()
-                    for old in self._subscribed.values():  # their readers resync below
-                        if not old.done():
-                            old.set_result(None)
-                    self._subscribed = {ch: loop.create_future() for ch in self._readers}
-                    if self._subscribed:
-                        await pubsub.subscribe(*self._subscribed)
-                self._ready.set()
-                for readers in list(self._readers.values()):
-                    for reader in readers:
-                        reader.lost_some()  # events sent while we were not subscribed
-                backoff = 0.1
-                await self._receive(pubsub)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("live events subscription lost (%s); resubscribing", exc)
-            finally:
-                self._ready.clear()
-                self._pubsub = None
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+    async def connected(self, pubsub: PubSub) -> None:
+        await pubsub.subscribe(HUB_CHANNEL)
+        async with self._lock:
+            self._pubsub = pubsub
+            loop = asyncio.get_running_loop()
+            for old in self._subscribed.values():  # their readers resync below
+                if not old.done():
+                    old.set_result(None)
+            self._subscribed = {ch: loop.create_future() for ch in self._readers}
+            if self._subscribed:
+                await pubsub.subscribe(*self._subscribed)
+        self._ready.set()
+        for readers in list(self._readers.values()):
+            for reader in readers:
+                reader.lost_some()  # events sent while we were not subscribed
 
-    async def _receive(self, pubsub: PubSub) -> None:
-        loop = asyncio.get_running_loop()
-        heard = loop.time()
-        while True:
-            message = await pubsub.get_message(timeout=KEEPALIVE_S)
-            now = loop.time()
-            if message is None:
-                if now - heard >= KEEPALIVE_S:
-                    heard = now
-                    await pubsub.ping()
-                continue
-            heard = now
-            kind, channel = message.get("type"), _text(message.get("channel"))
-            if kind == "message":
-                readers = self._readers.get(channel)
-                if readers:
-                    event = from_live(message["data"])
-                    for reader in readers:
-                        reader.push(event)
-            elif kind == "subscribe":
-                confirmed = self._subscribed.get(channel)
-                if confirmed is not None and not confirmed.done():
-                    confirmed.set_result(None)
+    def disconnected(self) -> None:
+        self._ready.clear()
+        self._pubsub = None
 
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    def handle(self, message: dict[str, Any]) -> None:
+        kind, channel = message.get("type"), text(message.get("channel"))
+        if kind == "message":
+            readers = self._readers.get(channel)
+            if readers:
+                event = from_live(message["data"])
+                for reader in readers:
+                    reader.push(event)
+        elif kind == "subscribe":
+            confirmed = self._subscribed.get(channel)
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)

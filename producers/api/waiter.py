@@ -5,15 +5,16 @@ One Redis pub/sub subscription per API process listens on ``core.keys.JOB_EVENTS
 futures of the requests waiting on that id. A waiting request holds no thread and no
 Redis connection. Each waiter registers its future *before* re-reading the record, so a
 job that ends between the two is never missed; after a reconnect every waiter is woken
-to re-read, since events sent while the subscription was down are lost.
+to re-read, since events sent while the subscription was down are lost (the connection
+itself is kept by :class:`.listener.Listener`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
@@ -21,37 +22,28 @@ from redis.asyncio.client import PubSub
 from core import keys
 from core.jobs import TERMINAL
 from core.records import Record
-
-log = logging.getLogger("courier.api.waiter")
+from producers.api.listener import Listener, text
 
 ReadRecord = Callable[[], Awaitable[Record | None]]
-KEEPALIVE_S = 15.0
 
 
-class JobWaiter:
+class JobWaiter(Listener):
     """Dispatches job-ended events from one shared subscription to waiting requests."""
 
+    name = "job-events"
+
     def __init__(self, client: aioredis.Redis, channel: str = keys.JOB_EVENTS) -> None:
-        self.client = client
+        super().__init__(client)
         self.channel = channel
         self.subscribed = asyncio.Event()
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def waiting(self) -> int:
         return sum(len(futures) for futures in self._waiters.values())
 
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._listen(), name="courier-job-events")
-
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(self._task, 5)
-            self._task = None
+        await super().stop()
         self._wake_all()
 
     async def wait(self, job_id: str, timeout: float, read: ReadRecord) -> Record | None:
@@ -88,42 +80,14 @@ class JobWaiter:
         for job_id in list(self._waiters):
             self._dispatch(job_id)
 
-    async def _listen(self) -> None:
-        backoff = 0.1
-        while True:
-            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self.channel)
-                self.subscribed.set()
-                self._wake_all()  # events sent while we were not subscribed are lost
-                backoff = 0.1
-                await self._receive(pubsub)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("job events subscription lost (%s); resubscribing", exc)
-            finally:
-                self.subscribed.clear()
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+    async def connected(self, pubsub: PubSub) -> None:
+        await pubsub.subscribe(self.channel)
+        self.subscribed.set()
+        self._wake_all()  # events sent while we were not subscribed are lost
 
-    async def _receive(self, pubsub: PubSub) -> None:
-        """Dispatch messages until the connection fails. ``get_message`` also returns None
-        at once for confirmations and pongs, so a PING (which notices a dead connection)
-        goes out only after ``KEEPALIVE_S`` of silence."""
-        loop = asyncio.get_running_loop()
-        heard = loop.time()
-        while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=KEEPALIVE_S)
-            now = loop.time()
-            if message is None:
-                if now - heard >= KEEPALIVE_S:
-                    heard = now
-                    await pubsub.ping()
-                continue
-            heard = now
-            if message.get("type") == "message":
-                data = message["data"]
-                self._dispatch(data.decode() if isinstance(data, bytes) else str(data))
+    def disconnected(self) -> None:
+        self.subscribed.clear()
+
+    def handle(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "message":
+            self._dispatch(text(message["data"]))
