@@ -13,13 +13,13 @@ import typer
 from pydantic import ValidationError
 
 from config.celery import ALL_QUEUES
-from config.settings import (
-    Settings,
+from config.production import (
     api_keys_problem,
     production_problems,
     signing_keys_problem,
     unsafe_message,
 )
+from config.settings import Settings
 from producers.api.apikeys import ManagedKeys
 from producers.budgets_cli import budgets_cli
 from producers.cli_clients import clients_cli, configured_redis

@@ -19,7 +19,8 @@ import httpx
 import pytest
 import redis
 
-from config.settings import Settings, production_problems, webhook_secret_problem
+from config.production import production_problems, webhook_secret_problem
+from config.settings import Settings
 from core import keys
 from core.signing import generate_secret
 from producers.api import apikeys

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import jwt
 import redis
 
-from config.settings import Settings, signing_keys_problem
+from config.production import signing_keys_problem
+from config.settings import Settings
 from core import keys
 from producers.api.access.scopes import ROLES, SCOPES
 
