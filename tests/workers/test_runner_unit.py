@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from typing import Any
 
 import pytest
 import redis
@@ -20,88 +18,31 @@ from core.errors import (
     RateLimited,
 )
 from core.results import ProviderResult
-from tests.support.jobs import job_fields
+from tests.support.runner_kit import (
+    cancel,
+    due_now,
+    error_of,
+    fallback,
+    model,
+    record,
+    runner,
+    scheduled_in,
+    submit,
+)
 from tests.support.seams import (
     FakeLimiter,
-    FakeProviders,
     FakeSleep,
-    Grant,
     Step,
     answer,
     make_runtime,
 )
-from workers.run.breaker import StreakBreaker
 from workers.run.retry import RetryPolicy
-from workers.run.runner import JobRunner
 from workers.runtime import Runtime
 
 
 @pytest.fixture()
 def runtime(redis_client: redis.Redis) -> Runtime:
     return make_runtime(redis_client, lease_ttl_s=20, provider_timeout_s=30)
-
-
-def model(label: str = "m") -> str:
-    """A model of its own per test: circuit state in Redis outlives a test."""
-    return f"openai:{label}-{uuid.uuid4().hex[:8]}"
-
-
-def fallback(label: str = "f") -> str:
-    return f"anthropic:{label}-{uuid.uuid4().hex[:8]}"
-
-
-def submit(runtime: Runtime, primary: str, **options: Any) -> str:
-    job_id, _ = runtime.store.create("t1", job_fields("Hi", primary, **options))
-    return job_id
-
-
-def record(runtime: Runtime, job_id: str) -> dict[str, str]:
-    found = runtime.store.get(job_id)
-    assert found is not None, job_id
-    return found
-
-
-def error_of(runtime: Runtime, job_id: str) -> dict[str, Any]:
-    error: dict[str, Any] = json.loads(record(runtime, job_id)["error"])
-    return error
-
-
-def runner(
-    runtime: Runtime,
-    scripts: dict[str, list[Step]] | None = None,
-    *,
-    limiter: FakeLimiter | None = None,
-    sleep: FakeSleep | None = None,
-    policy: RetryPolicy | None = None,
-    threshold: int = 5,
-    cooldown_s: float = 30.0,
-) -> tuple[JobRunner, FakeProviders, FakeSleep]:
-    providers, sleep = FakeProviders(scripts), sleep or FakeSleep()
-    job_runner = JobRunner(
-        runtime=runtime,
-        get_provider=providers,
-        breaker=StreakBreaker(runtime.redis, threshold=threshold, cooldown_s=cooldown_s),
-        limiter=limiter,
-        policy=policy or RetryPolicy(base_s=0.5, cap_s=2.0),
-        sleep=sleep,
-    )
-    return job_runner, providers, sleep
-
-
-def scheduled_in(runtime: Runtime, job_id: str) -> float:
-    """Seconds from now until the schedule hands the job out again."""
-    score = runtime.redis.zscore(keys.SCHEDULED, job_id)
-    assert score is not None, f"{job_id} is not scheduled"
-    return float(score) / 1000 - time.time()
-
-
-def due_now(runtime: Runtime, job_id: str) -> None:
-    """The wait a requeue set is over (as if its time had come)."""
-    runtime.redis.hset(keys.job(job_id), "not_before", "0")
-
-
-def cancel(runtime: Runtime, job_id: str) -> None:
-    assert runtime.store.finish(job_id, "cancelled", allowed=("queued", "running"))[0]
 
 
 # ---- answers and final errors -------------------------------------------------------------
@@ -277,91 +218,6 @@ def test_every_model_exhausted_fails_with_the_last_error(runtime: Runtime) -> No
         "retryable": True,
     }
     assert record(runtime, job_id)["attempts"] == "4"
-
-
-# ---- the circuit breaker ------------------------------------------------------------------
-
-
-def test_an_open_circuit_sends_the_job_to_its_next_model(runtime: Runtime) -> None:
-    m, f = model(), fallback()
-    job_runner, providers, _ = runner(runtime, threshold=1)
-    assert job_runner.breaker.record_failure(m)  # open
-
-    outcome = job_runner.run(submit(runtime, m, fallback_models=[f]))
-
-    assert (outcome.status, outcome.model, outcome.attempts) == ("succeeded", f, 1)
-    assert providers.models == [f]
-
-
-def test_an_open_circuit_with_no_model_left_makes_the_job_wait(runtime: Runtime) -> None:
-    m = model()
-    job_runner, providers, _ = runner(runtime, threshold=1, cooldown_s=30)
-    job_runner.breaker.record_failure(m)
-    job_id = submit(runtime, m)
-
-    outcome = job_runner.run(job_id)
-
-    assert (outcome.status, outcome.reason) == ("requeued", "circuit_open")
-    assert outcome.retry_in_s is not None and 29 < outcome.retry_in_s <= 30
-    assert providers.models == []
-    stored = record(runtime, job_id)
-    assert stored["status"] == "queued" and stored["waiting_for"] == "circuit_open"
-    assert stored["attempts"] == "0"  # the claim's count given back: no call was made
-    assert 29 < scheduled_in(runtime, job_id) <= 30
-
-
-def test_failures_open_the_circuit_for_the_next_jobs(runtime: Runtime) -> None:
-    m, f = model(), fallback()
-    job_runner, providers, _ = runner(runtime, {m: [ProviderUnavailable("503")] * 2}, threshold=2)
-    assert job_runner.run(submit(runtime, m, max_attempts=2)).status == "failed"
-    assert job_runner.breaker.open_for(m) > 0
-
-    outcome = job_runner.run(submit(runtime, m, fallback_models=[f]))
-
-    assert (outcome.status, outcome.model) == ("succeeded", f)
-    assert providers.models == [m, m, f]  # the second job never called the open model
-
-
-# ---- the rate limiter ---------------------------------------------------------------------
-
-
-def test_a_limiter_refusal_requeues_the_job_with_limited_by(runtime: Runtime) -> None:
-    m = model()
-    limiter = FakeLimiter([Grant(granted=False, wait_s=7.5, reason="tokens")])
-    job_runner, providers, _ = runner(runtime, limiter=limiter)
-    job_id = submit(runtime, m, priority="high")
-
-    outcome = job_runner.run(job_id)
-
-    assert (outcome.status, outcome.reason, outcome.limited_by) == (
-        "requeued",
-        "rate_limit",
-        "tokens",
-    )
-    assert outcome.retry_in_s == 7.5
-    assert providers.models == []
-    assert limiter.reserved == [(m, "high", job_id)]  # its place in the limiter's line
-    assert limiter.settled == []
-    stored = record(runtime, job_id)
-    assert (stored["status"], stored["waiting_for"], stored["attempts"]) == (
-        "queued",
-        "rate_limit",
-        "0",
-    )
-    assert 7 < scheduled_in(runtime, job_id) <= 7.5
-
-
-def test_each_grant_is_settled_with_what_the_call_did(runtime: Runtime) -> None:
-    m = model()
-    unavailable = ProviderUnavailable("502")
-    limiter = FakeLimiter()
-    job_runner, _, _ = runner(runtime, {m: [unavailable]}, limiter=limiter)
-    assert job_runner.run(submit(runtime, m)).status == "succeeded"
-    assert [(result is not None, error) for _, result, error in limiter.settled] == [
-        (False, unavailable),
-        (True, None),
-    ]
-    assert len(limiter.reserved) == 2
 
 
 # ---- the lease, and jobs that are not this run's -------------------------------------------
