@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # Courier's additions (docs/contract.md, Configuration: Added settings).
     profile: Literal["development", "production"] = "development"
     job_retention_s: int = Field(default=7 * 24 * 3600, ge=60)
+    # A conversation's transcript (parent_job_id): what one job may send, counted at submission
+    conversation_max_messages: int = Field(default=1000, ge=1)
+    conversation_max_bytes: int = Field(default=4_000_000, ge=1024)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     worker_concurrency: int = Field(default=1000, ge=1, le=10000)
     # A gevent worker on Redis runs calls in its own pool, not in Celery's task greenlets

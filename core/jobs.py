@@ -39,6 +39,7 @@ MAX_EXPIRES_S = 7 * 24 * 3600
 MAX_JSON_DEPTH = 32  # nesting of metadata, tools, response_format, message parts
 MAX_BATCH_JOBS = 500  # jobs in one POST /v1/jobs/batch
 MAX_CACHE_TTL_S = 30 * 24 * 3600
+JOB_ID_PATTERN = r"^job_[0-9A-Za-z]{1,64}$"
 
 
 def json_integer(value: Any) -> Any:
@@ -207,6 +208,13 @@ class JobSubmission(BaseModel):
         "as it arrives (GET /v1/jobs/{id}/events)",
     )
 
+    parent_job_id: str | None = Field(
+        default=None,
+        pattern=JOB_ID_PATTERN,
+        description="continue the conversation of this earlier job of the tenant: the "
+        "provider receives its whole transcript, then this job's messages",
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _json_values(cls, data: Any) -> Any:
@@ -261,6 +269,11 @@ class JobSubmission(BaseModel):
                     )
         if self.kind == "embedding" and self.stream:
             raise ValueError("stream is for chat jobs; an embedding has no output to stream")
+        if self.parent_job_id is not None and self.kind == "embedding":
+            raise ValueError("parent_job_id is for chat jobs; an embedding continues nothing")
+        if self.parent_job_id is not None and self.cache is not None:
+            raise ValueError("cache cannot be used with parent_job_id: the answer depends on "
+                             "the whole conversation")  # fmt: skip
         return self
 
 
@@ -332,10 +345,31 @@ class Job(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     waiting_for: str | None = None
     queue: QueueInfo | None = None
+    conversation_id: str | None = Field(
+        default=None, description="the id of the conversation's root job (chat jobs)"
+    )
+    parent_job_id: str | None = None
     cost_usd: float | None = Field(
         default=None,
         description="the true cost of the job's provider calls so far, in USD; null when a "
         "model it called has no price",
+    )
+
+
+class ConversationMessage(ChatMessage):
+    model_config = ConfigDict(extra="allow")
+
+    job_id: str = Field(description="the job that added this message")
+
+
+class Conversation(BaseModel):
+    """``GET /v1/jobs/{id}/conversation``: the transcript up to and including the job's
+    reply, root first."""
+
+    conversation_id: str
+    messages: list[ConversationMessage]
+    incomplete: bool | None = Field(
+        default=None, description="true: an earlier job of the line is no longer kept"
     )
 
 

@@ -21,6 +21,8 @@ RUNNING = PREFIX + "running"  # zset: job id → lease deadline (ms) while a wor
 SCHEDULED = PREFIX + "scheduled"  # zset: job id → when to enqueue again (ms): retry, wait
 EXPIRIES = PREFIX + "expiries"  # zset: job id → expires_at (ms), for jobs with expires_in_s
 JOB_PREFIX = JOB.removesuffix("{job_id}")
+JOB_CHILDREN = PREFIX + "children:{job_id}"  # set: child jobs waiting for this job to end
+JOB_CHILDREN_PREFIX = JOB_CHILDREN.removesuffix("{job_id}")
 JOB_EVENTS = PREFIX + "events:job-ended"  # pub/sub channel: job id when a job ends
 SWEEPER_LOCK = PREFIX + "lock:sweeper"  # string: which worker process sweeps now
 QUEUED = PREFIX + "queued:{priority}"  # zset: job id → when it entered that queue (ms)
@@ -76,6 +78,10 @@ AUDIT = PREFIX + "audit:{tenant}"  # stream: the tenant's audit entries (ids are
 
 def job(job_id: str) -> str:
     return JOB.format(job_id=job_id)
+
+
+def job_children(job_id: str) -> str:
+    return JOB_CHILDREN.format(job_id=job_id)
 
 
 def job_events(job_id: str) -> str:

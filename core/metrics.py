@@ -37,6 +37,7 @@ LATENCY = "provider_latency"
 BREAKER_TRANSITIONS = "breaker_transitions"  # written by the breaker's Lua scripts
 COST = "cost"  # nano-dollars, written by the ledger's settle script (core.cost.scripts)
 CACHE = "cache"  # answer cache lookups at submission (core.cache)
+CONVERSATION_TURNS = "conversation_turns"  # child jobs at submission, by how they start
 LABELS: dict[str, tuple[str, ...]] = {
     SUBMITTED: ("model", "priority", "kind"),
     FINISHED: ("status", "model", "priority"),
@@ -47,6 +48,7 @@ LABELS: dict[str, tuple[str, ...]] = {
     BREAKER_TRANSITIONS: ("model", "state"),
     COST: ("tenant", "model"),
     CACHE: ("model", "outcome"),
+    CONVERSATION_TURNS: ("start",),
 }
 # Seconds; provider calls take from a fraction of a second to minutes.
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)

@@ -67,6 +67,9 @@ def to_view(record: Record) -> dict[str, Any]:
         "metadata": loads("metadata") or {},
         "waiting_for": record.get("waiting_for") or None,
         "cost_usd": cost_usd(record),
+        "conversation_id": record.get("conversation_id")
+        or (record["id"] if record.get("kind", "chat") == "chat" else None),
+        "parent_job_id": record.get("parent_job_id") or None,
     }
 
 

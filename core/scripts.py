@@ -21,6 +21,8 @@ from core.breaker_scripts import (
     RECORD_FAILURE,
     RELEASE,
 )
+from core.conversation_scripts import CONVERSATION_END
+from core.conversation_scripts import FUNCTIONS as CONVERSATION_FUNCTIONS
 from core.event_scripts import ANNOUNCE_MODEL, EMIT_OUTPUT
 from core.event_scripts import EVENTS as _EVENTS
 from core.ratelimit import bucket
@@ -167,10 +169,14 @@ return attempts
 #       tenant unfinished (zset; the job leaves it)
 # ARGV: id, token ('' = any holder), allowed statuses ',a,b,', new status, retention_s,
 #       channel, callback_due_ms ('' = no callback), field, value, ...
-# → {1, previous status} when the job ended now (or this token had ended it so before: a
-# retry after the answer was lost), {0, status} when it could not
+# → {1, previous status, released child id, its priority, ...} when the job ended now (or
+# this token had ended it so before: a retry after the answer was lost), {0, status} when it
+# could not. Its waiting children (core.conversation_scripts) are released on success (their
+# ids returned, to be enqueued at once), else failed parent_failed.
 FINISH = (
     _EVENTS
+    + CONVERSATION_FUNCTIONS
+    + CONVERSATION_END
     + """
 local st = redis.call('HGET', KEYS[1], 'status')
 if not st then return {0, 'missing'} end
@@ -192,7 +198,8 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('HSET', KEYS[1], 'ev_status', ARGV[4])
 emit(KEYS[1], 'e', 'job.' .. ARGV[4], 'at', now_ms())
 redis.call('PUBLISH', ARGV[6], ARGV[1])
-return {1, st}
+local released = conversation_end(CHILD_SAFETY_MS)
+return {1, st, unpack(released)}
 """
 )
 

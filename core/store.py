@@ -256,10 +256,13 @@ class JobStore:
         fields: Mapping[str, Any] | None = None,
         record: Record | None = None,
         before: Sequence[ScriptCall] = (),
+        released: list[tuple[str, str]] | None = None,
     ) -> tuple[bool, str, bool]:
         """End a job once: (ended by this call, previous status, a callback is now due).
         ``before``: scripts to run first in the same round trip (the last call's cost, the
-        answer for the cache), whether or not the job ends."""
+        answer for the cache), whether or not the job ends. ``released`` gets the (id,
+        priority) of the child jobs its success released (core.conversations): they wait
+        for a message, the caller's to send at once."""
         assert status in TERMINAL
         record = record if record is not None else (self.get(job_id) or {})
         extra: dict[str, Any] = {"finished_at": time.time(), **(fields or {})}
@@ -293,7 +296,9 @@ class JobStore:
                 *encode_fields(extra),
             ],
         )
-        done, previous = run_together(self.redis, [*before, ending])[-1]
+        done, previous, *children = run_together(self.redis, [*before, ending])[-1]
+        if released is not None:
+            released.extend(zip(children[::2], children[1::2], strict=True))
         return bool(done), str(previous), bool(done) and callback_due != ""
 
     def requeue(

@@ -209,6 +209,13 @@ class ClusterCollector(Collector):
             ),
             counter("courier_tokens", "Tokens used, by model and direction", wm.TOKENS, families),
             counter(
+                "courier_conversation_turns",
+                "Jobs submitted with parent_job_id, by how they started: ready (the parent had "
+                "succeeded), waiting (for the parent), failed (parent_failed)",
+                wm.CONVERSATION_TURNS,
+                families,
+            ),
+            counter(
                 "courier_breaker_transitions",
                 "Circuit breaker changes, by model and the state entered (open, half_open, closed)",
                 wm.BREAKER_TRANSITIONS,

@@ -25,7 +25,7 @@ from producers.api.deps import Access, Services
 from producers.api.limits import HeaderLimitMiddleware
 from producers.api.live import EventHub
 from producers.api.metrics import ApiMetrics, RequestMetricsMiddleware
-from producers.api.routes import audit, clients, events, health, jobs, oauth, usage
+from producers.api.routes import audit, clients, conversations, events, health, jobs, oauth, usage
 from producers.api.waiter import JobWaiter
 
 log = logging.getLogger("courier.api")
@@ -95,5 +95,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit.router)
     app.include_router(usage.router)
     app.include_router(events.router)
+    app.include_router(conversations.router)
     app.include_router(health.router)
     return app

@@ -121,6 +121,21 @@ class Callback:
             self._enqueue(run.job_id)
 
 
+class Children:
+    """A succeeded job's waiting child jobs (core.conversations) are queued at once. Should
+    this process die first, the schedule's safety net queues them (FINISH put them there)."""
+
+    def __init__(self, enqueue_job: Callable[[str, str], None]) -> None:
+        self._enqueue = enqueue_job
+
+    def started(self, run: Run, claimed: Claimed) -> None:
+        pass
+
+    def over(self, run: Run, outcome: Outcome) -> None:
+        for job_id, priority in outcome.released:
+            self._enqueue(job_id, priority)
+
+
 class Hooks:
     """Every hook, in order; each one's failure is its own."""
 

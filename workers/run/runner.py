@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from core import conversations
 from core.claims import Claim
 from core.errors import CourierError, FinalError, NotClaimed, ProviderTimeout, RetryableError
 from core.pipelined import ScriptCall
@@ -34,6 +35,7 @@ from workers.run.spending import Reserved, Spending
 from workers.runtime import Runtime
 
 log = logging.getLogger("courier.runner")
+PARENT_RECHECK_S = 2.0  # a child claimed before its parent ended looks again this much later
 T = TypeVar("T")
 # Redis away for now: unreachable, timed out, failing over (a demoted master refuses writes;
 # through Sentinel that is a ConnectionError, and the next connection finds the new master).
@@ -59,6 +61,8 @@ class Outcome:
     limited_by: str | None = None  # requeued by the rate limiter: its reason (tokens, …)
     has_callback: bool = False  # ended, with a callback_url: its webhook is due
     message: str = ""  # failed: the error's message (provider text, redacted; never the prompt)
+    # succeeded: the (id, priority) of child jobs its ending released, to enqueue at once
+    released: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -151,6 +155,19 @@ class JobRunner:
         # The claim counted this run's first call already; given back if the run is handed
         # back before making it.
         claimed_attempt = int(record.get("attempts") or 1)
+        if record.get("parent_job_id"):  # a conversation's next turn: its whole transcript
+            try:
+                request = conversations.request_for(
+                    store.redis, record, request, self.runtime.settings
+                )
+            except conversations.ParentPending:  # started early (a stray message): wait
+                return self._later(job_id, token, PARENT_RECHECK_S, "parent", index, failures,
+                                   claimed_attempt)  # fmt: skip
+            except FinalError as exc:  # parent_failed, or the transcript cannot be sent
+                given_back: dict[str, Any] = {"attempts": claimed_attempt - 1}
+                return self._fail(
+                    job_id, token, exc, claimed_attempt - 1, record, fields=given_back
+                )
 
         while index < len(route):
             model = route[index]
@@ -245,11 +262,13 @@ class JobRunner:
             before = self.spending.after(record, model, reserved, result, None) if (
                 self.spending) else []  # fmt: skip
             fields = {"result": result.to_record()}
-            ended = self._end(job_id, token, "succeeded", fields, record, before)
+            released: list[tuple[str, str]] = []
+            ended = self._end(job_id, token, "succeeded", fields, record, before, released)
             self._record_outcome(model, admission, None)
             if ended is None:  # cancelled, or handed on when our lease lapsed: not ours to count
                 return Outcome("skipped", reason="ended_elsewhere")
-            return Outcome("succeeded", model=model, attempts=attempt, has_callback=ended)
+            return Outcome("succeeded", model=model, attempts=attempt, has_callback=ended,
+                           released=released)  # fmt: skip
 
         assert last_error is not None or not route
         error = last_error or ProviderTimeout("no model answered")
@@ -314,17 +333,19 @@ class JobRunner:
         fields: dict[str, Any],
         record: Record,
         before: list[ScriptCall] | None = None,
+        released: list[tuple[str, str]] | None = None,
     ) -> bool | None:
         """End the job (``before``: the last call's settle, run in the same round trip);
         None when it had ended elsewhere, else whether it has a callback. Where replicas are
-        configured, the ending counts once they hold it."""
+        configured, the ending counts once they hold it. ``released``: see JobStore.finish."""
         tries: list[int] = []
 
         def finish() -> tuple[bool, str, bool]:
             tries.append(1)
             return self.runtime.store.finish(
-                job_id, status, token=token, fields=fields, record=record, before=before or ()
-            )
+                job_id, status, token=token, fields=fields, record=record, before=before or (),
+                released=released,
+            )  # fmt: skip
 
         ended, _, has_callback = self._patiently(finish)
         if not ended:

@@ -13,13 +13,13 @@ from core.celery_app import app
 from core.cost.ledger import BudgetDirectory, Ledger
 from core.cost.prices import PriceTable
 from core.event_writer import EventWriter
-from core.queues import enqueue_callback
+from core.queues import enqueue_callback, enqueue_job
 from workers.metrics import metered, worker_metrics
 from workers.providers import get_provider
 from workers.run import pool
 from workers.run.breaker import build_breaker
 from workers.run.flower import FlowerView
-from workers.run.hooks import Callback, Hook, Hooks, LogLines, Metrics
+from workers.run.hooks import Callback, Children, Hook, Hooks, LogLines, Metrics
 from workers.run.outputs import OutputPublisher
 from workers.run.path import JobPath
 from workers.run.ports import Limiter
@@ -75,6 +75,7 @@ def build_runner(runtime: Runtime) -> JobRunner:
 
 def build_hooks(runtime: Runtime, flower: FlowerView | None) -> Hooks:
     hooks: list[Hook] = [
+        Children(lambda job_id, priority: enqueue_job(app, job_id, priority)),  # first: soonest
         LogLines(),
         Metrics(worker_metrics, runtime.redis),
         Callback(lambda job_id: enqueue_callback(app, job_id)),

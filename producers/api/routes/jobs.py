@@ -28,7 +28,7 @@ from core.records import Record, to_view
 from core.replication import Replicated
 from core.ssrf import check_callback_url
 from core.store import JobStore
-from producers.api import batch_costs, costs, errors, quotas
+from producers.api import batch_costs, conversations, costs, errors, quotas
 from producers.api.access.principal import JobsRead, JobsWrite
 from producers.api.deps import (
     CeleryDep,
@@ -94,6 +94,7 @@ def submit_job(
     cost = services.cost
     costs.check_priced(cost, tenant, submission)
     fields = _job_fields(submission, settings) | costs.stored_fields(cost, tenant, submission)
+    fields |= conversations.child_fields(store, tenant, submission, settings)
     if submission.cache is not None:
         found = cost.cache.create_from_cache(
             tenant, fields, submission.cache.ttl_s, idempotency_key, store.retention_s
@@ -122,7 +123,8 @@ def submit_job(
         raise quotas.quota_error(tenant, exc) from None
     if created:
         try:
-            enqueue_job(celery, job_id, submission.priority)
+            if conversations.ready_to_queue(store, celery, job_id, tenant, fields):
+                enqueue_job(celery, job_id, submission.priority)
         except Exception as exc:  # broker down: accept nothing that is not queued
             log.warning("enqueue of %s failed: %s", job_id, exc)
             store.delete(job_id, tenant)
@@ -165,6 +167,9 @@ async def submit_batch(
     cost = services.cost
     items = []
     for i, job in enumerate(batch.jobs):
+        if job.parent_job_id is not None:
+            raise ApiError(422, f"jobs[{i}]: parent_job_id is not taken in a batch; submit a "
+                           "conversation's next turn with POST /v1/jobs")  # fmt: skip
         costs.check_priced(cost, tenant, job, where=f"jobs[{i}]: ")
         fields = _job_fields(job, services.settings) | costs.stored_fields(cost, tenant, job)
         items.append((fields, f"{idempotency_key}#{i}" if idempotency_key else None))
