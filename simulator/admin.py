@@ -6,7 +6,9 @@
 ``GET /_sim/config``   the live config
 ``POST /_sim/config``  change any of ``latency``, ``error_rate``, ``rpm``, ``tpm``,
                        ``seed``, ``fault_mix`` (``{"429": 0.15, "500": 0.1}``),
-                       ``stream_tps``, ``record_stream_times``; answers the new config
+                       ``stream_tps``, ``record_stream_times``, ``record_messages``
+                       (log each request's ``messages`` and ``system`` as received);
+                       answers the new config
 ``GET /_sim/faults``   scripted faults still queued
 ``POST /_sim/faults``  ``{"faults": [{"status", "retry_after", "message"} |
                        {"delay"} | {"stream_fault", "after_chunks"}],

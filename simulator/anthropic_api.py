@@ -9,6 +9,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from simulator import replies
+from simulator.dialogue import check_anthropic_turns
 from simulator.errors import BadRequest, anthropic_error, dumps, json_response
 from simulator.limits import Snapshot, anthropic_headers
 from simulator.pipeline import Call, bearer_token, sse_response
@@ -96,6 +97,7 @@ class Messages:
             texts.append(text)
             if message["role"] == "user":
                 last_user = text
+        check_anthropic_turns(messages, body.get("tools"))
         text = "\n".join(texts)
         raw_stops = body.get("stop_sequences")
         stops = [s for s in raw_stops if isinstance(s, str)] if isinstance(raw_stops, list) else []

@@ -11,6 +11,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from simulator import replies
+from simulator.dialogue import check_openai_turns
 from simulator.errors import BadRequest, dumps, json_response, openai_error
 from simulator.limits import Snapshot, openai_headers
 from simulator.pipeline import Call, bearer_token, sse_response
@@ -97,6 +98,7 @@ class ChatCompletions(OpenAIDialect):
             texts.append(text)
             if message["role"] == "user":
                 last_user = text
+        check_openai_turns(messages)
         text = "\n".join(texts)
         max_tokens = _positive_int(body, "max_completion_tokens") or _positive_int(
             body, "max_tokens"

@@ -111,7 +111,11 @@ async def handle(state: SimState, dialect: Dialect, request: Request) -> Respons
     record_caller(entry, request, key)
 
     try:
-        call = dialect.parse(json.loads(await request.body()))
+        body = json.loads(await request.body())
+        if state.config.record_messages and isinstance(body, dict):
+            entry["messages"] = body.get("messages")  # exactly as received, for tests
+            entry["system"] = body.get("system")
+        call = dialect.parse(body)
     except BadRequest as exc:
         return finish(dialect.error(400, exc.message, headers, param=exc.param))
     except ValueError as exc:

@@ -27,6 +27,7 @@ class SimConfig:
     fault_mix: dict[int, float] = field(default_factory=dict)
     stream_tps: float = 0.0  # events per second of a streamed answer; 0: all at once
     record_stream_times: bool = False  # log when each event of a stream was sent (benches)
+    record_messages: bool = False  # log each request's messages and system as received (tests)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -38,16 +39,18 @@ class SimConfig:
         if not isinstance(changes, dict):
             raise ValueError("body must be a JSON object")
         names = {"latency", "error_rate", "rpm", "tpm", "seed", "fault_mix", "stream_tps"}
-        unknown = set(changes) - names - {"record_stream_times"}
+        flags = ("record_stream_times", "record_messages")
+        unknown = set(changes) - names - set(flags)
         if unknown:
             raise ValueError(f"unknown config fields: {sorted(unknown)}")
         new = replace(self, fault_mix=dict(self.fault_mix))
         if "fault_mix" in changes:
             new.fault_mix = parse_fault_mix(changes["fault_mix"] or {})
-        if "record_stream_times" in changes:
-            if not isinstance(changes["record_stream_times"], bool):
-                raise ValueError("record_stream_times must be true or false")
-            new.record_stream_times = changes["record_stream_times"]
+        for flag in flags:
+            if flag in changes:
+                if not isinstance(changes[flag], bool):
+                    raise ValueError(f"{flag} must be true or false")
+                setattr(new, flag, changes[flag])
         for name in ("latency", "error_rate", "stream_tps"):
             if name in changes:
                 value = changes[name]
