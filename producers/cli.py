@@ -1,5 +1,5 @@
-"""The ``courier`` command: api, worker, simulate, submit, usage, dev, keys, clients, budgets
-(docs/contract.md, Commands)."""
+"""The ``courier`` command: api, worker, simulate, submit, conversation, usage, dev, keys,
+clients, budgets (docs/contract.md, Commands)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from config.settings import Settings
 from producers.api.apikeys import ManagedKeys
 from producers.budgets_cli import budgets_cli
 from producers.cli_clients import clients_cli, configured_redis
+from producers.cli_conversation import conversation
 
 cli = typer.Typer(
     name="courier",
@@ -39,6 +40,7 @@ keys_cli = typer.Typer(
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(clients_cli, name="clients")
 cli.add_typer(budgets_cli, name="budgets")
+cli.command("conversation")(conversation)
 
 
 def _managed_keys() -> ManagedKeys:
@@ -204,6 +206,9 @@ def submit(
     system: Annotated[str | None, typer.Option(help="A system prompt (chat)")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Reply length limit (chat)")] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Idempotency-Key")] = None,
+    parent: Annotated[
+        str | None, typer.Option(help="Continue this earlier job's conversation (a job id)")
+    ] = None,
     timeout: Annotated[float | None, typer.Option(help="Give up waiting after S")] = None,
     cache_ttl: Annotated[
         int | None, typer.Option(help="Answer from an identical job of the last S seconds")
@@ -249,6 +254,7 @@ def submit(
                 cache={"ttl_s": cache_ttl} if cache_ttl is not None else None,
                 retry_s=retry_for,
                 stream=stream or None,
+                parent_job_id=parent,
             )
             tty = sys.stdout.isatty()
             if stream:

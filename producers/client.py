@@ -17,6 +17,13 @@ errors (connection refused, 502/503/504) are retried until its deadline. ``submi
 ``Retry-After`` for a few seconds), with one Idempotency-Key for every attempt (generated
 when none is given), so a retry never makes a second job.
 
+``submit(..., parent_job_id=...)`` continues an earlier job's conversation; ``conversation``
+reads a job's transcript (docs/contract.md, Conversations):
+
+>>> reply = courier.submit("anthropic:claude-haiku-4-5", prompt="And then?",
+...                        parent_job_id=job["id"])
+>>> courier.conversation(reply["id"])["messages"]
+
 ``events`` follows a job's events (``GET /v1/jobs/{id}/events``) as :class:`JobEvent`
 objects until the terminal one; a dropped connection is resumed after the last event
 received (``Last-Event-ID``), so no event is missed or repeated:
@@ -83,6 +90,7 @@ class JobOptions(TypedDict, total=False):
     expires_in_s: float | None
     cache: dict[str, int] | None  # {"ttl_s": N}: answer from an identical job of the last N s
     stream: bool | None  # chat only: stream the output into the job's events
+    parent_job_id: str | None  # continue that earlier job's conversation
 
 
 def submission_body(
@@ -283,6 +291,12 @@ class Courier(_Base):
         path = job_path(job_id, "/events")
         return follow(self.http, path, after, self.timeout, parse, _transient)
 
+    def conversation(self, job_id: str) -> dict[str, Any]:
+        """The job's conversation: ``{"conversation_id", "messages"}``, root first, each
+        message with the ``job_id`` that added it, up to and including this job's reply."""
+        transcript: dict[str, Any] = parse(self.http.get(job_path(job_id, "/conversation")))
+        return transcript
+
     def cancel(self, job_id: str) -> Job:
         job: Job = parse(self.http.post(job_path(job_id, "/cancel")))
         return job
@@ -407,6 +421,12 @@ class AsyncCourier(_Base):
         """The async twin of :meth:`Courier.events` (``async for event in ...``)."""
         path = job_path(job_id, "/events")
         return afollow(self.http, path, after, self.timeout, parse, _transient)
+
+    async def conversation(self, job_id: str) -> dict[str, Any]:
+        """See :meth:`Courier.conversation`."""
+        path = job_path(job_id, "/conversation")
+        transcript: dict[str, Any] = parse(await self.http.get(path))
+        return transcript
 
     async def cancel(self, job_id: str) -> Job:
         job: Job = parse(await self.http.post(job_path(job_id, "/cancel")))

@@ -141,9 +141,7 @@ def test_a_child_of_a_failed_parent_fails_at_once_with_its_callback_due(
     assert store.redis.zscore(keys.CALLBACKS_SCHEDULED, job_id) is not None
 
 
-def test_the_line_is_read_in_order_and_built_for_the_provider(
-    store: JobStore, tenant: str
-) -> None:
+def test_the_line_is_read_in_order_and_built_for_the_provider(store: JobStore, tenant: str) -> None:
     root, _ = store.create(tenant, fields("one", system="Be brief."))
     succeed(store, root, "reply one")
     mid, _ = child(store, tenant, root, "two")
@@ -186,9 +184,7 @@ def test_refusals_at_submission(store: JobStore, tenant: str) -> None:
         conversations.prepare(store.redis, tenant, root, many, SETTINGS)
 
 
-def test_sizes_are_kept_so_the_check_does_not_walk_the_line(
-    store: JobStore, tenant: str
-) -> None:
+def test_sizes_are_kept_so_the_check_does_not_walk_the_line(store: JobStore, tenant: str) -> None:
     parent, _ = store.create(tenant, fields("m"))
     for _ in range(5):
         succeed(store, parent, "r")
@@ -205,13 +201,11 @@ def test_sizes_are_kept_so_the_check_does_not_walk_the_line(
     assert int(found["conv_bytes"]) == conversations.json_bytes(built["messages"])
 
 
-def test_ancestors_are_kept_as_long_as_their_descendants(
-    store: JobStore, tenant: str
-) -> None:
+def test_ancestors_are_kept_as_long_as_their_descendants(store: JobStore, tenant: str) -> None:
     root, _ = store.create(tenant, fields("one"))
     succeed(store, root)
     store.redis.expire(keys.job(root), 60)
-    kid, _ = child(store, tenant, root, "two")
+    child(store, tenant, root, "two")
     assert store.redis.ttl(keys.job(root)) > 60
 
 
