@@ -29,13 +29,14 @@ STATUSES: dict[int, int] = {}
 
 
 # What JSON Schema cannot say (sizes summed over a whole object, nesting depth, valid
-# Unicode, a field allowed for one kind of job only): a schema-valid case may break one of
-# these, and must then get a 422 naming it.
+# Unicode, a field allowed for one kind of job only, a parent_job_id that names no job of
+# the tenant): a schema-valid case may break one of these, and must then get a 422 naming it.
 LIMITS_BEYOND_THE_SCHEMA = (
     "; the limit is ",
     "nested deeper than the limit",
     "valid Unicode",
     "stream is for chat jobs",
+    "parent_job_id",
 )
 
 
