@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint typecheck fmt bench bench-limits bench-sim bench-breaker bench-budgets bench-redis bench-stream fuzz check clean
+.PHONY: install dev test lint typecheck fmt bench bench-limits bench-sim bench-breaker bench-budgets bench-redis bench-stream bench-conversations fuzz check clean
 
 $(BIN)/courier: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -55,6 +55,10 @@ bench-breaker: install
 
 bench-budgets: install
 	$(BIN)/python -m bench.budgets
+
+# Child jobs (parent_job_id): submission and start at depth 1, 10, 100 against a plain job.
+bench-conversations: install
+	$(BIN)/python -m bench.conversations
 
 # What one job costs Redis (commands, CPU, bytes) and the jobs/s one Redis core carries.
 bench-redis: install
