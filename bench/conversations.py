@@ -149,7 +149,7 @@ def build_costs(client: redis.Redis, line: list[str], repeat: int) -> dict[int, 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.conversations")
-    parser.add_argument("--rounds", type=int, default=30, help="jobs per cell")
+    parser.add_argument("--rounds", type=int, default=60, help="jobs per cell")
     parser.add_argument("--repeat", type=int, default=200, help="in-process builds per depth")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))

@@ -14,7 +14,7 @@ each registration and each ending of a job pushes its ancestors' TTLs up to its 
 
 from __future__ import annotations
 
-from core import keys
+from core import keys, metrics
 from core.event_scripts import EVENTS
 
 PARENT_FAILED = "parent_failed"
@@ -29,6 +29,7 @@ PARENT_FAILED = "parent_failed"
 #   enqueuing them, to the schedule ``safety`` later); → {id, priority, ...}
 FUNCTIONS = f"""
 local CHILDREN_PREFIX, QUEUED_PREFIX = '{keys.JOB_CHILDREN_PREFIX}', '{keys.queued("")}'
+local FINISHED_METRIC = '{keys.metrics(metrics.FINISHED)}'  -- core.metrics: counted as ended
 local MAX_DEPTH = 100000
 local CHILD_SAFETY_MS = 30000
 local function keep_ancestors(job, ttl)
@@ -70,6 +71,9 @@ local function fail_waiting(first, message, retention, channel, K)
       end
       redis.call('EXPIRE', k, retention)
       redis.call('HSET', k, 'ev_status', 'failed')
+      local labels = redis.call('HMGET', k, 'model', 'priority')
+      redis.call('HINCRBY', FINISHED_METRIC, 'failed|' .. (labels[1] or 'unknown') .. '|'
+                 .. (labels[2] or 'unknown'), 1)
       emit(k, 'e', 'job.failed', 'at', now)
       redis.call('PUBLISH', channel, id)
       local children = CHILDREN_PREFIX .. id

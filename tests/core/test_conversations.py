@@ -5,6 +5,7 @@ line of ancestors is read in one call, and the bounds hold."""
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 import redis
 
 from config.settings import Settings
-from core import conversations, keys
+from core import conversations, keys, metrics
 from core.errors import InvalidRequest
 from core.records import Record, to_view
 from core.store import JobStore
@@ -102,8 +103,24 @@ def test_a_waiting_child_holds_no_queue_place_and_is_released_by_success(
     assert succeed(store, root) == [(job_id, "normal")]
     assert record(store, job_id)["waiting_for"] == ""
     assert store.redis.zscore(keys.queued("normal"), job_id) is not None
-    assert store.redis.zscore(keys.SCHEDULED, job_id) is not None  # the safety net
     assert not store.redis.exists(keys.job_children(root))
+
+
+def test_released_children_are_on_the_schedule_should_their_enqueue_be_lost(
+    store: JobStore, tenant: str
+) -> None:
+    """The worker that ended the parent dies before enqueuing the child: 30 s later the
+    sweeper's DUE enqueues it; once it has been claimed, DUE drops it."""
+    root, _ = store.create(tenant, fields("one"))
+    job_id, _ = child(store, tenant, root, "two")
+    succeed(store, root)
+    due_at = store.redis.zscore(keys.SCHEDULED, job_id)
+    assert due_at is not None and due_at > time.time() * 1000 + 20_000
+    store.redis.zadd(keys.SCHEDULED, {job_id: 0})  # 30 s later
+    assert (job_id, "normal") in store.due()
+    store.claim(job_id, "token", 20)
+    store.redis.zadd(keys.SCHEDULED, {job_id: 0})
+    assert job_id not in [found for found, _ in store.due()]
 
 
 def test_a_failed_parent_fails_its_waiting_line(store: JobStore, tenant: str) -> None:
@@ -111,8 +128,11 @@ def test_a_failed_parent_fails_its_waiting_line(store: JobStore, tenant: str) ->
     kid, _ = child(store, tenant, root, "two")
     grandkid, start = child(store, tenant, kid, "three")
     assert start == "waiting"
+    counted = keys.metrics(metrics.FINISHED), "failed|openai:gpt-4o-mini|normal"
+    before = int(store.redis.hget(*counted) or 0)
     done, _, _ = store.finish(root, "cancelled", allowed=("queued",))
     assert done
+    assert int(store.redis.hget(*counted) or 0) == before + 2  # both ended jobs are counted
     for job_id, parent in ((kid, root), (grandkid, kid)):
         view = to_view(record(store, job_id))
         assert view["status"] == "failed"
