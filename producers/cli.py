@@ -206,9 +206,7 @@ def submit(
     system: Annotated[str | None, typer.Option(help="A system prompt (chat)")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Reply length limit (chat)")] = None,
     idempotency_key: Annotated[str | None, typer.Option(help="Idempotency-Key")] = None,
-    parent: Annotated[
-        str | None, typer.Option(help="Continue this earlier job's conversation (a job id)")
-    ] = None,
+    parent: Annotated[str | None, typer.Option(help="Continue this job's conversation")] = None,
     timeout: Annotated[float | None, typer.Option(help="Give up waiting after S")] = None,
     cache_ttl: Annotated[
         int | None, typer.Option(help="Answer from an identical job of the last S seconds")
