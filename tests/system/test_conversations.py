@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +25,15 @@ from producers.client import AsyncCourier, Courier
 from tests.support.procs import ROOT, Proc
 from tests.support.sim_requests import WEATHER_TOOL
 from tests.support.simulator import SimulatorHandle
-from tests.support.stack import KEY1, assert_error, chat_body, paused, unique, wait_job
+from tests.support.stack import (
+    KEY1,
+    assert_error,
+    chat_body,
+    paused,
+    start_worker,
+    unique,
+    wait_job,
+)
 
 pytest_plugins = ["tests.support.fixtures"]
 pytestmark = pytest.mark.timeout(120)
@@ -136,6 +145,31 @@ def _seconds(stamp: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_worker_killed_mid_parent_loses_neither_parent_nor_child(
+    t1: httpx.Client, worker: Proc, recording: SimulatorHandle, stack_env: dict[str, str]
+) -> None:
+    """kill -9 of the worker running the parent: the parent's lease lapses, another worker
+    runs it again, and its success releases the waiting child."""
+    slow = unique("slow parent")
+    recording.faults([{"delay": 30}], match=slow)
+    with paused(worker):
+        victim = start_worker({**stack_env, "COURIER_LEASE_TTL_S": "3"})
+        try:
+            parent = turn(t1, slow)
+            deadline = time.monotonic() + 30
+            while t1.get(f"/v1/jobs/{parent['id']}").json()["status"] != "running":
+                assert time.monotonic() < deadline, "the parent never started"
+                time.sleep(0.1)
+            child = turn(t1, unique("after the crash"), parent["id"])
+            assert child["waiting_for"] == "parent"
+        finally:
+            victim.kill9()
+    ended = wait_job(t1, child["id"], timeout=60)
+    assert ended["status"] == "succeeded", ended
+    parent = t1.get(f"/v1/jobs/{parent['id']}").json()
+    assert parent["status"] == "succeeded" and parent["attempts"] == 2
 
 
 def test_a_failed_or_cancelled_parent_fails_its_waiting_line_without_a_call(
