@@ -14,20 +14,20 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 
 from core import conversations
 from core.claims import Claim
-from core.errors import CourierError, FinalError, NotClaimed, ProviderTimeout, RetryableError
+from core.errors import CourierError, FinalError, NotClaimed, ProviderTimeout
 from core.pipelined import ScriptCall
 from core.records import Record
-from core.replication import Replicated
 from core.results import ProviderResult, split_model
 from workers.outage import redis_outage
 from workers.providers.base import Provider
 from workers.run.breaker import Admission, CircuitBreaker
+from workers.run.endings import UNREACHABLE, Claimed, Endings, Outcome
 from workers.run.outputs import OutputPublisher, OutputSink
 from workers.run.ports import Limiter, Reservation
 from workers.run.retry import RetryPolicy
@@ -35,43 +35,8 @@ from workers.run.spending import Reserved, Spending
 from workers.runtime import Runtime
 
 log = logging.getLogger("courier.runner")
+__all__ = ["UNREACHABLE", "Claimed", "JobRunner", "Outcome"]
 PARENT_RECHECK_S = 2.0  # a child claimed before its parent ended looks again this much later
-T = TypeVar("T")
-# Redis away for now: unreachable, timed out, failing over (a demoted master refuses writes;
-# through Sentinel that is a ConnectionError, and the next connection finds the new master).
-UNREACHABLE = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.ReadOnlyError,
-    redis.exceptions.NoScriptError,  # a pipeline that met the new master mid-way
-)
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What happened to a job in this run, for logs and metrics."""
-
-    status: str  # succeeded | failed | expired | requeued | skipped
-    reason: str = ""
-    model: str | None = None
-    attempts: int = 0
-    tenant: str | None = None
-    priority: str | None = None
-    retry_in_s: float | None = None  # requeued: when the job runs again
-    limited_by: str | None = None  # requeued by the rate limiter: its reason (tokens, …)
-    has_callback: bool = False  # ended, with a callback_url: its webhook is due
-    message: str = ""  # failed: the error's message (provider text, redacted; never the prompt)
-    # succeeded: the (id, priority) of child jobs its ending released, to enqueue at once
-    released: list[tuple[str, str]] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class Claimed:
-    """A job this worker holds the lease of, with its record as the claim read it."""
-
-    job_id: str
-    token: str
-    record: Record
 
 
 @dataclass
@@ -84,6 +49,10 @@ class JobRunner:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     sleep: Callable[[float], None] = time.sleep
     outputs: OutputPublisher | None = None  # job events and streamed text ("stream": true)
+    endings: Endings = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.endings = Endings(self.runtime, self.sleep)
 
     def run(self, job_id: str) -> Outcome:
         claimed = self.claim(job_id)
@@ -101,7 +70,7 @@ class JobRunner:
     def accept(self, job_id: str, token: str, claim: Claim) -> Claimed | Outcome:
         """What the store's claim of the job under ``token`` means for this run."""
         if claim.status == "expired":
-            return self._expire(job_id, token="", allowed=("queued",))
+            return self.endings.expire(job_id, token="", allowed=("queued",))
         if claim.record is None:
             return Outcome("skipped", reason=claim.status)
         self.runtime.leases.add(job_id, token)
@@ -127,7 +96,7 @@ class JobRunner:
             log.exception("job %s: unexpected error", job_id)
             error = {"type": "provider_error", "message": f"internal error: {type(exc).__name__}"}
             fields = {"error": {**error, "retryable": False}}
-            has_callback = self._end(job_id, token, "failed", fields, record)
+            has_callback = self.endings.end(job_id, token, "failed", fields, record)
             return Outcome(
                 "failed",
                 reason="internal",
@@ -161,11 +130,12 @@ class JobRunner:
                     store.redis, record, request, self.runtime.settings
                 )
             except conversations.ParentPending:  # started early (a stray message): wait
-                return self._later(job_id, token, PARENT_RECHECK_S, "parent", index, failures,
-                                   claimed_attempt)  # fmt: skip
+                return self.endings.later(
+                    job_id, token, PARENT_RECHECK_S, "parent", index, failures, claimed_attempt
+                )
             except FinalError as exc:  # parent_failed, or the transcript cannot be sent
                 given_back: dict[str, Any] = {"attempts": claimed_attempt - 1}
-                return self._fail(
+                return self.endings.fail(
                     job_id, token, exc, claimed_attempt - 1, record, fields=given_back
                 )
 
@@ -177,7 +147,7 @@ class JobRunner:
                 if index + 1 < len(route):
                     index, failures = index + 1, 0
                     continue
-                return self._later(
+                return self.endings.later(
                     job_id, token, open_s, "circuit_open", index, failures, claimed_attempt
                 )
 
@@ -188,7 +158,7 @@ class JobRunner:
                 if not reservation.granted:
                     self._release_admission(model, admission)
                     wait_s = reservation.wait_s
-                    outcome = self._later(
+                    outcome = self.endings.later(
                         job_id, token, wait_s, "rate_limit", index, failures, claimed_attempt
                     )
                     outcome.limited_by = reservation.reason
@@ -207,10 +177,20 @@ class JobRunner:
                         record, reserved, claimed_attempt
                     )
                     if refusal is None:  # calls in flight may give back enough: wait for them
-                        return self._later(job_id, token, wait_s, "budget", index, failures,
-                                           claimed_attempt, extra=fields)  # fmt: skip
+                        return self.endings.later(
+                            job_id,
+                            token,
+                            wait_s,
+                            "budget",
+                            index,
+                            failures,
+                            claimed_attempt,
+                            extra=fields,
+                        )
                     attempts = int(fields.get("attempts", record.get("attempts") or 0))
-                    return self._fail(job_id, token, refusal, attempts, record, fields=fields)
+                    return self.endings.fail(
+                        job_id, token, refusal, attempts, record, fields=fields
+                    )
                 sent = reserved.request
 
             if claimed_attempt:
@@ -226,26 +206,26 @@ class JobRunner:
                     self.spending.release(record, model, reserved)
                 if attempt == -1:
                     return Outcome("skipped", reason="lease_lost")
-                return self._expire(job_id, token, record=record)
+                return self.endings.expire(job_id, token, record=record)
 
             call_timeout = timeout_s
             if expires_at is not None:
                 call_timeout = max(0.1, min(timeout_s, expires_at - time.time()))
-            output = self.outputs.open(job_id, token, attempt, model) if (
-                streamed and self.outputs) else None  # fmt: skip
+            output = None
+            if streamed and self.outputs:
+                output = self.outputs.open(job_id, token, attempt, model)
             try:
                 result = self._call(model, kind, sent, call_timeout, output)
             except CourierError as exc:
                 if self.limiter is not None and reservation is not None:
                     self.limiter.settle(reservation, None, exc)
-                settle = self.spending.after(record, model, reserved, None, exc) if (
-                    self.spending) else []  # fmt: skip
+                settle = self._settle_spending(record, model, reserved, None, exc)
                 last_error = exc
                 self._record_outcome(model, admission, exc)
                 if isinstance(exc, FinalError):
-                    return self._fail(job_id, token, exc, attempt, record, settle)
+                    return self.endings.fail(job_id, token, exc, attempt, record, settle)
                 for call in settle:
-                    self._patiently(call.run)
+                    self.endings.patiently(call.run)
                 failures += 1
                 if failures >= max_attempts:
                     index, failures = index + 1, 0
@@ -256,23 +236,36 @@ class JobRunner:
                 if delay <= self.policy.inline_max_s and elapsed + delay < 2 * timeout_s + 30:
                     self.sleep(delay)
                     continue
-                return self._later(job_id, token, delay, "retry", index, failures, error=exc)
+                return self.endings.later(job_id, token, delay, "retry", index, failures, error=exc)
             if self.limiter is not None and reservation is not None:
                 self.limiter.settle(reservation, result, None)
-            before = self.spending.after(record, model, reserved, result, None) if (
-                self.spending) else []  # fmt: skip
+            before = self._settle_spending(record, model, reserved, result, None)
             fields = {"result": result.to_record()}
             released: list[tuple[str, str]] = []
-            ended = self._end(job_id, token, "succeeded", fields, record, before, released)
+            ended = self.endings.end(job_id, token, "succeeded", fields, record, before, released)
             self._record_outcome(model, admission, None)
             if ended is None:  # cancelled, or handed on when our lease lapsed: not ours to count
                 return Outcome("skipped", reason="ended_elsewhere")
-            return Outcome("succeeded", model=model, attempts=attempt, has_callback=ended,
-                           released=released)  # fmt: skip
+            return Outcome(
+                "succeeded", model=model, attempts=attempt, has_callback=ended, released=released
+            )
 
         assert last_error is not None or not route
         error = last_error or ProviderTimeout("no model answered")
-        return self._fail(job_id, token, error, int(record.get("attempts") or 0), record)
+        return self.endings.fail(job_id, token, error, int(record.get("attempts") or 0), record)
+
+    def _settle_spending(
+        self,
+        record: Record,
+        model: str,
+        reserved: Reserved | None,
+        result: ProviderResult | None,
+        error: CourierError | None,
+    ) -> list[ScriptCall]:
+        """The call's cost settled against its reservation (run with the job's next write)."""
+        if self.spending is None:
+            return []
+        return self.spending.after(record, model, reserved, result, error)
 
     def _call(
         self,
@@ -305,149 +298,6 @@ class JobRunner:
         except redis.RedisError as exc:
             log.warning("circuit breaker update for %s failed: %s", model, exc)
 
-    def _patiently(self, write: Callable[[], T]) -> T:
-        """Retry a write of an outcome while Redis is unreachable or failing over, for as long
-        as our lease could still be valid: an answer already paid for is worth keeping. Past
-        that the lease has lapsed, the write is refused anyway and another worker runs the
-        job."""
-        deadline = time.monotonic() + self.runtime.settings.lease_ttl_s
-        delay = 0.1
-        while True:
-            try:
-                return write()
-            except UNREACHABLE:
-                if time.monotonic() + delay > deadline:
-                    raise
-                self.sleep(delay)
-                delay = min(delay * 2, 1.0)  # a failover takes seconds: try each second
-
     def _release(self, reservation: Reservation | None) -> None:
         if self.limiter is not None and reservation is not None:
             self.limiter.settle(reservation, None, None)
-
-    def _end(
-        self,
-        job_id: str,
-        token: str,
-        status: str,
-        fields: dict[str, Any],
-        record: Record,
-        before: list[ScriptCall] | None = None,
-        released: list[tuple[str, str]] | None = None,
-    ) -> bool | None:
-        """End the job (``before``: the last call's settle, run in the same round trip);
-        None when it had ended elsewhere, else whether it has a callback. Where replicas are
-        configured, the ending counts once they hold it. ``released``: see JobStore.finish."""
-        tries: list[int] = []
-
-        def finish() -> tuple[bool, str, bool]:
-            tries.append(1)
-            return self.runtime.store.finish(
-                job_id, status, token=token, fields=fields, record=record, before=before or (),
-                released=released,
-            )  # fmt: skip
-
-        ended, _, has_callback = self._patiently(finish)
-        if not ended:
-            if len(tries) < 2 or self.runtime.store.statuses([job_id]).get(job_id) != status:
-                return None
-            # An earlier try reached Redis and its answer was lost with the connection.
-            has_callback = bool(record.get("callback_url"))
-        if not self._replicated(job_id, status, finish):
-            return None
-        return bool(has_callback)
-
-    def _replicated(
-        self, job_id: str, status: str, finish: Callable[[], tuple[bool, str, bool]]
-    ) -> bool:
-        """Hold an ending (the lease kept, the callback unsent) until a replica confirms it,
-        ending the job again on a new master that lost it in a failover; False when the job
-        has meanwhile ended otherwise there. Past the lease TTL the ending is left on the
-        master alone (logged): a later failover could still lose it, and the job would then
-        run again once its lease lapsed — a repeated call, not a lost job."""
-        replication = self.runtime.store.replication
-        deadline = time.monotonic() + self.runtime.settings.lease_ttl_s
-        delay = 0.05
-        while replication.enabled:
-            try:
-                state = replication.confirm([job_id], status)
-                if state is Replicated.CONFIRMED:
-                    return True
-                if state is Replicated.MISSING:
-                    ended, previous, _ = finish()
-                    if not ended and previous != status:
-                        return False
-            except UNREACHABLE:
-                pass
-            if time.monotonic() + delay > deadline:
-                log.warning("job %s: no replica confirmed its ending; on the master only", job_id)
-                return True
-            self.sleep(delay)
-            delay = min(delay * 2, 1.0)
-        return True
-
-    def _fail(
-        self,
-        job_id: str,
-        token: str,
-        error: CourierError,
-        attempts: int,
-        record: Record,
-        before: list[ScriptCall] | None = None,
-        fields: dict[str, Any] | None = None,
-    ) -> Outcome:
-        details = error.to_record()
-        if isinstance(error, RetryableError):
-            details["retryable"] = True
-        ending = {"error": details, **(fields or {})}
-        has_callback = self._end(job_id, token, "failed", ending, record, before)
-        if has_callback is None:
-            return Outcome("skipped", reason="ended_elsewhere")
-        return Outcome(
-            "failed",
-            reason=error.error_type,
-            attempts=attempts,
-            has_callback=has_callback,
-            message=error.message,
-        )
-
-    def _expire(
-        self,
-        job_id: str,
-        token: str,
-        allowed: tuple[str, ...] = ("running",),
-        record: Record | None = None,
-    ) -> Outcome:
-        error = {
-            "type": "expired",
-            "message": "the job expired before it finished",
-            "retryable": False,
-        }
-        ended, _, has_callback = self.runtime.store.finish(
-            job_id, "expired", token=token, allowed=allowed, fields={"error": error}, record=record
-        )
-        return Outcome("expired", has_callback=bool(ended and has_callback))
-
-    def _later(
-        self,
-        job_id: str,
-        token: str,
-        delay_s: float,
-        waiting_for: str,
-        index: int,
-        failures: int,
-        unused_attempt: int = 0,
-        error: CourierError | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> Outcome:
-        """Hand the job back to run after ``delay_s``; ``unused_attempt``: the attempt the
-        claim counted for a call this run never made, given back."""
-        fields: dict[str, Any] = {"route_index": index, "route_failures": failures, **(extra or {})}
-        if unused_attempt:
-            fields["attempts"] = unused_attempt - 1
-        if error is not None:
-            fields["last_error"] = json.dumps(error.to_record())
-        self._patiently(
-            lambda: self.runtime.store.requeue(job_id, token, delay_s, waiting_for, fields)
-        )
-        return Outcome("requeued", reason=waiting_for, retry_in_s=round(delay_s, 3))
