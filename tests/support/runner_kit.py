@@ -8,13 +8,22 @@ import time
 import uuid
 from typing import Any
 
+import pytest
+import redis
+
 from core import keys
 from tests.support.jobs import job_fields
-from tests.support.seams import FakeLimiter, FakeProviders, FakeSleep, Step
+from tests.support.seams import FakeLimiter, FakeProviders, FakeSleep, Step, make_runtime
 from workers.run.breaker import StreakBreaker
 from workers.run.retry import RetryPolicy
 from workers.run.runner import JobRunner
 from workers.runtime import Runtime
+
+
+@pytest.fixture()
+def runtime(redis_client: redis.Redis) -> Runtime:
+    """The runtime the seam tests run on (real Redis, fakes elsewhere)."""
+    return make_runtime(redis_client, lease_ttl_s=20, provider_timeout_s=30)
 
 
 def model(label: str = "m") -> str:

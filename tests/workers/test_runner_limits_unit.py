@@ -4,9 +4,6 @@ process and no waiting: each test takes milliseconds."""
 
 from __future__ import annotations
 
-import pytest
-import redis
-
 from core.errors import (
     ProviderUnavailable,
 )
@@ -21,15 +18,8 @@ from tests.support.runner_kit import (
 from tests.support.seams import (
     FakeLimiter,
     Grant,
-    make_runtime,
 )
 from workers.runtime import Runtime
-
-
-@pytest.fixture()
-def runtime(redis_client: redis.Redis) -> Runtime:
-    return make_runtime(redis_client, lease_ttl_s=20, provider_timeout_s=30)
-
 
 # ---- the circuit breaker ------------------------------------------------------------------
 

@@ -7,9 +7,6 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-import redis
-
 from core import keys
 from core.errors import (
     InvalidRequest,
@@ -34,16 +31,9 @@ from tests.support.seams import (
     FakeSleep,
     Step,
     answer,
-    make_runtime,
 )
 from workers.run.retry import RetryPolicy
 from workers.runtime import Runtime
-
-
-@pytest.fixture()
-def runtime(redis_client: redis.Redis) -> Runtime:
-    return make_runtime(redis_client, lease_ttl_s=20, provider_timeout_s=30)
-
 
 # ---- answers and final errors -------------------------------------------------------------
 
