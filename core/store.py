@@ -15,7 +15,7 @@ import redis
 
 from config.settings import Settings
 from core import keys, scripts
-from core.claims import Claim, Taken, claim_from
+from core.claims import Claim, claim_from
 from core.errors import QuotaExceeded
 from core.jobs import TERMINAL, CallbackState
 from core.pipelined import ScriptCall, run_together
@@ -40,7 +40,6 @@ class JobStore:
         self.replication = replication or Replication(client)
         self._create = client.register_script(scripts.CREATE)
         self._claim = client.register_script(scripts.CLAIM)
-        self._take = client.register_script(scripts.TAKE)
         self._begin_attempt = client.register_script(scripts.BEGIN_ATTEMPT)
         self._finish = client.register_script(scripts.FINISH)
         self._requeue = client.register_script(scripts.REQUEUE)
@@ -218,28 +217,6 @@ class JobStore:
             args=[job_id, token, now, now + int(lease_ttl_s * 1000), keys.starts(now // 1000)],
         )
         return claim_from(out)
-
-    def take(
-        self, lists: Sequence[str], token: str, lease_ttl_s: float, message: str = ""
-    ) -> Taken | None:
-        """Take the first message off the broker ``lists`` (or ``message``, already taken
-        off) and claim its job, in one round trip; None when every list is empty."""
-        now = now_ms()
-        out: list[str] = self._take(
-            keys=[keys.RUNNING, keys.SCHEDULED, *keys.QUEUED_ALL, keys.SET_ASIDE, *lists],
-            args=[
-                token,
-                now,
-                now + int(lease_ttl_s * 1000),
-                keys.starts(now // 1000),
-                keys.JOB_PREFIX,
-                message,
-            ],
-        )
-        if not out:
-            return None
-        task_id, argsrepr, job_id, *claimed = out
-        return Taken(task_id, argsrepr, job_id, claim_from(claimed) if job_id else Claim(""))
 
     def begin_attempt(self, job_id: str, token: str, model: str = "") -> int:
         """Count a provider call (to ``model``) about to be made: the attempt number, -1 if
