@@ -31,11 +31,11 @@ def parse_weights(value: Any) -> dict[str, float]:
         problem = tenant_problem(str(tenant))
         if problem:
             raise ValueError(f"COURIER_TENANT_WEIGHTS: {problem}")
-        number = weight if isinstance(weight, (int, float)) and not isinstance(weight, bool) else None
-        if number is None or not math.isfinite(number) or not 0 < number <= MAX_WEIGHT:
+        is_number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+        if not is_number or not math.isfinite(weight) or not 0 < weight <= MAX_WEIGHT:
             raise ValueError(
                 f"COURIER_TENANT_WEIGHTS[{tenant!r}]: a weight is a number > 0 and <= "
                 f"{MAX_WEIGHT:,.0f}, got {weight!r}"
             )
-        weights[str(tenant)] = float(number)
+        weights[str(tenant)] = float(weight)
     return weights

@@ -164,7 +164,7 @@ def fair_ahead(
     own_cost = per_job(own) if own is not None else 1.0
     start = scores.get(tenant, min(scores.values(), default=0.0))
     start += own_rank * own_cost / own_weight
-    ahead = own_rank
+    ahead = int(own_rank)
     for index, other in enumerate(names):
         if other != tenant:
             jobs = (start - scores[other]) * weights.get(other, 1.0) / per_job(index)

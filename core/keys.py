@@ -136,6 +136,8 @@ def fair_messages(priority: str, tenant: str) -> str:
 
 def fair_queued(priority: str, tenant: str) -> str:
     return FAIR_QUEUED.format(priority=priority, tenant=tenant)
+
+
 STARTS_PREFIX = STARTS.removesuffix("{second}")
 
 

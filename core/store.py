@@ -352,13 +352,16 @@ class JobStore:
 
     def orphans(self, priority: str, older_than_s: float, limit: int = 100) -> list[str]:
         """Jobs waiting in ``priority``'s queue index for longer than ``older_than_s`` while
-        that broker queue holds no message at all: their message was lost. Their age is
-        reset, so each is reported once per ``older_than_s``."""
+        that broker queue holds no message at all, and no tenant list of the fair order
+        (:mod:`core.fair`) either: their message was lost. Their age is reset, so each is
+        reported once per ``older_than_s``."""
         lists = keys.broker_lists([f"jobs.{priority}"])
         pipe = self.redis.pipeline(transaction=False)
         for name in lists:
             pipe.llen(name)
-        if any(pipe.execute()):
+        pipe.hget(keys.fair_state(priority), "held")
+        pipe.zcard(keys.fair_tenants(priority))
+        if any(int(n or 0) > 0 for n in pipe.execute()):
             return []
         now = now_ms()
         candidates: list[str] = self.redis.zrangebyscore(  # type: ignore[assignment]
