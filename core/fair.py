@@ -168,5 +168,7 @@ def fair_ahead(
     for index, other in enumerate(names):
         if other != tenant:
             jobs = (start - scores[other]) * weights.get(other, 1.0) / per_job(index)
-            ahead += min(int(found[3 * index]), max(0, math.ceil(jobs)))
+            # its starts with a lower virtual time; on a tie Redis' ZSET order (by name) wins
+            before = math.floor(jobs + 1e-9) + 1 if other < tenant else math.ceil(jobs - 1e-9)
+            ahead += min(int(found[3 * index]), max(0, before))
     return ahead

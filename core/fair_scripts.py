@@ -10,7 +10,8 @@ cost is the job's estimated tokens when its model has a tokens-per-minute limit,
 and the priority's clock moves to the started tenant's virtual time. A tenant that becomes
 active starts at max(its own virtual time, the clock): idle time is not banked, and a
 tenant that empties its list and refills it at once keeps its place. A message whose job
-cannot be claimed (cancelled, ended, a stale copy after aging) costs its tenant nothing.
+cannot be claimed (cancelled, ended, a stale copy after aging) costs its tenant nothing, nor
+does a job back from a rate limit's waiting line (counted when it first started).
 
 The message leaves Redis only in the script that claims its job, as with the plain
 :data:`core.scripts.TAKE`: the lease keeps the job from then on.
@@ -124,10 +125,12 @@ for _, group in ipairs(groups) do
     redis.call('HINCRBY', base .. 'state', 'held', -1)
     local task_id, argsrepr, job_id = parse(payload)
     redis.call('ZREM', base .. 'queued:' .. tenant, job_id)
+    -- back from a rate limit's waiting line: its tokens were counted when it first started
+    local again = redis.call('HGET', JOBS .. job_id, 'waiting_for') == 'rate_limit'
     local out = claim(JOBS .. job_id, job_id, ARGV[1], NOW, ARGV[3], ARGV[4],
                       KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
     local after = vt
-    if out[1] == 'claimed' then
+    if out[1] == 'claimed' and not again then
       local cost = cost_of(JOBS .. job_id)
       after = vt + cost / (tonumber(WEIGHTS[tenant]) or 1)
       redis.call('HSET', base .. 'state', 'clock', vt, 'vt:' .. tenant, after)
