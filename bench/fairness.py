@@ -11,8 +11,9 @@ told), one after the other in the same run, on a DB no one else uses.
 2. **weights**: A (weight 3) and B (weight 1) both backlogged (3,000 and 1,500 jobs,
    ``-c 50``, 1 s): the starts of each over one minute (after a 5 s start), and per 10 s.
 3. **tokens**: ``openai:*`` limited to 30,000 tokens per minute; A's prompts ~1,000 tokens,
-   B's ~100 (``max_tokens`` 16), submitted interleaved, both backlogged: the tokens of the
-   calls each tenant had answered from 15 s to 75 s (after the minute's first burst).
+   B's ~100 (``max_tokens`` 16), both backlogged (A 600 jobs, B 3,000), submitted
+   interleaved, then with A's queued first: the tokens of the calls each tenant had
+   answered from 15 s to 75 s (after the minute's first burst).
 4. **cpu**: worker CPU per job, fair against baseline, 2,000 jobs of 4 tenants at 0 s
    latency (``-c 100``), three rounds each, alternating.
 """
@@ -156,15 +157,17 @@ def run_weights(sim: Simulator, source: Path) -> list[tuple[int, int]]:
     return buckets
 
 
-def run_tokens(sim: Simulator, source: Path) -> tuple[int, int, int, int]:
+def run_tokens(sim: Simulator, source: Path, a_first: bool) -> tuple[int, int, int, int]:
     """(A's tokens, B's tokens, A's calls, B's calls) answered from 15 s to 75 s."""
     sim.set_latency(0.2)
     jobs = Submitter()
-    mixed = []
-    for i in range(3000):
-        if i < 600:
-            mixed.append(("tenant-a", "long " * 800 + str(i)))  # ~1,000 tokens
-        mixed.append(("tenant-b", "short " * 66 + str(i)))  # ~100 tokens
+    long = [("tenant-a", "long " * 800 + str(i)) for i in range(600)]  # ~1,000 tokens
+    short = [("tenant-b", "short " * 66 + str(i)) for i in range(3000)]  # ~100 tokens
+    if a_first:
+        mixed = long + short
+    else:
+        mixed = [job for pair in zip(long, short[:600], strict=True) for job in pair]
+        mixed += short[600:]
     ids = jobs.submit(mixed)
     limits = json.dumps({"openai:*": {"tpm": 30_000}})
     worker = start_worker(sim, source, 1000, COURIER_LIMITS=limits)
@@ -224,10 +227,11 @@ def main(argv: list[str] | None = None) -> int:
                 results.weights = run_weights(sim, ROOT)
                 print(f"weights: {results.weights}", flush=True)
             if "tokens" in wanted:
-                results.tokens_fair = run_tokens(sim, ROOT)
-                print(f"tokens fair: {results.tokens_fair}", flush=True)
-                results.tokens_baseline = run_tokens(sim, baseline)
-                print(f"tokens baseline: {results.tokens_baseline}", flush=True)
+                for a_first in (False, True):
+                    for arm, source in (("fair", ROOT), ("baseline", baseline)):
+                        row = run_tokens(sim, source, a_first)
+                        results.tokens[(arm, a_first)] = row
+                        print(f"tokens {arm} a_first={a_first}: {row}", flush=True)
             if "cpu" in wanted:
                 for round_ in range(args.rounds):
                     for arm, source in (("fair", ROOT), ("baseline", baseline))[

@@ -15,8 +15,8 @@ class Results:
     backlog_fair: list[float] = field(default_factory=list)
     backlog_baseline: list[float] = field(default_factory=list)
     weights: list[tuple[int, int]] = field(default_factory=list)
-    tokens_fair: tuple[int, int, int, int] | None = None
-    tokens_baseline: tuple[int, int, int, int] | None = None
+    # (arm, A's jobs queued first) → (A's tokens, B's tokens, A's calls, B's calls)
+    tokens: dict[tuple[str, bool], tuple[int, int, int, int]] = field(default_factory=dict)
     cpu: dict[str, list[float]] = field(default_factory=lambda: {"fair": [], "baseline": []})
 
 
@@ -29,12 +29,12 @@ def _waits(name: str, waits: list[float]) -> str:
     )
 
 
-def _tokens(name: str, row: tuple[int, int, int, int] | None) -> str:
+def _tokens(name: str, order: str, row: tuple[int, int, int, int] | None) -> str:
     if row is None:
-        return f"| {name} | - | - | - | - |"
+        return f"| {name} | {order} | - | - | - | - |"
     a, b, calls_a, calls_b = row
     share = 100 * a / (a + b) if a + b else 0.0
-    return f"| {name} | {a:,} | {b:,} | {share:.1f} % | {calls_a} / {calls_b} |"
+    return f"| {name} | {order} | {a:,} | {b:,} | {share:.1f} % | {calls_a} / {calls_b} |"
 
 
 def render(results: Results) -> str:
@@ -82,14 +82,19 @@ def render(results: Results) -> str:
         "## 3. Tokens under a TPM limit",
         "",
         "`openai:*` limited to 30,000 tokens per minute; A's prompts ~1,000 tokens, B's ~100 "
-        "(`max_tokens` 16), submitted interleaved (A 600 jobs, B 3,000); `-c 1000`, 0.2 s per "
-        "call. Tokens (the provider's `usage`) of the calls answered from 15 s to 75 s, "
-        "after the bucket's first burst:",
+        "(`max_tokens` 16), A 600 jobs, B 3,000, submitted interleaved or with A's queued "
+        "first; `-c 1000`, 0.2 s per call. Tokens (the provider's `usage`) of the calls "
+        "answered from 15 s to 75 s, after the bucket's first burst; a fair share is 50 %:",
         "",
-        "| worker | A's tokens | B's tokens | A's share | calls A / B |",
-        "|---|---|---|---|---|",
-        _tokens("fair", results.tokens_fair),
-        _tokens("baseline", results.tokens_baseline),
+        "| worker | submitted | A's tokens | B's tokens | A's share | calls A / B |",
+        "|---|---|---|---|---|---|",
+        *(
+            _tokens(
+                arm, "A first" if a_first else "interleaved", results.tokens.get((arm, a_first))
+            )
+            for a_first in (False, True)
+            for arm in ("fair", "baseline")
+        ),
         "",
         "## 4. Worker CPU per job",
         "",
