@@ -172,3 +172,32 @@ def fair_ahead(
             before = math.floor(jobs + 1e-9) + 1 if other < tenant else math.ceil(jobs - 1e-9)
             ahead += min(int(found[3 * index]), max(0, before))
     return ahead
+
+
+def fair_state(
+    client: redis.Redis, priorities: Sequence[str], weights: Mapping[str, float]
+) -> list[dict[str, object]]:
+    """Per priority, each tenant with jobs sorted and waiting, next first: its weight, jobs
+    waiting, virtual time ahead of the priority's clock, jobs started so far (``courier
+    fair``)."""
+    rows: list[dict[str, object]] = []
+    for priority in priorities:
+        pipe = client.pipeline(transaction=False)
+        pipe.hget(keys.fair_state(priority), "clock")
+        pipe.zrange(keys.fair_tenants(priority), 0, 99, withscores=True)
+        clock, active = pipe.execute()
+        pipe = client.pipeline(transaction=False)
+        for tenant, _ in active:
+            pipe.llen(keys.fair_messages(priority, tenant))
+            pipe.hget(keys.metrics(wm.FAIR_STARTED), wm.field(tenant, priority))
+        found = pipe.execute()
+        for index, (tenant, vt) in enumerate(active):
+            rows.append({
+                "priority": priority,
+                "tenant": tenant,
+                "weight": weights.get(tenant, 1.0),
+                "waiting": int(found[2 * index]),
+                "lag": round(float(vt) - float(clock or 0), 6),
+                "started": int(found[2 * index + 1] or 0),
+            })  # fmt: skip
+    return rows

@@ -4,6 +4,10 @@ against real Redis, with the messages Celery's producer writes, no worker."""
 from __future__ import annotations
 
 import fnmatch
+import json
+import os
+import subprocess
+import sys
 import uuid
 from collections import Counter
 
@@ -192,3 +196,23 @@ def test_bad_weights_are_refused_at_start(value: str, monkeypatch: pytest.Monkey
 def test_weights_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COURIER_TENANT_WEIGHTS", '{"acme": 3, "beta": 0.5}')
     assert Settings().tenant_weights == {"acme": 3.0, "beta": 0.5}
+
+
+def test_courier_fair_shows_the_tenants_waiting(producer: DirectProducer, redis_url: str) -> None:
+    big, small = tenants()
+    for i in range(6):
+        producer.submit(f"big {i}", tenant=big)
+    producer.submit("small", tenant=small)
+    assert FairTake(producer.redis, weights={big: 2}).take(QUEUES, "tok", 30) is not None
+    done = subprocess.run(
+        [sys.executable, "-m", "producers.cli", "fair", "--json"],
+        env={**os.environ, "COURIER_REDIS_URL": redis_url,
+             "COURIER_TENANT_WEIGHTS": json.dumps({big: 2})},
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    rows = json.loads(done.stdout)["tenants"]
+    assert [(r["tenant"], r["waiting"], r["weight"]) for r in rows] == [
+        (small, 1, 1.0),
+        (big, 5, 2.0),
+    ]
+    assert rows[1]["lag"] == 0.5 and rows[1]["started"] == 1
