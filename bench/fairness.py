@@ -100,11 +100,11 @@ def checkout(ref: str) -> Iterator[Path]:
 
 
 def start_worker(sim: Simulator, source: Path, concurrency: int, **env: str) -> Proc:
-    """``courier worker``'s celery command, running the code of ``source``."""
+    """``courier worker``'s celery command, running the code of ``source``: Celery puts its
+    current directory first on ``sys.path``, so the worker starts in ``source``."""
     argv = worker_argv(["-n", f"fair-{time.monotonic_ns()}@%h"], concurrency)
     extra = {"PYTHONPATH": str(source), **env}
-    # -P: no current directory first on sys.path, so PYTHONPATH chooses the code
-    proc = Proc([sys.executable, "-P", "-m", "celery", *argv],
+    proc = Proc(["env", "-C", str(source), sys.executable, "-m", "celery", *argv],
                 env=courier_env(sim, **extra), name="worker")  # fmt: skip
     wait_until(lambda: " ready." in proc.output(), timeout=60)
     return proc

@@ -13,8 +13,8 @@ tenant that empties its list and refills it at once keeps its place. A message w
 cannot be claimed (cancelled, ended, a stale copy after aging) costs its tenant nothing, nor
 does a job back from a rate limit's waiting line (counted when it first started).
 
-The message leaves Redis only in the script that claims its job, as with the plain
-:data:`core.scripts.TAKE`: the lease keeps the job from then on.
+The message leaves Redis only in the script that claims its job (as with the plain take
+it replaced): the lease keeps the job from then on.
 """
 
 from __future__ import annotations
