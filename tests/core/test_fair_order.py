@@ -17,6 +17,7 @@ import redis
 from config.settings import ModelLimit, Settings
 from core import keys
 from core.fair import FairTake, glob_to_lua, held
+from producers.api.fair_metrics import FairCollector
 from producers.api.queue_position import queue_position
 from tests.support.jobs import DirectProducer
 
@@ -216,3 +217,21 @@ def test_courier_fair_shows_the_tenants_waiting(producer: DirectProducer, redis_
         (big, 5, 2.0),
     ]
     assert rows[1]["lag"] == 0.5 and rows[1]["started"] == 1
+
+
+def test_metrics_show_the_starts_and_the_lag(producer: DirectProducer) -> None:
+    a, b = tenants()
+    for i in range(3):
+        producer.submit(f"a {i}", tenant=a)
+        producer.submit(f"b {i}", tenant=b)
+    take = FairTake(producer.redis)
+    assert take.take(QUEUES, "tok", 30) is not None and take.take(QUEUES, "tok", 30) is not None
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in FairCollector(producer.redis).collect()
+        for s in family.samples
+    }
+    assert samples[("courier_fair_starts_total", (("priority", "normal"), ("tenant", a)))] == 1
+    assert samples[("courier_fair_cost_total", (("priority", "normal"), ("tenant", b)))] == 1
+    assert samples[("courier_fair_lag", (("priority", "normal"), ("tenant", a)))] == 1
+    assert samples[("courier_fair_tenants_waiting", (("priority", "normal"),))] == 2
