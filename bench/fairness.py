@@ -215,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(args.only.split(","))
     claim_quiet_db()
     sim = Simulator(0.0)
-    results = Results(baseline_ref=args.baseline_ref)
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.baseline_ref],
+                         capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    results = Results(baseline_ref=f"{args.baseline_ref}` (`{sha}")
     try:
         with checkout(args.baseline_ref) as baseline:
             if "backlog" in wanted:
