@@ -1,8 +1,9 @@
 """Every Lua script about jobs, but the rate limiter's (:mod:`core.ratelimit`, beside their
 Python twins), the ledger's (:mod:`core.cost.scripts`), the cache's (:mod:`core.cache`),
 the job events' own (:mod:`core.event_scripts`: the functions every status change below
-calls, and the two scripts that only add events), and the locks' and the circuit breaker's
-(:mod:`core.breaker_scripts`), all reachable from here.
+calls, and the two scripts that only add events), the locks' and the circuit breaker's
+(:mod:`core.breaker_scripts`), and the intake's take in fair order between tenants
+(:mod:`core.fair_scripts`, built on :data:`CLAIM_FUNCTION` below), all reachable from here.
 
 Scripts that change a job record make it atomic (one-way status, leases, schedules):
 
