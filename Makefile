@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint typecheck fmt bench bench-limits bench-sim bench-breaker bench-budgets bench-redis bench-stream bench-conversations fuzz check clean
+.PHONY: install dev test lint typecheck fmt bench bench-limits bench-sim bench-breaker bench-budgets bench-redis bench-stream bench-conversations bench-fairness fuzz check clean
 
 $(BIN)/courier: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -46,6 +46,9 @@ bench-sim: install
 
 bench-stream: install
 	$(BIN)/python -m bench.streaming
+
+bench-fairness: install
+	$(BIN)/python -m bench.fairness
 
 bench-limits: install
 	$(BIN)/python -m bench.rate_limits

@@ -30,6 +30,7 @@ from config.costs import ModelPrice, TenantBudget, check_names, check_tenants, p
 from config.names import tenant_problem
 from config.production import production_problems, unsafe_message
 from config.providers import ProviderConfig, catalogue, parse_providers
+from config.weights import parse_weights
 
 KID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # a signing key's id
 DEFAULT_RETRY_SCHEDULE = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
@@ -133,6 +134,8 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(default=1.0, gt=0)
     provider_timeout_s: float = Field(default=120.0, gt=0)
     priority_aging_s: float = Field(default=300.0, gt=0)  # queued longer → one queue up
+    # Fair share within a priority (README, Fair share): tenant → weight, default 1 each.
+    tenant_weights: Annotated[dict[str, float], NoDecode] = Field(default_factory=dict)
     task_events: bool = True  # Flower's task view; off saves some worker CPU per job
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     # The circuit breaker per provider:model (workers.run.breaker; README "Circuit breaker").
@@ -265,6 +268,11 @@ class Settings(BaseSettings):
         if isinstance(table, Mapping):
             check_tenants(table)
         return table
+
+    @field_validator("tenant_weights", mode="before")
+    @classmethod
+    def _parse_weights(cls, value: Any) -> Any:
+        return parse_weights(value)
 
     @field_validator("redis_sentinels", mode="before")
     @classmethod

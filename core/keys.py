@@ -29,6 +29,16 @@ QUEUED = PREFIX + "queued:{priority}"  # zset: job id → when it entered that q
 STARTS = PREFIX + "stats:starts:{second}"  # counter: jobs started in that second, for ETAs
 SET_ASIDE = PREFIX + "messages:set-aside"  # list: job-queue messages naming no job (newest 1,000)
 
+# Fair share (core.fair_scripts, README "Fair share"): the intake sorts each priority's queue
+# messages into one list per tenant and starts the tenant with the lowest virtual time.
+FAIR_PREFIX = PREFIX + "fair:"
+FAIR = FAIR_PREFIX + "{priority}:"  # the prefix of a priority's fair keys, below
+FAIR_TENANTS = FAIR + "tenants"  # zset: tenant with messages sorted → its virtual time
+FAIR_STATE = FAIR + "state"  # hash: "clock" (virtual time of the latest start), "held"
+# (messages in tenant lists), "vt:<tenant>" (a tenant's virtual time after its latest start)
+FAIR_MESSAGES = FAIR + "messages:{tenant}"  # list: the tenant's messages, oldest at the right
+FAIR_QUEUED = FAIR + "queued:{tenant}"  # zset: job id of each sorted message → queued (ms)
+
 # Live job events (core.events, docs/contract.md, Live events): written by the Lua scripts
 JOB_EVENT_LOG = PREFIX + "job-events:{job_id}"  # stream: the job's events, entry ids 1-0, 2-0, …
 JOB_LIVE = PREFIX + "live:{job_id}"  # pub/sub channel: each event of the job as it is added
@@ -110,6 +120,24 @@ def queued(priority: str) -> str:
 
 
 QUEUED_ALL = tuple(queued(p) for p in PRIORITIES)
+
+
+def fair_tenants(priority: str) -> str:
+    return FAIR_TENANTS.format(priority=priority)
+
+
+def fair_state(priority: str) -> str:
+    return FAIR_STATE.format(priority=priority)
+
+
+def fair_messages(priority: str, tenant: str) -> str:
+    return FAIR_MESSAGES.format(priority=priority, tenant=tenant)
+
+
+def fair_queued(priority: str, tenant: str) -> str:
+    return FAIR_QUEUED.format(priority=priority, tenant=tenant)
+
+
 STARTS_PREFIX = STARTS.removesuffix("{second}")
 
 
@@ -130,6 +158,11 @@ def broker_lists(queues: Sequence[str]) -> list[str]:
         for step in PRIORITY_STEPS
         for queue in queues
     ]
+
+
+def broker_lists_by_queue(queues: Sequence[str]) -> list[str]:
+    """The same lists grouped by queue: each queue's lists in kombu's step order."""
+    return [name for queue in queues for name in broker_lists([queue])]
 
 
 def breaker(model: str) -> str:

@@ -38,6 +38,8 @@ BREAKER_TRANSITIONS = "breaker_transitions"  # written by the breaker's Lua scri
 COST = "cost"  # nano-dollars, written by the ledger's settle script (core.cost.scripts)
 CACHE = "cache"  # answer cache lookups at submission (core.cache)
 CONVERSATION_TURNS = "conversation_turns"  # child jobs at submission, by how they start
+FAIR_STARTED = "fair_started"  # jobs started per tenant and priority (core.fair_scripts)
+FAIR_COST = "fair_cost"  # their cost in the fair order: tokens where a tpm limit applies, else 1
 LABELS: dict[str, tuple[str, ...]] = {
     SUBMITTED: ("model", "priority", "kind"),
     FINISHED: ("status", "model", "priority"),
@@ -49,6 +51,8 @@ LABELS: dict[str, tuple[str, ...]] = {
     COST: ("tenant", "model"),
     CACHE: ("model", "outcome"),
     CONVERSATION_TURNS: ("start",),
+    FAIR_STARTED: ("tenant", "priority"),
+    FAIR_COST: ("tenant", "priority"),
 }
 # Seconds; provider calls take from a fraction of a second to minutes.
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)

@@ -1,8 +1,9 @@
 """Every Lua script about jobs, but the rate limiter's (:mod:`core.ratelimit`, beside their
 Python twins), the ledger's (:mod:`core.cost.scripts`), the cache's (:mod:`core.cache`),
 the job events' own (:mod:`core.event_scripts`: the functions every status change below
-calls, and the two scripts that only add events), and the locks' and the circuit breaker's
-(:mod:`core.breaker_scripts`), all reachable from here.
+calls, and the two scripts that only add events), the locks' and the circuit breaker's
+(:mod:`core.breaker_scripts`), and the intake's take in fair order between tenants
+(:mod:`core.fair_scripts`, built on :data:`CLAIM_FUNCTION` below), all reachable from here.
 
 Scripts that change a job record make it atomic (one-way status, leases, schedules):
 
@@ -68,7 +69,7 @@ return false
 # → {'claimed', field, value, ...} when claimed, else {status-or-reason}. A claim counts the
 # first provider call of its run in 'attempts' (saves the worker a BEGIN_ATTEMPT round trip);
 # a run handed back before making that call gives it back (JobRunner._later).
-_CLAIM_FUNCTION = """
+CLAIM_FUNCTION = """
 local function claim(job, id, token, now, deadline, starts, running, scheduled, qh, qn, ql)
   local st = redis.call('HGET', job, 'status')
   if not st then return {'missing'} end
@@ -100,53 +101,10 @@ end
 # ARGV: id, token, now_ms, lease_deadline_ms, starts counter key → as claim() above
 CLAIM = (
     _EVENTS
-    + _CLAIM_FUNCTION
+    + CLAIM_FUNCTION
     + """
 return claim(KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5],
              KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6])
-"""
-)
-
-# Takes a job's message off the broker queues and claims the job, in one step (the worker's
-# intake, workers.intake). The message is kombu's Redis envelope of a Celery
-# ``courier.run_job`` task, whose only argument is the job id; once the job is claimed its
-# lease, not the message, keeps it safe, so the message is not kept anywhere.
-# KEYS: running, scheduled, queued:high, queued:normal, queued:low, set-aside messages (list),
-#       then the broker lists in delivery order
-# ARGV: token, now_ms, lease_deadline_ms, starts counter key, job key prefix,
-#       a message already taken off the queue ('' = take the first one here)
-# → {} when every list is empty; else {task id, argsrepr, job id, claim()'s answer...}, or
-#   {task id, '', ''} for a message that names no job (set aside, not run)
-TAKE = (
-    _EVENTS
-    + _CLAIM_FUNCTION
-    + """
-local payload = ARGV[6]
-if payload == '' then
-  payload = false
-  for i = 7, #KEYS do
-    payload = redis.call('RPOP', KEYS[i])
-    if payload then break end
-  end
-  if not payload then return {} end
-end
-local ok, message = pcall(cjson.decode, payload)
-local headers = ok and type(message) == 'table' and message.headers
-if type(headers) ~= 'table' then headers = {} end
-local task_id = type(headers.id) == 'string' and headers.id or ''
-local job_id = headers.task == 'courier.run_job' and type(headers.argsrepr) == 'string'
-  and string.match(headers.argsrepr, "^[%[%(]'([%w_%-]+)',?[%]%)]$")
-if not job_id then
-  redis.call('LPUSH', KEYS[6], payload)
-  redis.call('LTRIM', KEYS[6], 0, 999)
-  return {task_id, '', ''}
-end
-local out = claim(ARGV[5] .. job_id, job_id, ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4],
-                  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-table.insert(out, 1, job_id)
-table.insert(out, 1, headers.argsrepr)
-table.insert(out, 1, task_id)
-return out
 """
 )
 

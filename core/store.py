@@ -15,7 +15,7 @@ import redis
 
 from config.settings import Settings
 from core import keys, scripts
-from core.claims import Claim, Taken, claim_from
+from core.claims import Claim, claim_from
 from core.errors import QuotaExceeded
 from core.jobs import TERMINAL, CallbackState
 from core.pipelined import ScriptCall, run_together
@@ -40,7 +40,6 @@ class JobStore:
         self.replication = replication or Replication(client)
         self._create = client.register_script(scripts.CREATE)
         self._claim = client.register_script(scripts.CLAIM)
-        self._take = client.register_script(scripts.TAKE)
         self._begin_attempt = client.register_script(scripts.BEGIN_ATTEMPT)
         self._finish = client.register_script(scripts.FINISH)
         self._requeue = client.register_script(scripts.REQUEUE)
@@ -219,28 +218,6 @@ class JobStore:
         )
         return claim_from(out)
 
-    def take(
-        self, lists: Sequence[str], token: str, lease_ttl_s: float, message: str = ""
-    ) -> Taken | None:
-        """Take the first message off the broker ``lists`` (or ``message``, already taken
-        off) and claim its job, in one round trip; None when every list is empty."""
-        now = now_ms()
-        out: list[str] = self._take(
-            keys=[keys.RUNNING, keys.SCHEDULED, *keys.QUEUED_ALL, keys.SET_ASIDE, *lists],
-            args=[
-                token,
-                now,
-                now + int(lease_ttl_s * 1000),
-                keys.starts(now // 1000),
-                keys.JOB_PREFIX,
-                message,
-            ],
-        )
-        if not out:
-            return None
-        task_id, argsrepr, job_id, *claimed = out
-        return Taken(task_id, argsrepr, job_id, claim_from(claimed) if job_id else Claim(""))
-
     def begin_attempt(self, job_id: str, token: str, model: str = "") -> int:
         """Count a provider call (to ``model``) about to be made: the attempt number, -1 if
         the lease is lost (cancelled or taken over), -2 if the job has expired."""
@@ -375,13 +352,16 @@ class JobStore:
 
     def orphans(self, priority: str, older_than_s: float, limit: int = 100) -> list[str]:
         """Jobs waiting in ``priority``'s queue index for longer than ``older_than_s`` while
-        that broker queue holds no message at all: their message was lost. Their age is
-        reset, so each is reported once per ``older_than_s``."""
+        that broker queue holds no message at all, and no tenant list of the fair order
+        (:mod:`core.fair`) either: their message was lost. Their age is reset, so each is
+        reported once per ``older_than_s``."""
         lists = keys.broker_lists([f"jobs.{priority}"])
         pipe = self.redis.pipeline(transaction=False)
         for name in lists:
             pipe.llen(name)
-        if any(pipe.execute()):
+        pipe.hget(keys.fair_state(priority), "held")
+        pipe.zcard(keys.fair_tenants(priority))
+        if any(int(n or 0) > 0 for n in pipe.execute()):
             return []
         now = now_ms()
         candidates: list[str] = self.redis.zrangebyscore(  # type: ignore[assignment]

@@ -24,6 +24,7 @@ from producers.api.apikeys import ManagedKeys
 from producers.budgets_cli import budgets_cli
 from producers.cli_clients import clients_cli, configured_redis
 from producers.cli_conversation import conversation
+from producers.fair_cli import fair
 
 cli = typer.Typer(
     name="courier",
@@ -41,6 +42,7 @@ cli.add_typer(keys_cli, name="keys")
 cli.add_typer(clients_cli, name="clients")
 cli.add_typer(budgets_cli, name="budgets")
 cli.command("conversation")(conversation)
+cli.command("fair")(fair)
 
 
 def _managed_keys() -> ManagedKeys:

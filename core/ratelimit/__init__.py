@@ -50,6 +50,18 @@ in one zset per priority (id → when due).
    capacity: that share is kept for ``high``, which may use the whole bucket.
    With no one waiting, every priority may use the whole bucket.
 
+**Fair order** (README, *Fair share*). Within a priority, tenants are served in weighted fair
+order (start-time fair queuing): each tenant has a virtual time per limit key and priority,
+advanced at each grant by the call's net units (its prompt + the average output where a tpm
+limit applies, else 1 request) ÷ its weight (``COURIER_TENANT_WEIGHTS``). While another
+tenant with a lower virtual time is waiting, a tenant is refused (``fair``) and told to come
+back when that tenant's whole calls have caught up with it, plus its own waiters ahead at its
+share of the rate; the tenant first in that order skips the arrival order (``queue``) and is
+told to come back as soon as its own call fits. A tenant that was not waiting starts at the
+lowest waiting tenant's virtual time (idle time is not banked). A tenant counts as waiting
+until its latest refusal's wait plus ``grace_s`` has passed. With one tenant in the line
+nothing changes.
+
 **Provider feedback** (:mod:`.feedback`): each answer's remaining-* headers give the
 provider's room now (what it said, less our calls sent since, plus its refill during the
 call): the budget normal work may use is lowered to it (never raised); calls in flight are

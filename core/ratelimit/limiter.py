@@ -77,10 +77,12 @@ class RateLimiter:
         limits: Mapping[str, ModelLimit],
         backend: Backend,
         api_key: Callable[[str], str | None] = env_api_key,
+        weights: Mapping[str, float] | None = None,
     ) -> None:
         self.limits = dict(limits)
         self.backend = backend
         self.api_key = api_key
+        self.weights = dict(weights or {})  # COURIER_TENANT_WEIGHTS: the line's fair order
         self._rules: dict[str, Rule | None] = {}
 
     def rule_for(self, model: str) -> Rule | None:
@@ -103,7 +105,12 @@ class RateLimiter:
         return self._rules[model]
 
     def reserve(
-        self, model: str, request: dict[str, Any], priority: str, job_id: str | None = None
+        self,
+        model: str,
+        request: dict[str, Any],
+        priority: str,
+        job_id: str | None = None,
+        tenant: str = "",
     ) -> Reservation:
         rule = self.rule_for(model)
         if rule is None:
@@ -112,7 +119,10 @@ class RateLimiter:
         rank = PRIORITIES.index(priority) if priority in PRIORITIES else 1
         reservation_id = uuid.uuid4().hex
         waiter = job_id or reservation_id
-        ask = Ask(estimate.total, rank, waiter, reservation_id, estimate.input_tokens)
+        weight = self.weights.get(tenant, 1.0)
+        ask = Ask(
+            estimate.total, rank, waiter, reservation_id, estimate.input_tokens, tenant, weight
+        )
         verdict = self.backend.reserve(rule, ask)
         return Reservation(
             verdict.granted,
@@ -198,4 +208,4 @@ def build_limiter(runtime: Any) -> RateLimiter:
     policy = Policy(in_flight_ttl_s=settings.provider_timeout_s + 60.0)
     algorithm = TokenBucket(period=60.0 / policy.rate_margin)
     backend = RedisBackend(runtime.redis, algorithm, policy)
-    return RateLimiter(settings.limits, backend)
+    return RateLimiter(settings.limits, backend, weights=settings.tenant_weights)

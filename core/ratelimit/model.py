@@ -72,13 +72,16 @@ class Ask:
     waiter: str  # stable across attempts of one job: its place in the line
     reservation: str  # unique per attempt: its in-flight slot
     input_tokens: int | None = None  # of ``tokens``, the prompt part (None: all of it)
+    tenant: str = ""  # whose job: the fair order between tenants in the line ("" = none)
+    weight: float = 1.0  # the tenant's weight (COURIER_TENANT_WEIGHTS)
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     granted: bool
     wait_s: float = 0.0
-    reason: str = "granted"  # cooldown|priority|queue|in_flight|requests|tokens when refused
+    # cooldown|priority|fair|queue|in_flight|room|requests|tokens when refused
+    reason: str = "granted"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,12 +19,13 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from config.celery import ALL_QUEUES, PRIORITIES, celery_config
+from config.celery import ALL_QUEUES, JOB_QUEUES, PRIORITIES, celery_config
 from config.settings import Settings
 from core import keys
 from core import metrics as wm
 from core.callbacks import delivery_stats
 from core.connections import redis_client
+from core.fair import held, priority_of
 from core.ratelimit import limiter_state
 from core.replication import replicas_in_sync
 
@@ -32,10 +33,13 @@ log = logging.getLogger("courier.api.metrics")
 
 MAX_SERIES = 500  # per family: beyond it the smallest series are summed as "_other"
 OTHER = "_other"
+# Families rendered by their own collectors (producers.api.cost_metrics, .fair_metrics)
+OTHER_COLLECTORS = (wm.COST, wm.CACHE, wm.FAIR_STARTED, wm.FAIR_COST)
 
 
 def queue_depths(client: redis.Redis, queues: Iterable[str] = ALL_QUEUES) -> dict[str, int]:
-    """Messages waiting in each Celery queue on a Redis broker (not those a worker holds)."""
+    """Messages waiting in each Celery queue on a Redis broker (not those a worker holds),
+    with those the intake sorted into tenant lists (:mod:`core.fair`)."""
     names = list(queues)
     pipe = client.pipeline(transaction=False)
     for queue in names:
@@ -43,7 +47,11 @@ def queue_depths(client: redis.Redis, queues: Iterable[str] = ALL_QUEUES) -> dic
             pipe.llen(name)
     lengths = [int(n) for n in pipe.execute()]
     steps = len(keys.PRIORITY_STEPS)
-    return {q: sum(lengths[i * steps : (i + 1) * steps]) for i, q in enumerate(names)}
+    sorted_in = held(client, [priority_of(q) for q in names if q in JOB_QUEUES])
+    return {
+        q: sum(lengths[i * steps : (i + 1) * steps]) + sorted_in.get(priority_of(q), 0)
+        for i, q in enumerate(names)
+    }
 
 
 def broker_queue_depths(
@@ -152,8 +160,8 @@ class ClusterCollector(Collector):
         )  # fmt: skip
 
     def _jobs(self) -> list[Metric]:
-        families = wm.read_families(  # cost and cache: producers.api.cost_metrics
-            self.client, [f for f in wm.LABELS if f not in (wm.COST, wm.CACHE)]
+        families = wm.read_families(
+            self.client, [f for f in wm.LABELS if f not in OTHER_COLLECTORS]
         )
         pipe = self.client.pipeline(transaction=False)
         pipe.zcard(keys.RUNNING)

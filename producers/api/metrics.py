@@ -40,6 +40,7 @@ from producers.api.collectors import (
     queue_depths,
 )
 from producers.api.cost_metrics import CostCollector
+from producers.api.fair_metrics import FairCollector
 
 log = logging.getLogger("courier.api.metrics")
 __all__ = ["ApiMetrics", "RequestMetricsMiddleware", "queue_depths"]
@@ -134,6 +135,7 @@ class ApiMetrics:
         self.registry.register(LocalCollector(waiting, streams))
         self.registry.register(ClusterCollector(client))
         self.registry.register(CostCollector(client))
+        self.registry.register(FairCollector(client))
         self.registry.register(QueueDepthCollector(client, settings))
 
     def render(self) -> bytes:

@@ -15,6 +15,7 @@ from config.celery import celery_config
 from config.settings import Settings
 from core import keys
 from core.connections import store_async_client, store_client
+from core.fair import FairTake
 from core.queues import enqueue_job
 from core.ratelimit.backends.redis import RedisBackend
 from core.ratelimit.limiter import ALGORITHMS
@@ -117,7 +118,7 @@ def test_clients_follow_a_failover(cluster: SentinelCluster, settings: Settings)
 
     # The same clients, scripts loaded only on the dead master: NOSCRIPT → loaded again.
     assert store.get(before) is not None, "a confirmed job was lost in the failover"
-    taken = store.take(keys.broker_lists(["jobs.normal"]), "token-1", 10)
+    taken = FairTake(client).take(["jobs.normal"], "token-1", 10)
     assert taken is not None and taken.job_id == before and taken.claim.record is not None
     assert store.finish(before, "succeeded", token="token-1")[0]
     assert store.finish(before, "succeeded", token="token-1")[0], "a replayed ending is ours"

@@ -113,7 +113,12 @@ class FakeLimiter:
     )
 
     def reserve(
-        self, model: str, request: dict[str, Any], priority: str, job_id: str | None = None
+        self,
+        model: str,
+        request: dict[str, Any],
+        priority: str,
+        job_id: str | None = None,
+        tenant: str = "",
     ) -> Grant:
         self.reserved.append((model, priority, job_id))
         return self.verdicts.pop(0) if self.verdicts else Grant()

@@ -82,7 +82,8 @@ def flush_queues(redis_url: str) -> None:
     own queue indexes, schedule and leases (else the sweeper would rightly enqueue them
     again), and the messages set aside."""
     client = redis.Redis.from_url(redis_url)
-    patterns = ("jobs.*", "courier:queued:*", "courier:scheduled", "courier:running", "unacked*")
+    patterns = ("jobs.*", "courier:queued:*", "courier:scheduled", "courier:running", "unacked*",
+                "courier:fair:*")  # fmt: skip
     for pattern in (*patterns, keys.SET_ASIDE):
         for key in client.scan_iter(pattern):
             client.delete(key)

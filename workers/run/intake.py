@@ -2,8 +2,9 @@
 
 With the call pool (:mod:`workers.run.pool`) and the broker on the job store's Redis, the
 worker does not take job messages through Celery's task consumer. The intake takes them:
-one Lua script (``core.scripts.TAKE``) pops the first message in priority order and claims
-its job, in one round trip, and the job's call goes to the call pool. Celery's way cost a
+one Lua script (``core.fair_scripts.FAIR_TAKE``) sorts newly arrived messages into tenant
+lists, takes the next one in priority and then weighted fair order across tenants, and claims
+its job, in one round trip; the job's call goes to the call pool. Celery's way cost a
 BRPOP, kombu's unacked record (MULTI/EXEC), the claim, the ack, and Celery's request and trace
 machinery around a task that only claimed: CPU comparable to the provider call's own (README,
 Worker model).
@@ -36,6 +37,7 @@ from config.settings import get_settings
 from core import keys
 from core.claims import Taken
 from core.connections import store_client
+from core.fair import FairTake
 from workers.outage import redis_outage
 from workers.run import pool as execution
 from workers.run.hooks import Run
@@ -69,7 +71,11 @@ class Intake:
         self._calls = calls
         self._lists = keys.broker_lists(queues)
         self._consumer = consumer  # its event dispatcher changes on each reconnect
-        self._waiter = store_client(get_runtime().settings, max_connections=2)
+        runtime = get_runtime()
+        self._waiter = store_client(runtime.settings, max_connections=2)
+        self._fair = FairTake(
+            runtime.store.redis, runtime.settings.tenant_weights, runtime.settings.limits
+        )
         self._greenlet: gevent.Greenlet | None = None
         self._stopping = False
 
@@ -112,24 +118,23 @@ class Intake:
         runtime = get_runtime()
         token = runtime.leases.new_token()
         ttl = runtime.settings.lease_ttl_s
-        taken = runtime.store.take(self._lists, token, ttl)
+        taken = self._fair.take(self.queues, token, ttl)
         if taken is None:
             popped = self._waiter.brpop(self._lists, timeout=WAIT_S)
             if popped is None:
                 return None
-            taken = self._claim_popped(str(popped[1]), token, ttl)
+            taken = self._claim_popped(str(popped[1]), str(popped[0]), token, ttl)
         return None if taken is None else (taken, token, time.monotonic())
 
-    def _claim_popped(self, message: str, token: str, ttl: float) -> Taken | None:
+    def _claim_popped(self, message: str, source: str, token: str, ttl: float) -> Taken | None:
         """Claim the job of a message BRPOP took off its queue. The message is nowhere else
         now, so Redis away (restarting, failing over to a replica) is waited out for up to
         CLAIM_PATIENCE_S; past that, the sweeper enqueues the job again later."""
-        store = get_runtime().store
         deadline = time.monotonic() + CLAIM_PATIENCE_S
         delay = 0.1
         while True:
             try:
-                return store.take(self._lists, token, ttl, message)
+                return self._fair.take(self.queues, token, ttl, message, source)
             except UNREACHABLE:
                 if time.monotonic() + delay > deadline:
                     log.error(

@@ -19,9 +19,15 @@ class Limiter(Protocol):
     """Cluster-wide rate limits (see core.ratelimit); the runner only asks and settles."""
 
     def reserve(
-        self, model: str, request: dict[str, Any], priority: str, job_id: str | None = None
+        self,
+        model: str,
+        request: dict[str, Any],
+        priority: str,
+        job_id: str | None = None,
+        tenant: str = "",
     ) -> Reservation:
-        """``job_id`` keeps a refused job's place in the limiter's line across hand-backs."""
+        """``job_id`` keeps a refused job's place in the limiter's line across hand-backs;
+        ``tenant`` places it in the fair order between tenants."""
         ...
 
     def settle(

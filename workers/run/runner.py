@@ -153,8 +153,9 @@ class JobRunner:
 
             if self.limiter is not None:
                 reservation = self.limiter.reserve(
-                    model, request, record["priority"], job_id=job_id
-                )
+                    model, request, record["priority"], job_id=job_id,
+                    tenant=record.get("tenant", ""),
+                )  # fmt: skip
                 if not reservation.granted:
                     self._release_admission(model, admission)
                     wait_s = reservation.wait_s

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from config.celery import PRIORITIES
+from core.ratelimit.backends.memory_fair import NOT_FAIR, FairLine
 from core.ratelimit.model import (
     RESOURCES,
     Algorithm,
@@ -38,6 +39,7 @@ class _Key:
     room: float | None = None  # calls the provider last said it had room for: an in-flight cap
     room_until: float = 0.0
     room_since: float = 0.0  # a 429's time: only answers to calls granted after it may reopen
+    fair: FairLine = field(default_factory=FairLine)  # the fair order between tenants
 
 
 class MemoryBackend:
@@ -116,12 +118,19 @@ class MemoryBackend:
         due_higher = any(due <= now for q in range(prio) for due in live[q].values())
         due_same = (mine is None or mine > now) and any(due <= now for due in live[prio].values())
 
+        fair = NOT_FAIR
+        if ask.tenant:
+            fair = key.fair.place(
+                prio, ask.tenant, ask.waiter, ask.weight, now, pol.grace_s, pol.forget_s
+            )
         reason = ""
         if key.cooldown_until > now:
             reason = "cooldown"
         elif due_higher:
             reason = "priority"
-        elif due_same:
+        elif fair.behind:
+            reason = "fair"
+        elif due_same and not fair.head:
             reason = "queue"
         elif rule.max_in_flight > 0 and len(key.in_flight) >= rule.max_in_flight:
             reason = "in_flight"
@@ -139,6 +148,7 @@ class MemoryBackend:
             # paced at every whole max_tokens), and asks again then, knowing more.
             output = 0.0
         line = (1.0, prompt + output)  # what each waiter ahead will use, net
+        fair_unit = line[1] if caps[1] > 0 else 1.0  # this call in the fair order
         floors: list[float] = []
         for i, resource in enumerate(RESOURCES):
             floor = pol.high_share * caps[i] if prio > 0 and others > 0 else 0.0
@@ -155,6 +165,8 @@ class MemoryBackend:
                     alg.add(key.states[resource], now, caps[i], -costs[i])
             key.in_flight[ask.reservation] = now + pol.in_flight_ttl_s
             lane.pop(ask.waiter, None)
+            if ask.tenant:
+                key.fair.granted(prio, ask.tenant, ask.waiter, fair, fair_unit, ask.weight)
             return Verdict(True)
 
         latency = key.latency if key.latency is not None else pol.default_latency_s
@@ -180,8 +192,24 @@ class MemoryBackend:
             wait = max(wait, latency * (ahead + 1) / rule.max_in_flight)
         if reason == "room":
             wait = max(wait, latency)
+        if (fair.head and reason in RESOURCES) or reason == "fair":
+            # its turn in the fair order: after the whole calls that bring the tenants behind
+            # it level (none for the head), then its own tenant's waiters ahead of it, each
+            # with the other waiting tenants' calls beside it (its share of the rate)
+            r = 1 if caps[1] > 0 else 0
+            if caps[r] > 0:
+                own = min(costs[r], caps[r] - floors[r]) + floors[r]
+                queued = fair.own_ahead * min(line[r], own) * fair.share
+                state = self._state(key, RESOURCES[r], caps[r], now)
+                turn = _time_to_hold(alg, state, now, caps[r], fair.before + queued + own)
+                wait = turn if reason == "fair" else min(wait, turn)
         wait = max(wait, key.cooldown_until - now, pol.min_wait_s)
         lane[ask.waiter] = now + wait
+        if ask.tenant:
+            until = now + wait + pol.grace_s
+            key.fair.refused(
+                prio, ask.tenant, ask.waiter, fair, fair_unit, ask.weight, now + wait, until
+            )
         return Verdict(False, wait, reason)
 
     def settle(self, rule: Rule, settlement: Settlement) -> None:

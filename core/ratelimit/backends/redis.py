@@ -11,6 +11,9 @@ Per limit key (``name``), under :data:`core.keys.LIMIT`:
 ``…:meta``                hash: configured limits, learned lower limits (and until
                           when), latency average, the algorithm's name
 ``…:cooldown``            string: the end of the shared cool-down after a 429 (epoch s)
+``…:fair:{priority}``     hash: tenant → its virtual time in the line (net cost ÷ weight)
+``…:fair-waiting:{p…}``   zset: tenant → until when it counts as waiting in that line
+``…:fair-line:{p}:{t…}``  zset: that tenant's own waiters → when due (keys built in the script)
 ========================  =====================================================
 
 plus :data:`core.keys.LIMIT_NAMES`, the set of names, for :func:`snapshot`. Times are Redis
@@ -50,6 +53,8 @@ def key_list(name: str) -> list[str]:
         keys.limit_cooldown(name),
         keys.limit(name, "meta"),
         keys.LIMIT_NAMES,
+        *(keys.limit(name, f"fair:{p}") for p in PRIORITIES),
+        *(keys.limit(name, f"fair-waiting:{p}") for p in PRIORITIES),
     ]
 
 
@@ -100,6 +105,9 @@ class RedisBackend:
             self.algorithm.name,
             _opt(ask.input_tokens),
             pol.forget_s,
+            ask.tenant,
+            repr(float(ask.weight)),
+            keys.limit(rule.name, "fair-line:"),
         ]
         granted, wait, reason = self._reserve(keys=key_list(rule.name), args=args)
         return Verdict(bool(int(granted)), float(wait), _text(reason))

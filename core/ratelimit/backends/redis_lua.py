@@ -67,15 +67,52 @@ elseif not mine then
 end
 local due_same = 0
 if not mine or mine > NOW then due_same = redis.call('ZCOUNT', lane, lo, NOW) end
+-- the fair order between tenants in this priority's line (.memory_fair.FairLine.place)
+local tenant, weight = ARGV[20] or '', tonumber(ARGV[21]) or 1
+local fvt, fwait = KEYS[10 + prio], KEYS[13 + prio]
+local tline = ARGV[22] .. prio .. ':' .. tenant
+local myvt, behind, head, before, own_ahead, fshare = 0, false, false, 0, 0, 1
+if tenant ~= '' then
+  redis.call('ZREMRANGEBYSCORE', fwait, '-inf', '(' .. num(NOW))
+  redis.call('ZREMRANGEBYSCORE', tline, '-inf', '(' .. num(NOW - forget))
+  local waiting = redis.call('ZRANGE', fwait, 0, -1)
+  myvt = tonumber(redis.call('HGET', fvt, tenant)) or 0
+  local others, low, am_waiting, weights = {}, nil, false, weight
+  for _, u in ipairs(waiting) do
+    if u == tenant then am_waiting = true else
+      local got = redis.call('HMGET', fvt, u, 'w:' .. u, 'c:' .. u)
+      local v, w = tonumber(got[1]) or 0, tonumber(got[2]) or 1
+      table.insert(others, {v, w, tonumber(got[3]) or 1})
+      weights = weights + w
+      if not low or v < low then low = v end
+    end
+  end
+  if low and not am_waiting then myvt = math.max(myvt, low) end
+  for _, o in ipairs(others) do
+    if o[1] < myvt then
+      behind = true  -- it waits for the whole calls that bring that tenant level with it
+      before = before + math.ceil((myvt - o[1]) * o[2] / o[3] - 1e-9) * o[3]
+    end
+  end
+  head = #others > 0 and not behind
+  local flo = num(NOW - grace)
+  local due = redis.call('ZSCORE', tline, waiter)
+  if due then own_ahead = redis.call('ZCOUNT', tline, flo, '(' .. due)
+  else own_ahead = redis.call('ZCOUNT', tline, flo, '+inf') end
+  fshare = weights / weight
+end
 local cd = tonumber(redis.call('GET', KEYS[7])) or 0
 local nif = redis.call('ZCARD', KEYS[3])
 -- no output seen yet, calls in flight (see the memory backend): each waiter at its prompt alone
 local unknown = not oavg and nif > 0
 if unknown then line[2] = prompt end
+local unit = 1  -- this call in the fair order: its net tokens where a tpm limit applies
+if caps[2] > 0 then unit = line[2] end
 local reason = ''
 if cd > NOW then reason = 'cooldown'
 elseif due_higher > 0 then reason = 'priority'
-elseif due_same > 0 then reason = 'queue'
+elseif behind then reason = 'fair'
+elseif due_same > 0 and not head then reason = 'queue'
 elseif mif > 0 and nif >= mif then reason = 'in_flight'
 else
   local room = redis.call('HMGET', KEYS[8], 'room', 'room_until')
@@ -102,6 +139,11 @@ if reason == '' then
   redis.call('ZADD', KEYS[3], NOW + ttl, rid)
   redis.call('EXPIRE', KEYS[3], keep)
   redis.call('ZREM', lane, waiter)
+  if tenant ~= '' then
+    redis.call('HSET', fvt, tenant, num(myvt + unit / weight), 'c:' .. tenant, num(unit))
+    redis.call('ZREM', tline, waiter)
+    redis.call('EXPIRE', fvt, keep)
+  end
   return {1, '0', 'granted'}
 end
 local lat = tonumber(redis.call('HGET', KEYS[8], 'latency')) or deflat
@@ -128,9 +170,31 @@ for i = 1, 2 do
 end
 if mif > 0 and nif >= mif then wait = math.max(wait, lat * (ahead + 1) / mif) end
 if reason == 'room' then wait = math.max(wait, lat) end
+if (head and (reason == 'requests' or reason == 'tokens')) or reason == 'fair' then
+  -- its turn in the fair order (see the memory backend)
+  local r = 1
+  if sts[2] then r = 2 end
+  if sts[r] then
+    local own = math.min(cost[r], caps[r] - floors[r]) + floors[r]
+    local queued = own_ahead * math.min(line[r], own) * fshare
+    local turn = time_to_hold(sts[r], caps[r], before + queued + own)
+    if reason == 'fair' then wait = turn else wait = math.min(wait, turn) end
+  end
+end
 wait = math.max(wait, cd - NOW, minwait)
 redis.call('ZADD', lane, NOW + wait, waiter)
 redis.call('EXPIRE', lane, keep)
+if tenant ~= '' then
+  redis.call('HSET', fvt, tenant, num(myvt), 'w:' .. tenant, num(weight), 'c:' .. tenant,
+    num(unit))
+  redis.call('EXPIRE', fvt, keep)
+  local until_ = NOW + wait + grace
+  local old = tonumber(redis.call('ZSCORE', fwait, tenant)) or 0
+  if until_ > old then redis.call('ZADD', fwait, until_, tenant) end
+  redis.call('EXPIRE', fwait, keep)
+  redis.call('ZADD', tline, NOW + wait, waiter)
+  redis.call('EXPIRE', tline, keep)
+end
 return {0, num(wait), reason}
 """
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -315,14 +316,25 @@ async def get_job(
         raise _not_found(job_id)
     view = to_view(record)
     if record.get("status") == "queued" and not record.get("waiting_for"):
-        view["queue"] = await anyio.to_thread.run_sync(queue_info, services.store, record)
+        view["queue"] = await anyio.to_thread.run_sync(
+            queue_info, services.store, record, services.settings.tenant_weights
+        )
     return JSONResponse(view)
 
 
-def queue_info(store: JobStore, record: Record) -> dict[str, Any] | None:
-    """Where a queued job stands: its place in its queue and an estimated start from the
-    cluster's start rate over the last minute (None while nothing has started lately)."""
-    place = queue_position(store.redis, record["id"], record["priority"])
+def queue_info(
+    store: JobStore, record: Record, weights: Mapping[str, float]
+) -> dict[str, Any] | None:
+    """Where a queued job stands: its place in its queue (in the fair order between tenants)
+    and an estimated start from the cluster's start rate over the last minute (None while
+    nothing has started lately)."""
+    place = queue_position(
+        store.redis,
+        record["id"],
+        record["priority"],
+        record.get("tenant", ""),
+        weights,
+    )
     if place is None:
         return None
     position, ahead = place

@@ -1,0 +1,154 @@
+"""The intake's take in fair order (README, *Fair share*): one Lua script, one round trip.
+
+Producers queue ``courier.run_job`` messages on kombu's lists of ``jobs.<priority>`` as
+ever. Each take first *sorts* up to a batch of newly arrived messages of each priority
+into one list per tenant (the tenant read from the job record), then *starts* one job:
+from the highest priority with sorted messages, the tenant with the lowest virtual time.
+
+Start-time fair queuing: a start advances its tenant's virtual time by cost / weight (the
+cost is the job's estimated tokens when its model has a tokens-per-minute limit, else 1),
+and the priority's clock moves to the started tenant's virtual time. A tenant that becomes
+active starts at max(its own virtual time, the clock): idle time is not banked, and a
+tenant that empties its list and refills it at once keeps its place. A message whose job
+cannot be claimed (cancelled, ended, a stale copy after aging) costs its tenant nothing, nor
+does a job back from a rate limit's waiting line (counted when it first started).
+
+The message leaves Redis only in the script that claims its job (as with the plain take
+it replaced): the lease keeps the job from then on.
+"""
+
+from __future__ import annotations
+
+from core.event_scripts import EVENTS
+from core.scripts import CLAIM_FUNCTION
+
+# KEYS: running, scheduled, queued:high, queued:normal, queued:low, set-aside messages,
+#       metrics fair_started, metrics fair_cost,
+#       then for each priority consumed, highest first: its 4 broker lists in delivery order
+# ARGV: 1 token, 2 now_ms, 3 lease_deadline_ms, 4 starts counter key, 5 job key prefix,
+#       6 a message already taken off a broker list ('' = none), 7 that message's priority,
+#       8 fair key prefix ('courier:fair:'), 9 sort batch per priority,
+#       10 weights as JSON ('' = 1 each), 11 Lua patterns of models with a tpm limit, one a
+#       line, 12 default max_tokens, 13.. the priorities consumed (one per group of 4 lists)
+# → {} when nothing waits; else {task id, argsrepr, job id, claim()'s answer...}, or
+#   {task id, '', ''} when a message that names no job was set aside (then nothing started)
+FAIR_TAKE = (
+    EVENTS
+    + CLAIM_FUNCTION
+    + """
+local NOW, JOBS, FAIR = tonumber(ARGV[2]), ARGV[5], ARGV[8]
+local BATCH = tonumber(ARGV[9])
+local WEIGHTS = {}
+if ARGV[10] ~= '' then WEIGHTS = cjson.decode(ARGV[10]) end
+local LIMITED = {}
+for pattern in string.gmatch(ARGV[11], '[^\\n]+') do table.insert(LIMITED, pattern) end
+local QUEUED = {high = KEYS[3], normal = KEYS[4], low = KEYS[5]}
+
+local function parse(payload)
+  local ok, message = pcall(cjson.decode, payload)
+  local headers = ok and type(message) == 'table' and message.headers
+  if type(headers) ~= 'table' then headers = {} end
+  local task_id = type(headers.id) == 'string' and headers.id or ''
+  local job_id = headers.task == 'courier.run_job' and type(headers.argsrepr) == 'string'
+    and string.match(headers.argsrepr, "^[%[%(]'([%w_%-]+)',?[%]%)]$")
+  return task_id, headers.argsrepr, job_id
+end
+
+-- Puts a message into its tenant's list; a tenant becoming active joins at the clock.
+local aside = false  -- the task id of a message set aside now, reported instead of a start
+local function sort(priority, payload)
+  local task_id, _, job_id = parse(payload)
+  if not job_id then
+    aside = aside or task_id
+    redis.call('LPUSH', KEYS[6], payload)
+    redis.call('LTRIM', KEYS[6], 0, 999)
+    return
+  end
+  local tenant = redis.call('HGET', JOBS .. job_id, 'tenant')
+  if not tenant then return end  -- its job is gone: nothing to run
+  local base = FAIR .. priority .. ':'
+  redis.call('ZADD', base .. 'queued:' .. tenant,
+             redis.call('ZSCORE', QUEUED[priority], job_id) or NOW, job_id)
+  redis.call('HINCRBY', base .. 'state', 'held', 1)
+  if redis.call('LPUSH', base .. 'messages:' .. tenant, payload) == 1 then
+    local state = redis.call('HMGET', base .. 'state', 'clock', 'vt:' .. tenant)
+    local vt = math.max(tonumber(state[1]) or 0, tonumber(state[2]) or 0)
+    redis.call('ZADD', base .. 'tenants', vt, tenant)
+  end
+end
+
+-- The job's cost: its estimated tokens (chars/4 of the request, plus max_tokens for chat)
+-- when its model has a tokens-per-minute limit, else 1.
+local function cost_of(job)
+  if #LIMITED == 0 then return 1 end
+  local model = redis.call('HGET', job, 'model') or ''
+  for _, pattern in ipairs(LIMITED) do
+    if string.find(model, pattern) then
+      local request = redis.call('HGET', job, 'request') or ''
+      local output = 0
+      if string.find(request, '"messages"', 1, true) then
+        output = tonumber(string.match(request, '"max_tokens":%s*(%d+)'))
+          or tonumber(string.match(request, '"max_completion_tokens":%s*(%d+)'))
+          or tonumber(ARGV[12])
+      end
+      return math.max(1, math.ceil(#request / 4) + output)
+    end
+  end
+  return 1
+end
+
+local groups = {}
+for g = 13, #ARGV do table.insert(groups, {ARGV[g], 9 + (g - 13) * 4}) end
+if ARGV[6] ~= '' then sort(ARGV[7], ARGV[6]) end
+for _, group in ipairs(groups) do
+  local moved = 0
+  for i = group[2], group[2] + 3 do
+    while moved < BATCH do
+      local payload = redis.call('RPOP', KEYS[i])
+      if not payload then break end
+      sort(group[1], payload)
+      moved = moved + 1
+    end
+  end
+end
+if aside then return {aside, '', ''} end
+
+for _, group in ipairs(groups) do
+  local priority = group[1]
+  local base = FAIR .. priority .. ':'
+  local top = redis.call('ZRANGE', base .. 'tenants', 0, 0, 'WITHSCORES')
+  if top[1] then
+    local tenant, vt = top[1], tonumber(top[2])
+    local list = base .. 'messages:' .. tenant
+    local payload = redis.call('RPOP', list)
+    local left = redis.call('LLEN', list)
+    redis.call('HINCRBY', base .. 'state', 'held', -1)
+    local task_id, argsrepr, job_id = parse(payload)
+    redis.call('ZREM', base .. 'queued:' .. tenant, job_id)
+    -- back from a rate limit's waiting line: its tokens were counted when it first started
+    local again = redis.call('HGET', JOBS .. job_id, 'waiting_for') == 'rate_limit'
+    local out = claim(JOBS .. job_id, job_id, ARGV[1], NOW, ARGV[3], ARGV[4],
+                      KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+    local after = vt
+    if out[1] == 'claimed' and not again then
+      local cost = cost_of(JOBS .. job_id)
+      after = vt + cost / (tonumber(WEIGHTS[tenant]) or 1)
+      redis.call('HSET', base .. 'state', 'clock', vt, 'vt:' .. tenant, after)
+      local label = tenant .. '|' .. priority
+      redis.call('HINCRBY', KEYS[7], label, 1)
+      redis.call('HINCRBY', KEYS[8], label, cost)
+    end
+    if left > 0 then
+      redis.call('ZADD', base .. 'tenants', after, tenant)
+    else
+      redis.call('ZREM', base .. 'tenants', tenant)
+    end
+    table.insert(out, 1, job_id)
+    table.insert(out, 1, argsrepr)
+    table.insert(out, 1, task_id)
+    return out
+  end
+end
+return {}
+"""
+)
