@@ -68,7 +68,7 @@ class JobStore:
         used before returns the first job's id and created=False. Raises
         :class:`QuotaExceeded` (storing nothing) when the tenant already has
         ``max_unfinished`` jobs that have not ended; a replay is never refused."""
-        job_id, script_keys, args = self._create_call(
+        job_id, script_keys, args = self.create_call(
             tenant, fields, idempotency_key, max_unfinished
         )
         return self._created(job_id, self._create(keys=script_keys, args=args), max_unfinished)
@@ -85,7 +85,7 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         ids = []
         for fields, idempotency_key in items:
-            job_id, script_keys, args = self._create_call(
+            job_id, script_keys, args = self.create_call(
                 tenant, fields, idempotency_key, max_unfinished
             )
             self._create(keys=script_keys, args=args, client=pipe)
@@ -109,7 +109,7 @@ class JobStore:
             raise refused
         return outcomes
 
-    def _create_call(
+    def create_call(
         self,
         tenant: str,
         fields: Mapping[str, Any],

@@ -125,7 +125,10 @@ class Audit:
         services = getattr(getattr(scope.get("app"), "state", None), "services", None)
         # The requester owns the job only when the action was allowed (2xx) or came too
         # late (409); a 404 may name another tenant's job, whose owner is not the requester.
-        if job_id and services is not None and (200 <= status < 300 or status == 409):
+        known = self.state.get("audit_job")  # the submit route's own job: nothing to read
+        if known is not None and known[0] == job_id:
+            fields.update(tenant=known[1], model=known[2], priority=known[3])
+        elif job_id and services is not None and (200 <= status < 300 or status == 409):
             await self._job_fields(services, action, status, job_id, fields)
         if action == "job.submit" and status == 200:
             fields["replay"] = True  # an Idempotency-Key replay: nothing new was queued

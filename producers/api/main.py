@@ -13,8 +13,10 @@ from fastapi import FastAPI
 
 from config.settings import Settings, get_settings
 from core.celery_app import app as celery_app
-from core.connections import store_async_client, store_client
+from core.connections import store_async_client, store_client, url_credentials
 from core.store import JobStore
+from core.submit_script import Submitter
+from core.task_message import RunJobMessages
 from producers.api import docs, errors, openapi
 from producers.api.access.clients import RevocationCache
 from producers.api.access.tokens import Tokens
@@ -57,9 +59,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cost.ledger.seed(settings.budgets)
         except redis.RedisError as exc:  # a worker seeds it too; the next start again
             log.warning("COURIER_BUDGETS not written to Redis: %s", exc)
-        app.state.services = Services(
-            settings, client, aclient, store, celery_app, waiter, metrics, access, audit_log, cost
+        # One Lua call stores and queues a job when the broker is the job store's Redis.
+        messages = (
+            RunJobMessages(celery_app, url_credentials(settings.redis_url)["db"])
+            if settings.broker_is_store
+            else None
         )
+        submitter = Submitter(aclient, store, messages)
+        app.state.services = Services(
+            settings, client, aclient, store, celery_app, waiter, metrics, access, audit_log,
+            cost, submitter,
+        )  # fmt: skip
         # What start-up built (FastAPI, pydantic, the SDK-free app: most of the heap) stays
         # for good: out of every collection, or each old-generation collection walks it
         # (tens of ms) while thousands of event streams wait (README, Live events).

@@ -1,18 +1,25 @@
 """Where a queued job stands: its place in the per-priority queue index the job store keeps
-(``keys.queued``), in the fair order between tenants within a priority, and the cluster's
-recent start rate for an estimated start. Read only; the job store (:mod:`core.store`) and
-the intake (:mod:`core.fair`) own every change to these keys."""
+(``keys.queued``), and the cluster's recent start rate for an estimated start. Read only;
+the job store (:mod:`core.store`) owns every change to these keys.
+
+``GET /v1/jobs/{id}`` asks for the standing in the same pipeline as the record (:func:`ask`,
+then :func:`standing`): one round trip, whatever the job's status turns out to be.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Sequence
+from typing import Any
 
 import redis
+from redis.asyncio.client import Pipeline
 
 from config.celery import PRIORITIES
 from core import keys
-from core.fair import fair_ahead
+from core.jobs import iso
+
+WINDOW_S = 60  # the start rate's window
 
 
 def queue_position(
@@ -31,7 +38,10 @@ def queue_position(
         pipe.zrank(keys.queued(name), job_id)
     for name in PRIORITIES:
         pipe.zcard(keys.queued(name))
-    found = pipe.execute()
+    return _position(pipe.execute())
+
+
+def _position(found: Sequence[Any]) -> tuple[int, int] | None:
     ranks, sizes = found[: len(PRIORITIES)], found[len(PRIORITIES) :]
     for index, rank in enumerate(ranks):
         if rank is not None:
@@ -41,8 +51,36 @@ def queue_position(
     return None
 
 
-def start_rate(client: redis.Redis, window_s: int = 60) -> float:
+def start_rate(client: redis.Redis, window_s: int = WINDOW_S) -> float:
     """Jobs started per second over the last ``window_s`` seconds, cluster-wide."""
-    now = int(time.time())
-    counts = client.mget([keys.starts(now - i) for i in range(1, window_s + 1)])
-    return sum(int(c) for c in counts if c) / window_s  # type: ignore[union-attr]
+    return _rate(client.mget(_start_keys(int(time.time()), window_s)), window_s)  # type: ignore[arg-type]
+
+
+def _start_keys(now: int, window_s: int) -> list[str]:
+    return [keys.starts(now - i) for i in range(1, window_s + 1)]
+
+
+def _rate(counts: Sequence[Any], window_s: int) -> float:
+    return sum(int(c) for c in counts if c) / window_s
+
+
+def ask(pipe: Pipeline, job_id: str, now: float) -> None:
+    """Queue on ``pipe`` the reads :func:`standing` needs (7 commands)."""
+    for name in PRIORITIES:
+        pipe.zrank(keys.queued(name), job_id)
+    for name in PRIORITIES:
+        pipe.zcard(keys.queued(name))
+    pipe.mget(_start_keys(int(now), WINDOW_S))
+
+
+def standing(answers: Sequence[Any], now: float) -> dict[str, Any] | None:
+    """The ``queue`` object of a queued job from :func:`ask`'s answers: its place in its
+    queue and an estimated start from the cluster's start rate over the last minute (None
+    while nothing has started lately); None when it is not waiting in a queue."""
+    place = _position(answers[: 2 * len(PRIORITIES)])
+    if place is None:
+        return None
+    position, ahead = place
+    rate = _rate(answers[2 * len(PRIORITIES)], WINDOW_S)
+    eta = iso(now + (ahead + 1) / rate) if rate > 0 else None
+    return {"position": position, "ahead": ahead, "estimated_start_at": eta}

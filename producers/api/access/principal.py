@@ -28,7 +28,7 @@ from fastapi.security import HTTPBearer, OAuth2, SecurityScopes
 from producers.api import apikeys
 from producers.api.access.scopes import API_KEY_ROLE, ROLES, SCOPES
 from producers.api.access.tokens import TokenError
-from producers.api.deps import get_services, resolve_tenant
+from producers.api.deps import resolve_tenant, services_of
 from producers.api.errors import ApiError
 
 TOKEN_URL = "/oauth/token"
@@ -111,7 +111,7 @@ async def identify(request: Request) -> Principal:
 
 
 async def _principal(request: Request, credential: str) -> Principal:
-    services = get_services(request)
+    services = services_of(request)
     tenant = resolve_tenant(credential, services.settings)
     if tenant is None and apikeys.looks_managed(credential):
         # no cache: a revoked key fails on its next request
