@@ -37,10 +37,6 @@ def broker_list(queue: str, priority: int) -> str:
     return f"{queue}{PRIORITY_SEP}{step}" if step else queue
 
 
-def _b64json(value: object) -> str:
-    return base64.b64encode(json.dumps(value).encode()).decode()
-
-
 @dataclass(frozen=True, slots=True)
 class Queued:
     """One job's message: the list it goes on, the envelope, and its ``task-sent`` event
@@ -53,72 +49,113 @@ class Queued:
 
 
 class RunJobMessages:
-    """Builds ``courier.run_job`` messages as this process's ``send_task`` would."""
+    """Builds ``courier.run_job`` messages as this process's ``send_task`` would: the JSON is
+    laid out once (as kombu's ``json.dumps`` lays it out) and only the ids are filled in per
+    job, which costs a fraction of building and dumping the dicts each time."""
 
     def __init__(self, app: Celery, db: int) -> None:
         self.app = app
         self.broker_url = app.conf.broker_url or ""
         self.origin = anon_nodename()
-        self.reply_to = app.thread_oid
         self.sent_events = bool(app.conf.task_send_sent_event)
         self.event_channel = f"/{db}.celeryev/task.sent"
+        self._envelope = _template(_envelope(self.origin, str(app.thread_oid)))
+        self._event = _template(_event_envelope(self.origin))
+        self._event_body = _template(_event_body(self.origin))
 
     def build(self, job_id: str, priority: str) -> Queued:
-        task_id = str(uuid.uuid4())
+        ids = uuid.UUID(bytes=os.urandom(16), version=4), uuid.UUID(bytes=os.urandom(16), version=4)
+        task_id, tag = str(ids[0]), str(ids[1])
         queue = queue_for(priority)
         pri = message_priority(priority, self.broker_url)
-        argsrepr = repr([job_id])
-        headers = {
-            "lang": "py", "task": RUN_JOB, "id": task_id, "shadow": None, "eta": None,
-            "expires": None, "group": None, "group_index": None, "retries": 0,
-            "timelimit": [None, None], "root_id": task_id, "parent_id": None,
-            "argsrepr": argsrepr, "kwargsrepr": "{}", "origin": self.origin,
-            "ignore_result": None, "replaced_task_nesting": 0, "stamped_headers": None,
-            "stamps": {},
-        }  # fmt: skip
-        envelope = {
-            "body": _b64json([[job_id], {}, EMBED]),
-            "content-encoding": "utf-8",
-            "content-type": "application/json",
-            "headers": headers,
-            "properties": {
-                "correlation_id": task_id,
-                "reply_to": self.reply_to,
-                "delivery_mode": 2,
-                "delivery_info": {"exchange": "", "routing_key": queue},
-                "priority": pri,
-                "body_encoding": "base64",
-                "delivery_tag": str(uuid.uuid4()),
-            },
-        }
-        event = self._sent_event(task_id, argsrepr, queue) if self.sent_events else ""
-        return Queued(
-            broker_list(queue, pri),
-            json.dumps(envelope),
-            self.event_channel if event else "",
-            event,
+        body = _b64(_BODY_HEAD + job_id + _BODY_TAIL)
+        envelope = self._envelope.format(
+            task=task_id, job=job_id, body=body, queue=queue, priority=pri, tag=tag
         )
+        if not self.sent_events:
+            return Queued(broker_list(queue, pri), envelope, "", "")
+        event_body = self._event_body.format(
+            task=task_id, job=job_id, queue=queue, clock=self.app.clock.forward(),
+            timestamp=repr(time.time()), utcoffset=repr(float(utcoffset())), pid=os.getpid(),
+        )  # fmt: skip
+        event = self._event.format(body=_b64(event_body), tag=str(uuid.uuid4()))
+        return Queued(broker_list(queue, pri), envelope, self.event_channel, event)
 
-    def _sent_event(self, task_id: str, argsrepr: str, queue: str) -> str:
-        body = {
-            "hostname": self.origin, "utcoffset": float(utcoffset()), "pid": os.getpid(),
-            "clock": self.app.clock.forward(), "uuid": task_id, "root_id": task_id,
-            "parent_id": None, "name": RUN_JOB, "args": argsrepr, "kwargs": "{}",
-            "retries": 0, "eta": None, "expires": None, "queue": queue, "exchange": "",
-            "routing_key": queue, "timestamp": time.time(), "type": "task-sent",
-        }  # fmt: skip
-        return json.dumps(
-            {
-                "body": _b64json(body),
-                "content-encoding": "utf-8",
-                "content-type": "application/json",
-                "headers": {"hostname": self.origin},
-                "properties": {
-                    "delivery_mode": 1,
-                    "delivery_info": {"exchange": "celeryev", "routing_key": "task.sent"},
-                    "priority": 0,
-                    "body_encoding": "base64",
-                    "delivery_tag": str(uuid.uuid4()),
-                },
-            }
-        )
+
+# Placeholders that no JSON text of these messages contains otherwise.
+_BODY_HEAD, _BODY_TAIL = json.dumps([["\x00"], {}, EMBED]).split("\\u0000")
+_FIELDS = ("task", "job", "body", "queue", "priority", "tag", "clock", "timestamp",
+           "utcoffset", "pid")  # fmt: skip
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _hole(name: str) -> str:
+    return f"\x00{name}\x00"
+
+
+def _template(layout: object) -> str:
+    """``json.dumps(layout)`` as a ``str.format`` template: each placeholder (quoted, or
+    bare where kombu writes a number) becomes its ``{field}``."""
+    text = json.dumps(layout).replace("{", "{{").replace("}", "}}")
+    for name in _FIELDS:
+        hole = json.dumps(_hole(name))[1:-1]
+        text = text.replace(f'"#{hole}"', "{" + name + "}").replace(hole, "{" + name + "}")
+    return text
+
+
+def _envelope(origin: str, reply_to: str) -> dict[str, object]:
+    task = _hole("task")
+    headers: dict[str, object] = {
+        "lang": "py", "task": RUN_JOB, "id": task, "shadow": None, "eta": None,
+        "expires": None, "group": None, "group_index": None, "retries": 0,
+        "timelimit": [None, None], "root_id": task, "parent_id": None,
+        "argsrepr": f"['{_hole('job')}']", "kwargsrepr": "{}", "origin": origin,
+        "ignore_result": None, "replaced_task_nesting": 0, "stamped_headers": None,
+        "stamps": {},
+    }  # fmt: skip
+    return {
+        "body": _hole("body"),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": headers,
+        "properties": {
+            "correlation_id": task,
+            "reply_to": reply_to,
+            "delivery_mode": 2,
+            "delivery_info": {"exchange": "", "routing_key": _hole("queue")},
+            "priority": "#" + _hole("priority"),
+            "body_encoding": "base64",
+            "delivery_tag": _hole("tag"),
+        },
+    }
+
+
+def _event_body(origin: str) -> dict[str, object]:
+    task = _hole("task")
+    return {
+        "hostname": origin, "utcoffset": "#" + _hole("utcoffset"), "pid": "#" + _hole("pid"),
+        "clock": "#" + _hole("clock"), "uuid": task, "root_id": task, "parent_id": None,
+        "name": RUN_JOB, "args": f"['{_hole('job')}']", "kwargs": "{}", "retries": 0,
+        "eta": None, "expires": None, "queue": _hole("queue"), "exchange": "",
+        "routing_key": _hole("queue"), "timestamp": "#" + _hole("timestamp"),
+        "type": "task-sent",
+    }  # fmt: skip
+
+
+def _event_envelope(origin: str) -> dict[str, object]:
+    return {
+        "body": _hole("body"),
+        "content-encoding": "utf-8",
+        "content-type": "application/json",
+        "headers": {"hostname": origin},
+        "properties": {
+            "delivery_mode": 1,
+            "delivery_info": {"exchange": "celeryev", "routing_key": "task.sent"},
+            "priority": 0,
+            "body_encoding": "base64",
+            "delivery_tag": _hole("tag"),
+        },
+    }
