@@ -13,10 +13,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import redis.asyncio as aioredis
-
 from core import keys
 from core import metrics as wm
+from core.coalesce import Coalescer
 from core.event_scripts import EVENTS
 from core.ratelimit import bucket
 from core.records import Record
@@ -111,12 +110,11 @@ class Submitter:
     With ``messages`` (the broker is the job store's Redis) it queues each job it stores;
     without, the caller publishes through kombu."""
 
-    def __init__(
-        self, client: aioredis.Redis, store: JobStore, messages: RunJobMessages | None
-    ) -> None:
+    def __init__(self, redis: Coalescer, store: JobStore, messages: RunJobMessages | None) -> None:
+        self.redis = redis
         self.store = store
         self.messages = messages
-        self._script = client.register_script(SUBMIT)
+        self._script = redis.client.register_script(SUBMIT)
 
     @property
     def queues(self) -> bool:
@@ -156,7 +154,9 @@ class Submitter:
             message.list_name if message else keys.queued("none"),
         ]
         packed = json.dumps(flat, separators=(",", ":"), ensure_ascii=False)
-        answer: list[str] = await self._script(keys=script_keys, args=[*head, *extra, packed])
+        answer: list[str] = await self.redis.script(
+            self._script, script_keys, [*head, *extra, packed]
+        )
         kind = answer[0]
         if kind == "created":
             record = dict(zip(flat[::2], flat[1::2], strict=True))

@@ -18,6 +18,7 @@ from celery import Celery
 from fastapi import Depends, Request
 
 from config.settings import Settings
+from core.coalesce import Coalescer
 from core.store import JobStore
 from core.submit_script import Submitter
 from producers.api.access.clients import RevocationCache
@@ -50,6 +51,7 @@ class Services:
     access: Access
     audit: AuditLog
     cost: CostServices
+    batched: Coalescer  # the hot paths' commands, sent together
     submitter: Submitter
 
 

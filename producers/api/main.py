@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from config.settings import Settings, get_settings
 from core.celery_app import app as celery_app
+from core.coalesce import Coalescer
 from core.connections import store_async_client, store_client, url_credentials
 from core.store import JobStore
 from core.submit_script import Submitter
@@ -65,10 +66,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.broker_is_store
             else None
         )
-        submitter = Submitter(aclient, store, messages)
+        batched = Coalescer(aclient)
+        submitter = Submitter(batched, store, messages)
         app.state.services = Services(
             settings, client, aclient, store, celery_app, waiter, metrics, access, audit_log,
-            cost, submitter,
+            cost, batched, submitter,
         )  # fmt: skip
         # What start-up built (FastAPI, pydantic, the SDK-free app: most of the heap) stays
         # for good: out of every collection, or each old-generation collection walks it

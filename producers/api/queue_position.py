@@ -2,8 +2,8 @@
 (``keys.queued``), and the cluster's recent start rate for an estimated start. Read only;
 the job store (:mod:`core.store`) owns every change to these keys.
 
-``GET /v1/jobs/{id}`` asks for the standing in the same pipeline as the record (:func:`ask`,
-then :func:`standing`): one round trip, whatever the job's status turns out to be.
+``GET /v1/jobs/{id}`` asks for the standing with the record (:func:`ask`, then
+:func:`standing`): one round trip, whatever the job's status turns out to be.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
-from redis.asyncio.client import Pipeline
 
 from config.celery import PRIORITIES
 from core import keys
@@ -64,13 +63,13 @@ def _rate(counts: Sequence[Any], window_s: int) -> float:
     return sum(int(c) for c in counts if c) / window_s
 
 
-def ask(pipe: Pipeline, job_id: str, now: float) -> None:
-    """Queue on ``pipe`` the reads :func:`standing` needs (7 commands)."""
-    for name in PRIORITIES:
-        pipe.zrank(keys.queued(name), job_id)
-    for name in PRIORITIES:
-        pipe.zcard(keys.queued(name))
-    pipe.mget(_start_keys(int(now), WINDOW_S))
+def ask(job_id: str, now: float) -> list[tuple[Any, ...]]:
+    """The commands whose answers :func:`standing` reads."""
+    return [
+        *(("ZRANK", keys.queued(name), job_id) for name in PRIORITIES),
+        *(("ZCARD", keys.queued(name)) for name in PRIORITIES),
+        ("MGET", *_start_keys(int(now), WINDOW_S)),
+    ]
 
 
 def standing(answers: Sequence[Any], now: float) -> dict[str, Any] | None:

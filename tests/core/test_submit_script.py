@@ -15,6 +15,7 @@ from celery import Celery
 from config.celery import celery_config
 from config.settings import Settings
 from core import keys
+from core.coalesce import Coalescer
 from core.store import JobStore
 from core.submit_script import Limits, Outcome, Submitter
 from core.task_message import RunJobMessages
@@ -35,7 +36,7 @@ def submit(redis_url: str, app: Celery | None, tenant: str, **options: Any) -> O
         store = JobStore(redis.Redis.from_url(redis_url, decode_responses=True), 3600)
         messages = RunJobMessages(app, 0) if app is not None else None
         try:
-            return await Submitter(client, store, messages).submit(
+            return await Submitter(Coalescer(client), store, messages).submit(
                 tenant,
                 job_fields("hi"),
                 options.get("counter", "m|normal|chat"),

@@ -184,15 +184,14 @@ async def get_job(
         return mine(await services.aredis.hgetall(keys.job(job_id)))  # type: ignore[misc,arg-type]
 
     now = time.time()
-    pipe = services.aredis.pipeline(transaction=False)
     if wait:
         record = await services.waiter.wait(job_id, wait, read)
-        queue_position.ask(pipe, job_id, now)
-        answers = await pipe.execute() if _waits_in_queue(record) else []
+        standing = queue_position.ask(job_id, now)
+        answers = await services.batched.run(standing) if _waits_in_queue(record) else []
     else:  # the record and, should it be queued, its standing: one round trip
-        pipe.hgetall(keys.job(job_id))
-        queue_position.ask(pipe, job_id, now)
-        first, *answers = await pipe.execute()
+        first, *answers = await services.batched.run(
+            [("HGETALL", keys.job(job_id)), *queue_position.ask(job_id, now)]
+        )
         record = mine(first)
     if record is None:
         raise _not_found(job_id)
