@@ -26,6 +26,7 @@ from producers.api.access.tokens import Tokens
 from producers.api.auditlog import AuditLog
 from producers.api.costs import CostServices
 from producers.api.metrics import ApiMetrics
+from producers.api.read_script import JobReader
 from producers.api.waiter import JobWaiter
 
 
@@ -53,6 +54,7 @@ class Services:
     cost: CostServices
     batched: Coalescer  # the hot paths' commands, sent together
     submitter: Submitter
+    reader: JobReader
 
 
 def services_of(request: Request) -> Services:

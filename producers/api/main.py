@@ -28,6 +28,7 @@ from producers.api.deps import Access, Services
 from producers.api.limits import HeaderLimitMiddleware
 from producers.api.live import EventHub
 from producers.api.metrics import ApiMetrics, RequestMetricsMiddleware
+from producers.api.read_script import JobReader
 from producers.api.routes import audit, clients, conversations, events, health, jobs, oauth, usage
 from producers.api.waiter import JobWaiter
 
@@ -70,7 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         submitter = Submitter(batched, store, messages)
         app.state.services = Services(
             settings, client, aclient, store, celery_app, waiter, metrics, access, audit_log,
-            cost, batched, submitter,
+            cost, batched, submitter, JobReader(batched),
         )  # fmt: skip
         # What start-up built (FastAPI, pydantic, the SDK-free app: most of the heap) stays
         # for good: out of every collection, or each old-generation collection walks it

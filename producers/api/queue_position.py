@@ -2,8 +2,8 @@
 (``keys.queued``), and the cluster's recent start rate for an estimated start. Read only;
 the job store (:mod:`core.store`) owns every change to these keys.
 
-``GET /v1/jobs/{id}`` asks for the standing with the record (:func:`ask`, then
-:func:`standing`): one round trip, whatever the job's status turns out to be.
+``GET /v1/jobs/{id}`` reads the same in one call with the record
+(:mod:`producers.api.read_script`).
 """
 
 from __future__ import annotations
@@ -63,23 +63,7 @@ def _rate(counts: Sequence[Any], window_s: int) -> float:
     return sum(int(c) for c in counts if c) / window_s
 
 
-def ask(job_id: str, now: float) -> list[tuple[Any, ...]]:
-    """The commands whose answers :func:`standing` reads."""
-    return [
-        *(("ZRANK", keys.queued(name), job_id) for name in PRIORITIES),
-        *(("ZCARD", keys.queued(name)) for name in PRIORITIES),
-        ("MGET", *_start_keys(int(now), WINDOW_S)),
-    ]
-
-
-def standing(answers: Sequence[Any], now: float) -> dict[str, Any] | None:
-    """The ``queue`` object of a queued job from :func:`ask`'s answers: its place in its
-    queue and an estimated start from the cluster's start rate over the last minute (None
-    while nothing has started lately); None when it is not waiting in a queue."""
-    place = _position(answers[: 2 * len(PRIORITIES)])
-    if place is None:
-        return None
-    position, ahead = place
-    rate = _rate(answers[2 * len(PRIORITIES)], WINDOW_S)
-    eta = iso(now + (ahead + 1) / rate) if rate > 0 else None
-    return {"position": position, "ahead": ahead, "estimated_start_at": eta}
+def eta(now: float, ahead: int, rate: float) -> str | None:
+    """When a job with ``ahead`` jobs before it should start at ``rate`` starts per second
+    (None while nothing has started lately)."""
+    return iso(now + (ahead + 1) / rate) if rate > 0 else None

@@ -25,7 +25,7 @@ from core.jobs import TERMINAL, BatchSubmission, Job, JobList, JobSubmission, St
 from core.queues import enqueue_callback, enqueue_jobs
 from core.records import Record, to_view
 from core.store import JobStore
-from producers.api import batch_costs, costs, errors, queue_position, quotas
+from producers.api import batch_costs, costs, errors, quotas
 from producers.api.access.principal import JobsRead, JobsWrite
 from producers.api.deps import (
     CeleryDep,
@@ -177,27 +177,20 @@ async def get_job(
         Query(ge=0, le=MAX_WAIT_S, description="Hold the answer until the job ends or N s pass"),
     ] = None,
 ) -> JSONResponse:
-    def mine(record: Record) -> Record | None:
+    async def read() -> Record | None:
+        record: Record = await services.aredis.hgetall(keys.job(job_id))  # type: ignore[assignment]
         return record if record and record.get("tenant") == caller.tenant else None
 
-    async def read() -> Record | None:
-        return mine(await services.aredis.hgetall(keys.job(job_id)))  # type: ignore[misc,arg-type]
-
-    now = time.time()
+    record, standing = None, None
     if wait:
         record = await services.waiter.wait(job_id, wait, read)
-        standing = queue_position.ask(job_id, now)
-        answers = await services.batched.run(standing) if _waits_in_queue(record) else []
-    else:  # the record and, should it be queued, its standing: one round trip
-        first, *answers = await services.batched.run(
-            [("HGETALL", keys.job(job_id)), *queue_position.ask(job_id, now)]
-        )
-        record = mine(first)
-    if record is None:
+    if not wait or _waits_in_queue(record):  # the record and its queue standing: one call
+        record, standing = await services.reader.read(job_id, time.time())
+    if record is None or record.get("tenant") != caller.tenant:
         raise _not_found(job_id)
     view = to_view(record)
     if _waits_in_queue(record):
-        view["queue"] = queue_position.standing(answers, now)
+        view["queue"] = standing
     return JSONResponse(view)
 
 
