@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestMetricsMiddleware,
         metrics=lambda: getattr(getattr(app.state, "services", None), "metrics", None),
     )
+    app.include_router(jobs.hot)
     app.include_router(jobs.router)
     app.include_router(oauth.router)
     app.include_router(clients.router)

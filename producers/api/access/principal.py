@@ -18,6 +18,7 @@ every denial is left there for the audit (:mod:`producers.api.audit`).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -145,8 +146,12 @@ async def authenticate(
     _key: Annotated[Any, Depends(bearer)],
 ) -> Principal:
     """The caller, holding every scope the route asks for; else 401 or 403."""
-    principal = await identify(request)
-    missing = [s for s in security_scopes.scopes if s not in principal.scopes]
+    return holding(request, await identify(request), security_scopes.scopes)
+
+
+def holding(request: Request, principal: Principal, scopes: Sequence[str]) -> Principal:
+    """``principal``, if it holds every one of ``scopes``; else 403 ``forbidden``."""
+    missing = [s for s in scopes if s not in principal.scopes]
     if missing:
         request.state.denial = Denial(
             f"missing scope {' '.join(missing)}", principal.actor, principal.tenant
@@ -158,8 +163,7 @@ async def authenticate(
             f"holds: {held}",
             "forbidden",
             headers={
-                "WWW-Authenticate": 'Bearer error="insufficient_scope", '
-                f'scope="{" ".join(security_scopes.scopes)}"'
+                "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{" ".join(scopes)}"'
             },
         )
     return principal
