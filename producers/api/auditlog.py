@@ -17,6 +17,7 @@ retention, whatever the trimming left.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ import redis.asyncio as aioredis
 
 from core import keys
 
+log = logging.getLogger("courier.api.auditlog")
 FIELDS = ("request_id", "client_ip", "actor", "action", "status", "duration_ms", "job_id")
 PAGE = 500
 
@@ -51,41 +53,43 @@ class AuditLog:
         self.redis = client
         self.retention_ms = retention_s * 1000
         self.max_entries = max_entries
-        self._pending: list[tuple[str, dict[str, str], asyncio.Future[None]]] = []
+        self._pending: list[tuple[str, dict[str, str]]] = []
         self._writer: asyncio.Future[None] | None = None
 
-    async def append(self, tenant: str, entry: dict[str, Any]) -> None:
-        """Write ``entry``; returns once Redis holds it. Entries appended while a write is
-        under way go together in the next one (one round trip for all of them, each stream
-        trimmed once), so under load the trail costs a fraction of a round trip per request."""
-        done = asyncio.get_running_loop().create_future()
-        self._pending.append((tenant, {name: _text(entry.get(name)) for name in FIELDS}, done))
+    def append_soon(self, tenant: str, entry: dict[str, Any]) -> None:
+        """Queue ``entry``: written at once, or — when a write is under way — with every
+        entry queued meanwhile, in the next one (one round trip for all of them, each stream
+        trimmed once). The request that made the entry does not wait for it: its answer is
+        sent already, and uvicorn would hold the connection's next request until it
+        returned. A read of the log (:meth:`query`) waits for what is queued before it."""
+        self._pending.append((tenant, {name: _text(entry.get(name)) for name in FIELDS}))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.ensure_future(self._write_pending())
-        await done
+
+    async def append(self, tenant: str, entry: dict[str, Any]) -> None:
+        """:meth:`append_soon`, returning once the entry is written."""
+        self.append_soon(tenant, entry)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Wait until every entry queued so far is written (a failed write is logged)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
 
     async def _write_pending(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
             try:
                 await self._write(batch)
-            except BaseException as exc:  # each waiting request gets the error, then logs it
-                for *_, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-            else:
-                for *_, done in batch:
-                    if not done.done():
-                        done.set_result(None)
+            except Exception as exc:  # the trail must never cost a request its answer
+                log.warning("audit: %d entries not written to Redis: %s", len(batch), exc)
 
-    async def _write(self, batch: list[tuple[str, dict[str, str], asyncio.Future[None]]]) -> None:
+    async def _write(self, batch: list[tuple[str, dict[str, str]]]) -> None:
         cutoff = int(time.time() * 1000) - self.retention_ms
         pipe = self.redis.pipeline(transaction=False)
-        for tenant, fields, _ in batch:
+        for tenant, fields in batch:
             pipe.xadd(keys.audit(tenant), fields, maxlen=self.max_entries, approximate=True)  # type: ignore[arg-type]
-        for key in {keys.audit(tenant) for tenant, _, _ in batch}:
+        for key in {keys.audit(tenant) for tenant, _ in batch}:
             pipe.xtrim(key, minid=cutoff, approximate=True)
             pipe.pexpire(key, self.retention_ms)
         await pipe.execute()
@@ -99,6 +103,7 @@ class AuditLog:
         limit: int = 100,
     ) -> list[dict[str, Any]]:
         """The tenant's entries in [since, until] (epoch s), newest first, at most ``limit``."""
+        await self.flush()
         oldest = int(time.time() * 1000) - self.retention_ms
         start = max(oldest, int(since * 1000) if since is not None else 0)
         end: str = str(int(until * 1000)) if until is not None else "+"

@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await audit_log.flush()
             await waiter.stop()
             await hub.stop()
             await aclient.aclose()
