@@ -22,18 +22,24 @@ Command = Sequence[Any]  # ("HGETALL", key), ("EVALSHA", sha, numkeys, *keys, *a
 
 
 class Coalescer:
-    def __init__(self, client: aioredis.Redis) -> None:
+    """``in_flight`` batches at most on the wire at once: while Redis runs one batch's
+    scripts, the next is sent, so neither the API nor Redis waits for the other."""
+
+    def __init__(self, client: aioredis.Redis, in_flight: int = 2) -> None:
         self.client = client
+        self.in_flight = in_flight
         self._pending: list[tuple[Sequence[Command], asyncio.Future[list[Any]]]] = []
-        self._sender: asyncio.Future[None] | None = None
+        self._senders: set[asyncio.Future[None]] = set()
 
     async def run(self, commands: Sequence[Command]) -> list[Any]:
         """The answers to ``commands``, in order; a command Redis refuses answers its error
         (as ``pipe.execute(raise_on_error=False)``). A connection error raises."""
         answer: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._pending.append((commands, answer))
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.ensure_future(self._send_pending())
+        if len(self._senders) < self.in_flight:
+            sender = asyncio.ensure_future(self._send_pending())
+            self._senders.add(sender)
+            sender.add_done_callback(self._senders.discard)
         return await answer
 
     async def script(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> Any:
