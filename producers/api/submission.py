@@ -51,17 +51,22 @@ async def submit(
     idempotency_key: str | None,
 ) -> JSONResponse:
     cost = services.cost
+    cached = submission.cache is not None
+    if cached:  # an answer from the cache counts against the rate too: take it first
+        await quotas.charge_submissions(services, tenant, 1)
     if cost.budgets.stale():  # a Redis read every few seconds: not on the event loop
         await anyio.to_thread.run_sync(cost.budgets.get, tenant)
     costs.check_priced(cost, tenant, submission)
     fields = await checked_fields(submission, services.settings)
     fields |= costs.stored_fields(cost, tenant, submission)
-    if submission.cache is not None:
+    if cached:
         answered = await anyio.to_thread.run_sync(
             answer_from_cache, services, tenant, fields, submission, idempotency_key
         )
         if answered is not None:
             return answered
+    # (A check to add, such as a parent job's, goes beside the budget's: in _limits and
+    # the SUBMIT script, before its first write.)
     queues_itself = services.submitter.queues
     outcome = await services.submitter.submit(
         tenant,
@@ -69,7 +74,7 @@ async def submit(
         wm.field(submission.model, submission.priority, submission.kind) if queues_itself else "",
         idempotency_key,
         quotas.max_unfinished(services.settings.tenant_max_unfinished),
-        _limits(services, tenant, submission),
+        _limits(services, tenant, submission, rate_taken=cached),
     )
     record = outcome.record
     if outcome.kind == "created":
@@ -91,9 +96,11 @@ async def submit(
     return JSONResponse(to_view(record), status_code=202 if outcome.kind == "created" else 200)
 
 
-def _limits(services: Services, tenant: str, submission: JobSubmission) -> Limits:
+def _limits(services: Services, tenant: str, submission: JobSubmission, rate_taken: bool) -> Limits:
+    """What the SUBMIT script checks: the tenant's rate (unless taken already) and budget."""
     settings, cost = services.settings, services.cost
     rate = settings.tenant_submit_rate if settings.tenant_submit_rate > 0 else None
+    rate = None if rate_taken else rate
     budget = cost.budgets.get(tenant)
     if budget is None:
         return Limits(rate, settings.tenant_submit_burst)

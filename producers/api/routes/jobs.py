@@ -37,7 +37,7 @@ from producers.api.deps import (
 )
 from producers.api.errors import ApiError
 from producers.api.limits import reject_unknown_query
-from producers.api.submission import job_fields, queue_again, replicated, submit
+from producers.api.submission import checked_fields, queue_again, replicated, submit
 
 log = logging.getLogger("courier.api.jobs")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(reject_unknown_query)])
@@ -120,7 +120,8 @@ async def submit_batch(
             raise ApiError(422, f"jobs[{i}]: parent_job_id is not taken in a batch; submit a "
                            "conversation's next turn with POST /v1/jobs")  # fmt: skip
         costs.check_priced(cost, tenant, job, where=f"jobs[{i}]: ")
-        fields = job_fields(job, services.settings) | costs.stored_fields(cost, tenant, job)
+        fields = await checked_fields(job, services.settings)  # resolves callbacks off the loop
+        fields |= costs.stored_fields(cost, tenant, job)
         items.append((fields, f"{idempotency_key}#{i}" if idempotency_key else None))
     await quotas.charge_submissions(services, tenant, len(items))
     records, created = await anyio.to_thread.run_sync(
