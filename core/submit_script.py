@@ -128,13 +128,17 @@ class Submitter:
         idempotency_key: str | None,
         max_unfinished: int | None,
         limits: Limits,
+        queue: bool = True,
     ) -> Outcome:
-        """Store (and queue, see above) a job, or say why not, in one round trip.
-        ``counter_field``: the job's series of the submitted-jobs counter ('' = not counted)."""
+        """Store (and queue, see above; ``queue`` False: never) a job, or say why not, in
+        one round trip. ``counter_field``: the job's series of the submitted-jobs counter
+        ('' = not counted)."""
         job_id, create_keys, create_args = self.store.create_call(
             tenant, fields, idempotency_key, max_unfinished
         )
-        message = self.messages.build(job_id, str(fields["priority"])) if self.messages else None
+        message = None
+        if self.messages is not None and queue:
+            message = self.messages.build(job_id, str(fields["priority"]))
         head, flat = create_args[: _FIELDS_AT - 1], create_args[_FIELDS_AT - 1 :]
         extra: list[Any] = [
             "" if limits.rate is None else repr(limits.rate),

@@ -30,12 +30,12 @@ from core import metrics as wm
 from core.errors import QuotaExceeded
 from core.jobs import JobSubmission
 from core.queues import enqueue_job, enqueue_jobs
-from core.records import to_view
+from core.records import Record, to_view
 from core.replication import Replicated
 from core.ssrf import check_callback_url
 from core.store import JobStore
 from core.submit_script import Limits, Outcome
-from producers.api import batch_costs, costs, errors, quotas
+from producers.api import batch_costs, conversations, costs, errors, quotas
 from producers.api.deps import Services
 from producers.api.errors import ApiError
 
@@ -59,15 +59,19 @@ async def submit(
     costs.check_priced(cost, tenant, submission)
     fields = await checked_fields(submission, services.settings)
     fields |= costs.stored_fields(cost, tenant, submission)
+    child = submission.parent_job_id is not None
+    if child:  # a conversation's next turn: its parent read and checked (sync), in a thread
+        fields |= await anyio.to_thread.run_sync(
+            conversations.child_fields, services.store, tenant, submission, services.settings
+        )
     if cached:
         answered = await anyio.to_thread.run_sync(
             answer_from_cache, services, tenant, fields, submission, idempotency_key
         )
         if answered is not None:
             return answered
-    # (A check to add, such as a parent job's, goes beside the budget's: in _limits and
-    # the SUBMIT script, before its first write.)
-    queues_itself = services.submitter.queues
+    # A child is stored without a message: it meets its parent first (_publish).
+    queues_itself = services.submitter.queues and not child
     outcome = await services.submitter.submit(
         tenant,
         fields,
@@ -75,12 +79,13 @@ async def submit(
         idempotency_key,
         quotas.max_unfinished(services.settings.tenant_max_unfinished),
         _limits(services, tenant, submission, rate_taken=cached),
+        queue=queues_itself,
     )
     record = outcome.record
     if outcome.kind == "created":
         if not queues_itself:
-            await anyio.to_thread.run_sync(
-                _publish, services, tenant, record["id"], submission, idempotency_key
+            record = await anyio.to_thread.run_sync(
+                _publish, services, tenant, record, fields, submission, idempotency_key
             )
     elif outcome.kind == "replay":
         if services.store.replication.enabled:
@@ -133,15 +138,23 @@ def _refusal(
 def _publish(
     services: Services,
     tenant: str,
-    job_id: str,
+    record: Record,
+    fields: dict[str, Any],
     submission: JobSubmission,
     idempotency_key: str | None,
-) -> None:
-    """Queue a stored job through kombu (a broker other than the job store's Redis); when
-    that fails, undo the job so nothing is accepted that is not queued: 503."""
-    store = services.store
+) -> Record:
+    """Queue a stored job through kombu (a broker other than the job store's Redis, or a
+    child job, queued only once its parent has succeeded); when that fails, undo the job so
+    nothing is accepted that is not queued: 503. → the job as it is now (a child may wait
+    for its parent, or have failed with it)."""
+    store, job_id = services.store, record["id"]
     try:
-        enqueue_job(services.celery, job_id, submission.priority)
+        fields = {
+            "parent_job_id": submission.parent_job_id,
+            "callback_url": submission.callback_url,
+        }
+        if conversations.ready_to_queue(store, services.celery, job_id, tenant, fields):
+            enqueue_job(services.celery, job_id, submission.priority)
     except Exception as exc:
         log.warning("enqueue of %s failed: %s", job_id, exc)
         store.delete(job_id, tenant)
@@ -151,6 +164,7 @@ def _publish(
     services.metrics.jobs_submitted.labels(
         submission.model, submission.priority, submission.kind
     ).inc()
+    return store.get(job_id) or record
 
 
 def answer_from_cache(
