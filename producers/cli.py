@@ -22,6 +22,7 @@ from config.production import (
 from config.settings import Settings
 from producers.api.apikeys import ManagedKeys
 from producers.budgets_cli import budgets_cli
+from producers.cli_api import api
 from producers.cli_clients import clients_cli, configured_redis
 from producers.cli_conversation import conversation
 from producers.fair_cli import fair
@@ -41,6 +42,7 @@ keys_cli = typer.Typer(
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(clients_cli, name="clients")
 cli.add_typer(budgets_cli, name="budgets")
+cli.command("api")(api)
 cli.command("conversation")(conversation)
 cli.command("fair")(fair)
 
@@ -89,57 +91,6 @@ def _active_managed_keys(settings: Settings) -> int:
         return 0
     finally:
         client.close()
-
-
-@cli.command()
-def api(
-    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
-    workers: Annotated[
-        int, typer.Option(min=1, help="API processes sharing the port (about one per core)")
-    ] = 1,
-) -> None:
-    """Serve the HTTP API (producers.api:app) with uvicorn. Logs are JSON lines, redacted
-    (COURIER_LOG_FORMAT=text for plain text); the audit trail is on logger courier.audit.
-    With --workers N, uvicorn runs N processes on the port, and their request counters are
-    summed in /metrics through PROMETHEUS_MULTIPROC_DIR (a fresh directory when unset)."""
-    import uvicorn
-
-    from core.logs import configure_logging
-
-    checked_settings(serves_api=True)
-
-    configure_logging(log_level, json_lines=os.environ.get("COURIER_LOG_FORMAT") != "text")
-    if workers > 1:
-        prepare_multiprocess_metrics()
-    uvicorn.run(
-        "producers.api:app",
-        host=host,
-        port=port,
-        log_level=log_level,
-        log_config=None,  # uvicorn's own loggers propagate to the JSON handler
-        timeout_graceful_shutdown=5,
-        workers=workers,
-    )
-
-
-def prepare_multiprocess_metrics() -> str:
-    """``PROMETHEUS_MULTIPROC_DIR`` for the API's processes, set before any of them imports
-    prometheus_client: a new temporary directory when unset, else the one named, emptied
-    (counts a previous run left there would add up with this run's)."""
-    import tempfile
-
-    named = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not named:
-        named = tempfile.mkdtemp(prefix="courier-api-metrics-")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = named
-        return named
-    os.makedirs(named, exist_ok=True)
-    for entry in os.scandir(named):
-        if entry.is_file() and entry.name.endswith(".db"):  # what prometheus_client writes
-            os.unlink(entry.path)
-    return named
 
 
 def _option_name(arg: str) -> str | None:
