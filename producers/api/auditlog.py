@@ -17,6 +17,7 @@ retention, whatever the trimming left.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from core import keys
+from producers.api.audit_script import APPEND
 
 log = logging.getLogger("courier.api.auditlog")
 FIELDS = ("request_id", "client_ip", "actor", "action", "status", "duration_ms", "job_id")
@@ -53,8 +55,9 @@ class AuditLog:
         self.redis = client
         self.retention_ms = retention_s * 1000
         self.max_entries = max_entries
-        self._pending: list[tuple[str, dict[str, str]]] = []
+        self._pending: list[tuple[str, list[str]]] = []
         self._writer: asyncio.Future[None] | None = None
+        self._append = client.register_script(APPEND)
 
     def append_soon(self, tenant: str, entry: dict[str, Any]) -> None:
         """Queue ``entry``: written at once, or — when a write is under way — with every
@@ -62,7 +65,7 @@ class AuditLog:
         trimmed once). The request that made the entry does not wait for it: its answer is
         sent already, and uvicorn would hold the connection's next request until it
         returned. A read of the log (:meth:`query`) waits for what is queued before it."""
-        self._pending.append((tenant, {name: _text(entry.get(name)) for name in FIELDS}))
+        self._pending.append((tenant, [_text(entry.get(name)) for name in FIELDS]))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.ensure_future(self._write_pending())
 
@@ -84,15 +87,17 @@ class AuditLog:
             except Exception as exc:  # the trail must never cost a request its answer
                 log.warning("audit: %d entries not written to Redis: %s", len(batch), exc)
 
-    async def _write(self, batch: list[tuple[str, dict[str, str]]]) -> None:
+    async def _write(self, batch: list[tuple[str, list[str]]]) -> None:
+        streams: dict[str, int] = {}
+        entries = [
+            [streams.setdefault(keys.audit(tenant), len(streams) + 1), *values]
+            for tenant, values in batch
+        ]
         cutoff = int(time.time() * 1000) - self.retention_ms
-        pipe = self.redis.pipeline(transaction=False)
-        for tenant, fields in batch:
-            pipe.xadd(keys.audit(tenant), fields, maxlen=self.max_entries, approximate=True)  # type: ignore[arg-type]
-        for key in {keys.audit(tenant) for tenant, _ in batch}:
-            pipe.xtrim(key, minid=cutoff, approximate=True)
-            pipe.pexpire(key, self.retention_ms)
-        await pipe.execute()
+        await self._append(
+            keys=list(streams),
+            args=[json.dumps(entries), self.max_entries, cutoff, self.retention_ms, *FIELDS],
+        )
 
     async def query(
         self,
