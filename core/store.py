@@ -23,6 +23,7 @@ from core.records import Record, encode_fields, new_job_id, now_ms
 from core.replication import Replication
 
 CALLBACK_SAFETY_S = 30.0
+_NO_CALLBACK = CallbackState().model_dump()  # a new job's callback state, but for its url
 
 
 class JobStore:
@@ -120,7 +121,7 @@ class JobStore:
         job_id = new_job_id()
         created = now_ms()
         expires_at = fields.get("expires_at")
-        callback = CallbackState(url=fields.get("callback_url")).model_dump()
+        callback = {**_NO_CALLBACK, "url": fields.get("callback_url"), "log": []}
         record = {
             **fields,
             "id": job_id,

@@ -24,6 +24,7 @@ from core.store import JobStore
 from core.task_message import RunJobMessages
 
 _CREATE_BODY = CREATE.removeprefix(EVENTS)
+_PACK = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _FIELDS_AT = 8  # where CREATE's field/value pairs start in its ARGV
 EXTRA_ARGS = 8  # the arguments below that SUBMIT adds before them
 
@@ -157,7 +158,7 @@ class Submitter:
             keys.metrics(wm.SUBMITTED),
             message.list_name if message else keys.queued("none"),
         ]
-        packed = json.dumps(flat, separators=(",", ":"), ensure_ascii=False)
+        packed = _PACK(flat)
         answer: list[str] = await self.redis.script(
             self._script, script_keys, [*head, *extra, packed]
         )

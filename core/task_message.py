@@ -16,7 +16,6 @@ import base64
 import json
 import os
 import time
-import uuid
 from bisect import bisect
 from dataclasses import dataclass
 
@@ -64,8 +63,7 @@ class RunJobMessages:
         self._event_body = _template(_event_body(self.origin))
 
     def build(self, job_id: str, priority: str) -> Queued:
-        ids = uuid.UUID(bytes=os.urandom(16), version=4), uuid.UUID(bytes=os.urandom(16), version=4)
-        task_id, tag = str(ids[0]), str(ids[1])
+        task_id, tag = _uuid4(), _uuid4()
         queue = queue_for(priority)
         pri = message_priority(priority, self.broker_url)
         body = _b64(_BODY_HEAD + job_id + _BODY_TAIL)
@@ -78,7 +76,7 @@ class RunJobMessages:
             task=task_id, job=job_id, queue=queue, clock=self.app.clock.forward(),
             timestamp=repr(time.time()), utcoffset=repr(float(utcoffset())), pid=os.getpid(),
         )  # fmt: skip
-        event = self._event.format(body=_b64(event_body), tag=str(uuid.uuid4()))
+        event = self._event.format(body=_b64(event_body), tag=_uuid4())
         return Queued(broker_list(queue, pri), envelope, self.event_channel, event)
 
 
@@ -86,6 +84,15 @@ class RunJobMessages:
 _BODY_HEAD, _BODY_TAIL = json.dumps([["\x00"], {}, EMBED]).split("\\u0000")
 _FIELDS = ("task", "job", "body", "queue", "priority", "tag", "clock", "timestamp",
            "utcoffset", "pid")  # fmt: skip
+
+
+def _uuid4() -> str:
+    """``str(uuid.uuid4())``, in half its time."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = raw[6] & 0x0F | 0x40  # version 4
+    raw[8] = raw[8] & 0x3F | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _b64(text: str) -> str:

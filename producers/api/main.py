@@ -33,6 +33,7 @@ from producers.api.routes import audit, clients, conversations, events, health, 
 from producers.api.waiter import JobWaiter
 
 log = logging.getLogger("courier.api")
+GC_YOUNG_THRESHOLD = 20_000
 THREADS = 200  # sync routes run in anyio's threadpool; each may hold one Redis connection
 
 
@@ -77,6 +78,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # for good: out of every collection, or each old-generation collection walks it
         # (tens of ms) while thousands of event streams wait (README, Live events).
         gc.freeze()
+        # A request allocates a few thousand objects, nearly all freed by reference counting:
+        # at the default threshold (700) the young generation is scanned every request or
+        # so, for the few cycles a request leaves.
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         try:
             yield
         finally:
