@@ -31,17 +31,18 @@ EXTRA_ARGS = 8  # the arguments below that SUBMIT adds before them
 # KEYS: CREATE's six (job, tenant_jobs, idem, expiries, queued(priority), tenant unfinished),
 #       then the tenant's rate bucket, its spend hash this budget period, the submitted-jobs
 #       counters, the broker list the message goes on
-# ARGV: CREATE's first seven (id, retention_s, created_ms, use_idem, expires_ms, job key
+# ARGV: one JSON array (one argument, not dozens: redis-py encodes each argument in Python)
+#       of: CREATE's first seven (id, retention_s, created_ms, use_idem, expires_ms, job key
 #       prefix, max unfinished ('' = no cap)), then rate per s ('' = no rate), burst, budget
 #       in nano-USD ('' = no budget), the job's worst case in nano-USD, the counter's field
 #       ('' = not counted), the message ('' = the caller queues it), the task-sent event's
-#       channel ('' = none) and payload, then CREATE's fields as one JSON array [field, value,
-#       ...] (one argument, not dozens: redis-py encodes each argument in Python)
+#       channel ('' = none) and payload, then CREATE's fields as an array [field, value, ...]
 # → {'created'}; {'replay', field, value, ...} (the job the Idempotency-Key made);
 #   {'rate_limited', seconds until a token}; {'budget_exceeded', nano-USD spent};
 #   {'quota_exceeded', unfinished count}
 SUBMIT = (
     EVENTS
+    + "local ARGV = cjson.decode(ARGV[1])\n"
     + "local PERIOD = 1\n"
     + bucket.LUA
     + f"""
@@ -72,7 +73,7 @@ if ARGV[10] ~= '' then
 end
 local create_args = {{}}
 for i = 1, {_FIELDS_AT - 1} do create_args[i] = ARGV[i] end
-for _, v in ipairs(cjson.decode(ARGV[{_FIELDS_AT + EXTRA_ARGS}])) do
+for _, v in ipairs(ARGV[{_FIELDS_AT + EXTRA_ARGS}]) do
   create_args[#create_args + 1] = v
 end
 local function create(ARGV)
@@ -158,10 +159,8 @@ class Submitter:
             keys.metrics(wm.SUBMITTED),
             message.list_name if message else keys.queued("none"),
         ]
-        packed = _PACK(flat)
-        answer: list[str] = await self.redis.script(
-            self._script, script_keys, [*head, *extra, packed]
-        )
+        packed = _PACK([*(str(arg) for arg in (*head, *extra)), flat])
+        answer: list[str] = await self.redis.script(self._script, script_keys, [packed])
         kind = answer[0]
         if kind == "created":
             record = dict(zip(flat[::2], flat[1::2], strict=True))
