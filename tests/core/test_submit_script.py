@@ -54,22 +54,27 @@ def snapshot(client: redis.Redis, tenant: str) -> set[str]:
     return {k for k in client.keys("*") if tenant in k or "jobs." in k}
 
 
+NORMAL = f"jobs.normal{keys.PRIORITY_SEP}3"  # the list of normal jobs' messages
+
+
 def test_created_with_its_message(redis_url: str, redis_client: redis.Redis, app: Celery) -> None:
+    redis_client.delete(NORMAL)  # earlier tests of the session may have left messages
     outcome = submit(redis_url, app, "s1")
     assert outcome.kind == "created"
     job_id = outcome.record["id"]
     assert redis_client.hget(keys.job(job_id), "status") == "queued"
-    [message] = redis_client.lrange(f"jobs.normal{keys.PRIORITY_SEP}3", 0, -1)
+    [message] = redis_client.lrange(NORMAL, 0, -1)
     assert f"['{job_id}']" in message
     assert redis_client.zscore(keys.queued("normal"), job_id) is not None
     assert redis_client.hget(keys.metrics("submitted"), "m|normal|chat") == "1"
-    redis_client.delete(f"jobs.normal{keys.PRIORITY_SEP}3")
+    redis_client.delete(NORMAL)
 
 
 def test_without_messages_only_stored(redis_url: str, redis_client: redis.Redis) -> None:
+    redis_client.delete(NORMAL)
     outcome = submit(redis_url, None, "s2", counter="")
     assert outcome.kind == "created"
-    assert not redis_client.exists(f"jobs.normal{keys.PRIORITY_SEP}3")
+    assert not redis_client.exists(NORMAL)
     assert redis_client.hget(keys.job(outcome.record["id"]), "status") == "queued"
 
 
