@@ -4,18 +4,20 @@ pipeline of the same reads would encode and parse in Python."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from config.celery import PRIORITIES
 from core import keys
 from core.coalesce import Coalescer
 from core.records import Record
-from producers.api.queue_position import WINDOW_S, eta
+from producers.api.queue_position import WINDOW_S, eta, fair_place
 
 # KEYS: job, queued:high, queued:normal, queued:low
 # ARGV: id, starts counter key prefix, now (whole seconds), window (s)
-# → {} no such job; {record} not waiting in a queue; {record, {position, ahead, started}}
-#   where started = jobs started in the window before now
+# → {} no such job; {record} not waiting in a queue; {record, {rank, jobs in the queues
+#   above, started, queue index (0 = high)}}: its rank in arrival order, and the jobs
+#   started in the window before now
 READ = """
 local record = redis.call('HGETALL', KEYS[1])
 if #record == 0 then return {} end
@@ -29,7 +31,7 @@ for i = 2, #KEYS do
     for s = 1, tonumber(ARGV[4]) do
       started = started + (tonumber(redis.call('GET', ARGV[2] .. (now - s))) or 0)
     end
-    return {record, {rank + 1, rank + ahead, started}}
+    return {record, {rank, ahead, started, i - 2}}
   end
   ahead = ahead + redis.call('ZCARD', KEYS[i])
 end
@@ -42,8 +44,11 @@ class JobReader:
         self.redis = redis
         self._script = redis.client.register_script(READ)
 
-    async def read(self, job_id: str, now: float) -> tuple[Record | None, dict[str, Any] | None]:
-        """(the record or None, its ``queue`` standing or None)."""
+    async def read(
+        self, job_id: str, now: float, tenant: str, weights: Mapping[str, float]
+    ) -> tuple[Record | None, dict[str, Any] | None]:
+        """(the record or None, its ``queue`` standing or None; only for ``tenant``'s job,
+        whose place within its priority follows the fair order between tenants)."""
         answer = await self.redis.script(
             self._script,
             [keys.job(job_id), *(keys.queued(name) for name in PRIORITIES)],
@@ -53,11 +58,12 @@ class JobReader:
             return None, None
         flat = answer[0]
         record = dict(zip(flat[::2], flat[1::2], strict=True))
-        if len(answer) < 2:
+        if len(answer) < 2 or record.get("tenant") != tenant:
             return record, None
-        position, ahead, started = (int(v) for v in answer[1])
+        rank, above, started, index = (int(v) for v in answer[1])
+        within = await fair_place(self.redis, job_id, tenant, weights, PRIORITIES[index], rank)
         return record, {
-            "position": position,
-            "ahead": ahead,
-            "estimated_start_at": eta(now, ahead, started / WINDOW_S),
+            "position": within + 1,
+            "ahead": within + above,
+            "estimated_start_at": eta(now, within + above, started / WINDOW_S),
         }

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -195,7 +194,9 @@ async def get_job(
     if wait:
         record = await services.waiter.wait(job_id, wait, read)
     if not wait or _waits_in_queue(record):  # the record and its queue standing: one call
-        record, standing = await services.reader.read(job_id, time.time())
+        record, standing = await services.reader.read(
+            job_id, time.time(), caller.tenant, services.settings.tenant_weights
+        )
     if record is None or record.get("tenant") != caller.tenant:
         raise _not_found(job_id)
     view = to_view(record)
