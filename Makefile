@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint typecheck fmt bench bench-limits bench-sim bench-breaker bench-budgets bench-redis bench-stream bench-conversations bench-fairness fuzz check clean
+.PHONY: install dev test lint typecheck fmt bench bench-limits bench-sim bench-breaker bench-budgets bench-redis bench-stream bench-conversations bench-submit fuzz check clean
 
 $(BIN)/courier: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -66,6 +66,10 @@ bench-conversations: install
 # What one job costs Redis (commands, CPU, bytes) and the jobs/s one Redis core carries.
 bench-redis: install
 	$(BIN)/python -m bench.redis_capacity
+
+# Single POST /v1/jobs and GET /v1/jobs/{id} against a minimal FastAPI endpoint (wrk).
+bench-submit: install
+	$(BIN)/python -m bench.submit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -13,6 +13,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import redis
 
@@ -144,15 +145,36 @@ def fair_ahead(
     if own_rank is None:
         return None
     scores = dict(active)
+    pipe = client.pipeline(transaction=False)
+    for command in fair_reads(priority, scores):
+        pipe.execute_command(*command)
+    return fair_ahead_of(int(own_rank), scores, pipe.execute(), tenant, weights)
+
+
+def fair_reads(priority: str, scores: Mapping[str, float]) -> list[tuple[str, ...]]:
+    """The reads :func:`fair_ahead_of` takes (``found``), for the tenants of ``scores``."""
     started = keys.metrics(wm.FAIR_STARTED)
     costs = keys.metrics(wm.FAIR_COST)
-    pipe = client.pipeline(transaction=False)
+    commands: list[tuple[str, ...]] = []
     for other in scores:
-        pipe.llen(keys.fair_messages(priority, other))
         label = wm.field(other, priority)
-        pipe.hget(started, label)
-        pipe.hget(costs, label)
-    found = pipe.execute()
+        commands += [
+            ("LLEN", keys.fair_messages(priority, other)),
+            ("HGET", started, label),
+            ("HGET", costs, label),
+        ]
+    return commands
+
+
+def fair_ahead_of(
+    own_rank: int,
+    scores: Mapping[str, float],
+    found: Sequence[Any],
+    tenant: str,
+    weights: Mapping[str, float],
+) -> int:
+    """:func:`fair_ahead` from what it read: the job's rank among its tenant's sorted jobs,
+    the tenants' virtual times, and :func:`fair_reads`' answers."""
 
     def per_job(index: int) -> float:  # a tenant's mean cost per start so far (1: none yet)
         jobs, cost = found[3 * index + 1], found[3 * index + 2]

@@ -14,6 +14,8 @@ from core.jobs import iso
 
 Record = dict[str, str]
 JSON_FIELDS = ("request", "fallback_models", "metadata", "result", "error", "callback")
+# json.dumps(value, separators=(",", ":")), without building an encoder per call
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def new_job_id() -> str:
@@ -31,7 +33,7 @@ def encode_fields(fields: Mapping[str, Any]) -> list[str]:
     for name, value in fields.items():
         out.append(name)
         if name in JSON_FIELDS:
-            out.append(json.dumps(value, separators=(",", ":")))
+            out.append(_compact(value))
         else:
             out.append("" if value is None else str(value))
     return out

@@ -23,6 +23,7 @@ from core.records import Record, encode_fields, new_job_id, now_ms
 from core.replication import Replication
 
 CALLBACK_SAFETY_S = 30.0
+_NO_CALLBACK = CallbackState().model_dump()  # a new job's callback state, but for its url
 
 
 class JobStore:
@@ -68,7 +69,7 @@ class JobStore:
         used before returns the first job's id and created=False. Raises
         :class:`QuotaExceeded` (storing nothing) when the tenant already has
         ``max_unfinished`` jobs that have not ended; a replay is never refused."""
-        job_id, script_keys, args = self._create_call(
+        job_id, script_keys, args = self.create_call(
             tenant, fields, idempotency_key, max_unfinished
         )
         return self._created(job_id, self._create(keys=script_keys, args=args), max_unfinished)
@@ -85,7 +86,7 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=False)
         ids = []
         for fields, idempotency_key in items:
-            job_id, script_keys, args = self._create_call(
+            job_id, script_keys, args = self.create_call(
                 tenant, fields, idempotency_key, max_unfinished
             )
             self._create(keys=script_keys, args=args, client=pipe)
@@ -109,7 +110,7 @@ class JobStore:
             raise refused
         return outcomes
 
-    def _create_call(
+    def create_call(
         self,
         tenant: str,
         fields: Mapping[str, Any],
@@ -120,7 +121,7 @@ class JobStore:
         job_id = new_job_id()
         created = now_ms()
         expires_at = fields.get("expires_at")
-        callback = CallbackState(url=fields.get("callback_url")).model_dump()
+        callback = {**_NO_CALLBACK, "url": fields.get("callback_url"), "log": []}
         record = {
             **fields,
             "id": job_id,

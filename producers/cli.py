@@ -22,6 +22,7 @@ from config.production import (
 from config.settings import Settings
 from producers.api.apikeys import ManagedKeys
 from producers.budgets_cli import budgets_cli
+from producers.cli_api import api
 from producers.cli_clients import clients_cli, configured_redis
 from producers.cli_conversation import conversation
 from producers.fair_cli import fair
@@ -41,6 +42,7 @@ keys_cli = typer.Typer(
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(clients_cli, name="clients")
 cli.add_typer(budgets_cli, name="budgets")
+cli.command("api")(api)
 cli.command("conversation")(conversation)
 cli.command("fair")(fair)
 
@@ -89,31 +91,6 @@ def _active_managed_keys(settings: Settings) -> int:
         return 0
     finally:
         client.close()
-
-
-@cli.command()
-def api(
-    host: Annotated[str, typer.Option(help="Interface to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on")] = 8000,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level")] = "info",
-) -> None:
-    """Serve the HTTP API (producers.api:app) with uvicorn. Logs are JSON lines, redacted
-    (COURIER_LOG_FORMAT=text for plain text); the audit trail is on logger courier.audit."""
-    import uvicorn
-
-    from core.logs import configure_logging
-
-    checked_settings(serves_api=True)
-
-    configure_logging(log_level, json_lines=os.environ.get("COURIER_LOG_FORMAT") != "text")
-    uvicorn.run(
-        "producers.api:app",
-        host=host,
-        port=port,
-        log_level=log_level,
-        log_config=None,  # uvicorn's own loggers propagate to the JSON handler
-        timeout_graceful_shutdown=5,
-    )
 
 
 def _option_name(arg: str) -> str | None:

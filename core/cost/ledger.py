@@ -299,10 +299,14 @@ class BudgetDirectory:
         self._read_at = float("-inf")
         self._lock = threading.Lock()
 
+    def stale(self) -> bool:
+        """Whether the next :meth:`get` reads Redis (async callers make it in a thread)."""
+        return time.monotonic() - self._read_at > self.ttl_s
+
     def get(self, tenant: str) -> Budget | None:
-        if time.monotonic() - self._read_at > self.ttl_s:
+        if self.stale():
             with self._lock:
-                if time.monotonic() - self._read_at > self.ttl_s:
+                if self.stale():
                     self._budgets = self.ledger.budgets()
                     self._read_at = time.monotonic()
         return self._budgets.get(tenant)

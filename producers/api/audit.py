@@ -123,21 +123,10 @@ class Audit:
         if denial is not None:
             fields["reason"] = denial.reason
         services = getattr(getattr(scope.get("app"), "state", None), "services", None)
-        # The requester owns the job only when the action was allowed (2xx) or came too
-        # late (409); a 404 may name another tenant's job, whose owner is not the requester.
-        if job_id and services is not None and (200 <= status < 300 or status == 409):
-            await self._job_fields(services, action, status, job_id, fields)
-        if action == "job.submit" and status == 200:
-            fields["replay"] = True  # an Idempotency-Key replay: nothing new was queued
         tenant = getattr(denial, "tenant", None) or getattr(principal, "tenant", None)
-        if not job_id:
-            fields["tenant"] = tenant  # no job to own the action: the caller's tenant
-        log.info(action, extra=fields)
-        if services is None:
-            return
-        if action.startswith("auth."):
-            services.metrics.auth_events.labels(action, str(status)).inc()
-        if tenant:
+        if services is not None and tenant:
+            # Queued before any await below: the tenant's log keeps the order in which the
+            # answers went out (the caller's next request may already be running).
             entry = {
                 "request_id": request_id,
                 "client_ip": client_ip,
@@ -147,7 +136,21 @@ class Audit:
                 "duration_ms": duration_ms,
                 "job_id": job_id,
             }
-            await services.audit.append(tenant, entry)
+            services.audit.append_soon(tenant, entry)
+        # The requester owns the job only when the action was allowed (2xx) or came too
+        # late (409); a 404 may name another tenant's job, whose owner is not the requester.
+        known = self.state.get("audit_job")  # the submit route's own job: nothing to read
+        if known is not None and known[0] == job_id:
+            fields.update(tenant=known[1], model=known[2], priority=known[3])
+        elif job_id and services is not None and (200 <= status < 300 or status == 409):
+            await self._job_fields(services, action, status, job_id, fields)
+        if action == "job.submit" and status == 200:
+            fields["replay"] = True  # an Idempotency-Key replay: nothing new was queued
+        if not job_id:
+            fields["tenant"] = tenant  # no job to own the action: the caller's tenant
+        log.info(action, extra=fields)
+        if services is not None and action.startswith("auth."):
+            services.metrics.auth_events.labels(action, str(status)).inc()
 
     @staticmethod
     async def _job_fields(

@@ -16,6 +16,9 @@ retention, whatever the trimming left.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +26,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from core import keys
+from producers.api.audit_script import APPEND
 
+log = logging.getLogger("courier.api.auditlog")
 FIELDS = ("request_id", "client_ip", "actor", "action", "status", "duration_ms", "job_id")
 PAGE = 500
 
@@ -50,16 +55,49 @@ class AuditLog:
         self.redis = client
         self.retention_ms = retention_s * 1000
         self.max_entries = max_entries
+        self._pending: list[tuple[str, list[str]]] = []
+        self._writer: asyncio.Future[None] | None = None
+        self._append = client.register_script(APPEND)
+
+    def append_soon(self, tenant: str, entry: dict[str, Any]) -> None:
+        """Queue ``entry``: written at once, or — when a write is under way — with every
+        entry queued meanwhile, in the next one (one round trip for all of them, each stream
+        trimmed once). The request that made the entry does not wait for it: its answer is
+        sent already, and uvicorn would hold the connection's next request until it
+        returned. A read of the log (:meth:`query`) waits for what is queued before it."""
+        self._pending.append((tenant, [_text(entry.get(name)) for name in FIELDS]))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_pending())
 
     async def append(self, tenant: str, entry: dict[str, Any]) -> None:
-        key = keys.audit(tenant)
-        fields = {name: _text(entry.get(name)) for name in FIELDS}
+        """:meth:`append_soon`, returning once the entry is written."""
+        self.append_soon(tenant, entry)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Wait until every entry queued so far is written (a failed write is logged)."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
+
+    async def _write_pending(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await self._write(batch)
+            except Exception as exc:  # the trail must never cost a request its answer
+                log.warning("audit: %d entries not written to Redis: %s", len(batch), exc)
+
+    async def _write(self, batch: list[tuple[str, list[str]]]) -> None:
+        streams: dict[str, int] = {}
+        entries = [
+            [streams.setdefault(keys.audit(tenant), len(streams) + 1), *values]
+            for tenant, values in batch
+        ]
         cutoff = int(time.time() * 1000) - self.retention_ms
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(key, fields, maxlen=self.max_entries, approximate=True)  # type: ignore[arg-type]
-        pipe.xtrim(key, minid=cutoff, approximate=True)
-        pipe.pexpire(key, self.retention_ms)
-        await pipe.execute()
+        await self._append(
+            keys=list(streams),
+            args=[json.dumps(entries), self.max_entries, cutoff, self.retention_ms, *FIELDS],
+        )
 
     async def query(
         self,
@@ -70,6 +108,7 @@ class AuditLog:
         limit: int = 100,
     ) -> list[dict[str, Any]]:
         """The tenant's entries in [since, until] (epoch s), newest first, at most ``limit``."""
+        await self.flush()
         oldest = int(time.time() * 1000) - self.retention_ms
         start = max(oldest, int(since * 1000) if since is not None else 0)
         end: str = str(int(until * 1000)) if until is not None else "+"

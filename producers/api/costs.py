@@ -17,7 +17,7 @@ from config.settings import Settings
 from core import keys
 from core.cache import AnswerCache, cache_digest
 from core.cost.bound import bound, capped
-from core.cost.ledger import BudgetDirectory, Ledger, period_bounds
+from core.cost.ledger import Budget, BudgetDirectory, Ledger, period_bounds, period_ids
 from core.cost.prices import PriceTable, usd
 from core.jobs import JobSubmission
 from core.records import Record
@@ -92,14 +92,27 @@ def check_budget(cost: CostServices, tenant: str, worst: int) -> None:
     if budget is None:
         return
     spent, _ = cost.ledger.spent_nano(tenant, budget.period)
-    limit = round(budget.usd * 1e9)
-    if spent + worst <= limit:
-        return
+    if spent + worst > budget_nano(budget):
+        raise budget_error(tenant, budget, spent, worst)
+
+
+def budget_nano(budget: Budget) -> int:
+    return round(budget.usd * 1e9)
+
+
+def spend_key(tenant: str, budget: Budget) -> str:
+    """The hash holding what the tenant spent in its budget's current period."""
+    return keys.spend(tenant, period_ids(time.time())[budget.period])
+
+
+def budget_error(tenant: str, budget: Budget, spent: int, worst: int) -> ApiError:
+    """429 ``budget_exceeded``: ``spent`` (nano-USD) this period leaves no room for
+    ``worst``; ``Retry-After`` when the period renews."""
     now = time.time()
     _, ends = period_bounds(budget.period, now)
     headers = {"Retry-After": str(max(1, math.ceil(ends - now)))} if ends else None
     renews = f"; it renews in {math.ceil((ends - now) / 60)} min" if ends else ""
-    raise ApiError(
+    return ApiError(
         429,
         f"tenant {tenant!r} has spent ${usd(spent):.6f} of its {budget.period} budget of "
         f"${budget.usd:.2f}; this job's worst case (${usd(worst):.6f}) does not fit{renews}",

@@ -18,12 +18,15 @@ from celery import Celery
 from fastapi import Depends, Request
 
 from config.settings import Settings
+from core.coalesce import Coalescer
 from core.store import JobStore
+from core.submit_script import Submitter
 from producers.api.access.clients import RevocationCache
 from producers.api.access.tokens import Tokens
 from producers.api.auditlog import AuditLog
 from producers.api.costs import CostServices
 from producers.api.metrics import ApiMetrics
+from producers.api.read_script import JobReader
 from producers.api.waiter import JobWaiter
 
 
@@ -49,31 +52,40 @@ class Services:
     access: Access
     audit: AuditLog
     cost: CostServices
+    batched: Coalescer  # the hot paths' commands, sent together
+    submitter: Submitter
+    reader: JobReader
 
 
-def get_services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 
 
-def get_settings(request: Request) -> Settings:
-    return get_services(request).settings
+# Dependencies are coroutines: FastAPI runs a plain ``def`` one in the threadpool, a thread
+# hop per request for an attribute lookup.
+async def get_services(request: Request) -> Services:
+    return services_of(request)
 
 
-def get_store(request: Request) -> JobStore:
-    return get_services(request).store
+async def get_settings(request: Request) -> Settings:
+    return services_of(request).settings
 
 
-def get_celery(request: Request) -> Celery:
-    return get_services(request).celery
+async def get_store(request: Request) -> JobStore:
+    return services_of(request).store
 
 
-def get_waiter(request: Request) -> JobWaiter:
-    return get_services(request).waiter
+async def get_celery(request: Request) -> Celery:
+    return services_of(request).celery
 
 
-def get_metrics(request: Request) -> ApiMetrics:
-    return get_services(request).metrics
+async def get_waiter(request: Request) -> JobWaiter:
+    return services_of(request).waiter
+
+
+async def get_metrics(request: Request) -> ApiMetrics:
+    return services_of(request).metrics
 
 
 def resolve_tenant(key: str, settings: Settings) -> str | None:

@@ -13,8 +13,11 @@ from fastapi import FastAPI
 
 from config.settings import Settings, get_settings
 from core.celery_app import app as celery_app
-from core.connections import store_async_client, store_client
+from core.coalesce import Coalescer
+from core.connections import store_async_client, store_client, url_credentials
 from core.store import JobStore
+from core.submit_script import Submitter
+from core.task_message import RunJobMessages
 from producers.api import docs, errors, openapi
 from producers.api.access.clients import RevocationCache
 from producers.api.access.tokens import Tokens
@@ -25,10 +28,12 @@ from producers.api.deps import Access, Services
 from producers.api.limits import HeaderLimitMiddleware
 from producers.api.live import EventHub
 from producers.api.metrics import ApiMetrics, RequestMetricsMiddleware
+from producers.api.read_script import JobReader
 from producers.api.routes import audit, clients, conversations, events, health, jobs, oauth, usage
 from producers.api.waiter import JobWaiter
 
 log = logging.getLogger("courier.api")
+GC_YOUNG_THRESHOLD = 20_000
 THREADS = 200  # sync routes run in anyio's threadpool; each may hold one Redis connection
 
 
@@ -57,16 +62,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             cost.ledger.seed(settings.budgets)
         except redis.RedisError as exc:  # a worker seeds it too; the next start again
             log.warning("COURIER_BUDGETS not written to Redis: %s", exc)
-        app.state.services = Services(
-            settings, client, aclient, store, celery_app, waiter, metrics, access, audit_log, cost
+        # One Lua call stores and queues a job when the broker is the job store's Redis.
+        messages = (
+            RunJobMessages(celery_app, url_credentials(settings.redis_url)["db"])
+            if settings.broker_is_store
+            else None
         )
+        batched = Coalescer(aclient)
+        submitter = Submitter(batched, store, messages)
+        app.state.services = Services(
+            settings, client, aclient, store, celery_app, waiter, metrics, access, audit_log,
+            cost, batched, submitter, JobReader(batched),
+        )  # fmt: skip
         # What start-up built (FastAPI, pydantic, the SDK-free app: most of the heap) stays
         # for good: out of every collection, or each old-generation collection walks it
         # (tens of ms) while thousands of event streams wait (README, Live events).
         gc.freeze()
+        # A request allocates a few thousand objects, nearly all freed by reference counting:
+        # at the default threshold (700) the young generation is scanned every request or
+        # so, for the few cycles a request leaves.
+        gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
         try:
             yield
         finally:
+            await audit_log.flush()
             await waiter.stop()
             await hub.stop()
             await aclient.aclose()
@@ -89,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestMetricsMiddleware,
         metrics=lambda: getattr(getattr(app.state, "services", None), "metrics", None),
     )
+    app.include_router(jobs.hot)
     app.include_router(jobs.router)
     app.include_router(oauth.router)
     app.include_router(clients.router)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 
@@ -102,6 +103,22 @@ class _ClusterChild:
 
 def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def prepare_multiprocess_dir() -> str:
+    """``PROMETHEUS_MULTIPROC_DIR`` for the API's processes, set before any of them imports
+    prometheus_client: a new temporary directory when unset, else the one named, emptied
+    (counts a previous run left there would add up with this run's)."""
+    named = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not named:
+        named = tempfile.mkdtemp(prefix="courier-api-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = named
+        return named
+    os.makedirs(named, exist_ok=True)
+    for entry in os.scandir(named):
+        if entry.is_file() and entry.name.endswith(".db"):  # what prometheus_client writes
+            os.unlink(entry.path)
+    return named
 
 
 class ApiMetrics:

@@ -17,15 +17,13 @@ Either way nothing is stored and nothing is queued.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from typing import Any
 
 import redis.asyncio as aioredis
-from fastapi import Depends
 
 from core import keys, scripts
 from core.errors import QuotaExceeded
-from producers.api.access.principal import JobsWrite
-from producers.api.deps import Services, ServicesDep
+from producers.api.deps import Services
 from producers.api.errors import ApiError, ErrorBody
 
 QUOTA_RETRY_AFTER_S = 5  # when to try again at the unfinished-jobs cap: jobs end at their pace
@@ -55,11 +53,6 @@ def retry_after(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
-async def enforce_submit_rate(caller: JobsWrite, services: ServicesDep) -> None:
-    """Dependency of ``POST /v1/jobs``: 429 ``rate_limited`` past the tenant's rate."""
-    await charge_submissions(services, caller.tenant, 1)
-
-
 async def charge_submissions(services: Services, tenant: str, count: int) -> None:
     """Take ``count`` submissions from the tenant's rate (a batch counts each of its jobs),
     or raise 429 ``rate_limited`` taking nothing."""
@@ -69,13 +62,18 @@ async def charge_submissions(services: Services, tenant: str, count: int) -> Non
     rate, burst = settings.tenant_submit_rate, settings.tenant_submit_burst
     wait = await take_submit_token(services.aredis, tenant, rate, burst, count)
     if wait > 0:
-        raise ApiError(
-            429,
-            f"tenant {tenant!r} is over its submission rate limit of "
-            f"{rate:g}/s (burst {burst}); retry in {wait:.2f} s",
-            "rate_limited",
-            headers={"Retry-After": retry_after(wait)},
-        )
+        raise rate_error(tenant, rate, burst, wait)
+
+
+def rate_error(tenant: str, rate: float, burst: int, wait: float) -> ApiError:
+    """429 ``rate_limited``: the tenant's next submission token is ``wait`` seconds away."""
+    return ApiError(
+        429,
+        f"tenant {tenant!r} is over its submission rate limit of "
+        f"{rate:g}/s (burst {burst}); retry in {wait:.2f} s",
+        "rate_limited",
+        headers={"Retry-After": retry_after(wait)},
+    )
 
 
 def quota_error(tenant: str, exc: QuotaExceeded) -> ApiError:
@@ -92,6 +90,3 @@ def quota_error(tenant: str, exc: QuotaExceeded) -> ApiError:
 def max_unfinished(limit: int) -> int | None:
     """The create script's argument: None when there is no cap (0)."""
     return limit if limit > 0 else None
-
-
-SubmitRateDep = Annotated[None, Depends(enforce_submit_rate)]

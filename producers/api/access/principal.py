@@ -18,6 +18,7 @@ every denial is left there for the audit (:mod:`producers.api.audit`).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -28,7 +29,7 @@ from fastapi.security import HTTPBearer, OAuth2, SecurityScopes
 from producers.api import apikeys
 from producers.api.access.scopes import API_KEY_ROLE, ROLES, SCOPES
 from producers.api.access.tokens import TokenError
-from producers.api.deps import get_services, resolve_tenant
+from producers.api.deps import resolve_tenant, services_of
 from producers.api.errors import ApiError
 
 TOKEN_URL = "/oauth/token"
@@ -111,7 +112,7 @@ async def identify(request: Request) -> Principal:
 
 
 async def _principal(request: Request, credential: str) -> Principal:
-    services = get_services(request)
+    services = services_of(request)
     tenant = resolve_tenant(credential, services.settings)
     if tenant is None and apikeys.looks_managed(credential):
         # no cache: a revoked key fails on its next request
@@ -145,8 +146,12 @@ async def authenticate(
     _key: Annotated[Any, Depends(bearer)],
 ) -> Principal:
     """The caller, holding every scope the route asks for; else 401 or 403."""
-    principal = await identify(request)
-    missing = [s for s in security_scopes.scopes if s not in principal.scopes]
+    return holding(request, await identify(request), security_scopes.scopes)
+
+
+def holding(request: Request, principal: Principal, scopes: Sequence[str]) -> Principal:
+    """``principal``, if it holds every one of ``scopes``; else 403 ``forbidden``."""
+    missing = [s for s in scopes if s not in principal.scopes]
     if missing:
         request.state.denial = Denial(
             f"missing scope {' '.join(missing)}", principal.actor, principal.tenant
@@ -158,8 +163,7 @@ async def authenticate(
             f"holds: {held}",
             "forbidden",
             headers={
-                "WWW-Authenticate": 'Bearer error="insufficient_scope", '
-                f'scope="{" ".join(security_scopes.scopes)}"'
+                "WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{" ".join(scopes)}"'
             },
         )
     return principal

@@ -11,40 +11,38 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Mapping
 from typing import Annotated, Any
 
 import anyio.to_thread
-from celery import Celery
-from fastapi import APIRouter, Depends, Header, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from config.settings import Settings
 from core import keys
 from core.callbacks import redeliver
 from core.errors import QuotaExceeded
-from core.jobs import TERMINAL, BatchSubmission, Job, JobList, JobSubmission, Status, iso
-from core.queues import enqueue_callback, enqueue_job, enqueue_jobs
+from core.jobs import TERMINAL, BatchSubmission, Job, JobList, JobSubmission, Status
+from core.queues import enqueue_callback, enqueue_jobs
 from core.records import Record, to_view
-from core.replication import Replicated
-from core.ssrf import check_callback_url
 from core.store import JobStore
-from producers.api import batch_costs, conversations, costs, errors, quotas
+from producers.api import batch_costs, costs, errors, quotas
+from producers.api.access import one_step
 from producers.api.access.principal import JobsRead, JobsWrite
 from producers.api.deps import (
     CeleryDep,
-    MetricsDep,
     Services,
     ServicesDep,
-    SettingsDep,
     StoreDep,
+    services_of,
 )
 from producers.api.errors import ApiError
 from producers.api.limits import reject_unknown_query
-from producers.api.queue_position import queue_position, start_rate
+from producers.api.submission import checked_fields, queue_again, replicated, submit
 
 log = logging.getLogger("courier.api.jobs")
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], dependencies=[Depends(reject_unknown_query)])
+# The two routes every producer calls most, matched first and checked in one dependency
+# (producers/api/access/one_step.py).
+hot = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 MAX_WAIT_S = 60
 IdempotencyKey = Annotated[
@@ -69,77 +67,26 @@ def _owned(store: JobStore, job_id: str, tenant: str) -> Record:
     return record
 
 
-@router.post(
+@hot.post(
     "",
     status_code=202,
     response_model=Job,
     summary="Submit a job",
+    openapi_extra=one_step.security("jobs:write"),
     responses={
         200: {"model": Job, "description": "The job first submitted with this Idempotency-Key"},
         **errors.responses(400, 401, 403, 413, 422, 503),
         **costs.RESPONSES,
     },
 )
-def submit_job(
+async def submit_job(
+    request: Request,
     submission: JobSubmission,
-    caller: JobsWrite,
-    _rate: quotas.SubmitRateDep,
-    store: StoreDep,
-    celery: CeleryDep,
-    settings: SettingsDep,
-    metrics: MetricsDep,
-    services: ServicesDep,
+    caller: one_step.JobsWriteNow,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
-    tenant = caller.tenant
-    cost = services.cost
-    costs.check_priced(cost, tenant, submission)
-    fields = _job_fields(submission, settings) | costs.stored_fields(cost, tenant, submission)
-    fields |= conversations.child_fields(store, tenant, submission, settings)
-    if submission.cache is not None:
-        found = cost.cache.create_from_cache(
-            tenant, fields, submission.cache.ttl_s, idempotency_key, store.retention_s
-        )
-        if found.record is not None:
-            _replicated(store, [found.record["id"]])  # an answer from the cache: a job too
-            if submission.callback_url:
-                batch_costs.send_callback(celery, found.record["id"])
-            return _job(found.record, 202)
-        if found.replay_id is not None:
-            _replicated(store, [found.replay_id])
-            return _job(store.get(found.replay_id) or _not_found_raise(found.replay_id))
-    try:
-        costs.check_budget(cost, tenant, costs.worst_nano(cost, submission))
-    except ApiError:
-        replayed = costs.replayed(store, tenant, idempotency_key)
-        if replayed is None:
-            raise
-        _replicated(store, [replayed["id"]])
-        return _job(replayed)
-    try:
-        job_id, created = store.create(
-            tenant, fields, idempotency_key, quotas.max_unfinished(settings.tenant_max_unfinished)
-        )
-    except QuotaExceeded as exc:
-        raise quotas.quota_error(tenant, exc) from None
-    if created:
-        try:
-            if conversations.ready_to_queue(store, celery, job_id, tenant, fields):
-                enqueue_job(celery, job_id, submission.priority)
-        except Exception as exc:  # broker down: accept nothing that is not queued
-            log.warning("enqueue of %s failed: %s", job_id, exc)
-            store.delete(job_id, tenant)
-            if idempotency_key:
-                store.forget_idempotency(tenant, idempotency_key)
-            raise errors.unavailable("the queue is unavailable; retry later") from None
-        metrics.jobs_submitted.labels(submission.model, submission.priority, submission.kind).inc()
-    else:
-        _queue_again(store, celery, [job_id])
-    _replicated(store, [job_id])
-    record = store.get(job_id)
-    if record is None:  # expired between the two calls: only an idempotent replay can race
-        raise _not_found(job_id)
-    return _job(record, 202 if created else 200)
+    services = services_of(request)
+    return await submit(request, services, caller.tenant, submission, idempotency_key)
 
 
 @router.post(
@@ -172,7 +119,8 @@ async def submit_batch(
             raise ApiError(422, f"jobs[{i}]: parent_job_id is not taken in a batch; submit a "
                            "conversation's next turn with POST /v1/jobs")  # fmt: skip
         costs.check_priced(cost, tenant, job, where=f"jobs[{i}]: ")
-        fields = _job_fields(job, services.settings) | costs.stored_fields(cost, tenant, job)
+        fields = await checked_fields(job, services.settings)  # resolves callbacks off the loop
+        fields |= costs.stored_fields(cost, tenant, job)
         items.append((fields, f"{idempotency_key}#{i}" if idempotency_key else None))
     await quotas.charge_submissions(services, tenant, len(items))
     records, created = await anyio.to_thread.run_sync(
@@ -181,36 +129,6 @@ async def submit_batch(
     return JSONResponse(
         {"jobs": [to_view(record) for record in records]}, status_code=202 if created else 200
     )
-
-
-def _not_found_raise(job_id: str) -> Record:
-    raise _not_found(job_id)
-
-
-def _job_fields(submission: JobSubmission, settings: Settings) -> dict[str, Any]:
-    """The stored fields of a submitted job; 422 for a callback URL Courier will not call."""
-    if submission.callback_url is not None:
-        try:
-            check_callback_url(
-                submission.callback_url,
-                settings.callback_allow_private,
-                require_https=settings.callbacks_need_https,
-            )
-        except ValueError as exc:
-            raise ApiError(422, str(exc)) from None
-    return {
-        "model": submission.model,
-        "kind": submission.kind,
-        "stream": "1" if submission.stream else "",
-        "priority": submission.priority,
-        "request": submission.request,
-        "callback_url": submission.callback_url,
-        "fallback_models": submission.fallback_models,
-        "metadata": submission.metadata,
-        "max_attempts": submission.max_attempts,
-        "timeout_s": submission.timeout_s,
-        "expires_at": time.time() + submission.expires_in_s if submission.expires_in_s else None,
-    }
 
 
 def _create_batch(
@@ -244,103 +162,51 @@ def _create_batch(
         counts = Counter((f["model"], f["priority"], f["kind"]) for _, f, _ in new)
         for labels, count in counts.items():
             services.metrics.jobs_submitted.labels(*labels).inc(count)
-    _queue_again(store, services.celery, [job_id for job_id, created in outcomes if not created])
-    _replicated(store, [job_id for job_id, _ in outcomes])
+    queue_again(store, services.celery, [job_id for job_id, created in outcomes if not created])
+    replicated(store, [job_id for job_id, _ in outcomes])
     records = store.get_many(job_id for job_id, _ in outcomes)
     return records, bool(new)
 
 
-def _queue_again(store: JobStore, celery: Celery, job_ids: list[str]) -> None:
-    """Where replicas confirm submissions: a replayed submission of a job still queued and
-    not marked ``enqueued`` (the confirmation marks it, after the enqueue) puts its message
-    on the queue. The first attempt was cut off between storing the job and queueing it (an
-    outage, a failover) and answered 503, so the job has no message; the client's retry with
-    the same Idempotency-Key then makes it run at once, not after the sweeper's orphan check
-    (90 s). A job marked ``enqueued`` is never queued twice."""
-    if not job_ids or not store.replication.enabled:
-        return
-    waiting = [
-        (record["id"], record.get("priority", "normal"))
-        for record in store.get_many(job_ids)
-        if record.get("status") == "queued"
-        and not record.get("waiting_for")
-        and not record.get("enqueued")
-    ]
-    if waiting:
-        try:
-            enqueue_jobs(celery, waiting)
-        except Exception as exc:  # the job stays stored: a later retry queues it
-            log.warning("enqueue of %d replayed job(s) failed: %s", len(waiting), exc)
-            raise errors.unavailable("the queue is unavailable; retry later") from None
-
-
-SUBMIT_RETRY = "retry with the same Idempotency-Key to get this job back, not a second one"
-
-
-def _replicated(
-    store: JobStore, job_ids: list[str], status: str = "", hint: str = SUBMIT_RETRY
-) -> None:
-    """Acknowledge only what the configured replicas hold (README, High availability), else
-    answer 503: the master has the change, but a failover now could lose it."""
-    state = store.replication.confirm(job_ids, status)
-    if state is Replicated.LAGGING:
-        raise errors.unavailable(f"no Redis replica confirmed the change in time; {hint}")
-    if state is Replicated.MISSING:
-        raise errors.unavailable(f"the job store failed over during the request; {hint}")
-
-
-@router.get(
+@hot.get(
     "/{job_id}",
     response_model=Job,
     summary="Read a job, optionally waiting until it ends",
+    openapi_extra=one_step.security("jobs:read"),
     responses=errors.responses(401, 403, 404, 422, 503),
 )
 async def get_job(
+    request: Request,
     job_id: str,
-    caller: JobsRead,
-    services: ServicesDep,
+    caller: one_step.JobsReadNow,
     wait: Annotated[
         float | None,
         Query(ge=0, le=MAX_WAIT_S, description="Hold the answer until the job ends or N s pass"),
     ] = None,
 ) -> JSONResponse:
+    services = services_of(request)
+
     async def read() -> Record | None:
         record: Record = await services.aredis.hgetall(keys.job(job_id))  # type: ignore[assignment]
         return record if record and record.get("tenant") == caller.tenant else None
 
+    record, standing = None, None
     if wait:
         record = await services.waiter.wait(job_id, wait, read)
-    else:
-        record = await read()
-    if record is None:
+    if not wait or _waits_in_queue(record):  # the record and its queue standing: one call
+        record, standing = await services.reader.read(
+            job_id, time.time(), caller.tenant, services.settings.tenant_weights
+        )
+    if record is None or record.get("tenant") != caller.tenant:
         raise _not_found(job_id)
     view = to_view(record)
-    if record.get("status") == "queued" and not record.get("waiting_for"):
-        view["queue"] = await anyio.to_thread.run_sync(
-            queue_info, services.store, record, services.settings.tenant_weights
-        )
+    if _waits_in_queue(record):
+        view["queue"] = standing
     return JSONResponse(view)
 
 
-def queue_info(
-    store: JobStore, record: Record, weights: Mapping[str, float]
-) -> dict[str, Any] | None:
-    """Where a queued job stands: its place in its queue (in the fair order between tenants)
-    and an estimated start from the cluster's start rate over the last minute (None while
-    nothing has started lately)."""
-    place = queue_position(
-        store.redis,
-        record["id"],
-        record["priority"],
-        record.get("tenant", ""),
-        weights,
-    )
-    if place is None:
-        return None
-    position, ahead = place
-    rate = start_rate(store.redis)
-    eta = iso(time.time() + (ahead + 1) / rate) if rate > 0 else None
-    return {"position": position, "ahead": ahead, "estimated_start_at": eta}
+def _waits_in_queue(record: Record | None) -> bool:
+    return record is not None and record.get("status") == "queued" and not record.get("waiting_for")
 
 
 @router.get(
@@ -378,7 +244,7 @@ def cancel_job(job_id: str, caller: JobsWrite, store: StoreDep, celery: CeleryDe
         if previous == "missing":
             raise _not_found(job_id)
         raise ApiError(409, f"job {job_id} has already ended ({previous})", "conflict")
-    _replicated(store, [job_id], "cancelled", hint="read the job to see whether the cancel held")
+    replicated(store, [job_id], "cancelled", hint="read the job to see whether the cancel held")
     if callback_due:
         try:
             enqueue_callback(celery, job_id)
