@@ -17,9 +17,11 @@ install: $(BIN)/courier
 dev: install
 	$(BIN)/courier dev
 
-# Second README command: the whole test suite.
+# Second README command: the whole test suite, TEST_WORKERS processes (each claims its own
+# Redis DB; a test file runs whole in one process).
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: install
 	$(BIN)/ruff check .

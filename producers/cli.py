@@ -25,6 +25,7 @@ from producers.budgets_cli import budgets_cli
 from producers.cli_api import api
 from producers.cli_clients import clients_cli, configured_redis
 from producers.cli_conversation import conversation
+from producers.cli_http import ApiKey, ApiUrl, api_call
 from producers.fair_cli import fair
 
 cli = typer.Typer(
@@ -194,21 +195,15 @@ def submit(
         float,
         typer.Option(help="Resend for up to S seconds while the API answers 503 (a failover)"),
     ] = 0.0,
-    api_url: Annotated[
-        str | None, typer.Option(envvar="COURIER_API_URL", help="The API's base URL")
-    ] = None,
-    api_key: Annotated[
-        str | None, typer.Option(envvar="COURIER_API_KEY", help="An API key", show_default=False)
-    ] = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
 ) -> None:
     """Submit one job and print it as JSON (with --wait, the job once it has ended; exit
     status 1 unless it succeeded). On a terminal --wait shows the job's progress (status,
     attempt, place in the queue, time elapsed) on stderr. --stream submits a streamed chat
     job and prints its text to stdout as it arrives; the final job is printed (to stderr)
     only if it did not succeed."""
-    import httpx
-
-    from producers.client import Courier, CourierAPIError, JobWaitTimeout
+    from producers.client import Courier, JobWaitTimeout
     from producers.progress import follow
 
     request: dict[str, object] | None = None
@@ -219,7 +214,7 @@ def submit(
         if max_tokens:
             request["max_tokens"] = max_tokens
     try:
-        with Courier(api_url, api_key) as courier:
+        with api_call(), Courier(api_url, api_key) as courier:
             job = courier.submit(
                 model,
                 request,
@@ -240,15 +235,9 @@ def submit(
                 job = follow(courier, job, show=True, stream_to=None)
             elif wait:
                 job = courier.wait(job["id"], timeout=timeout)
-    except CourierAPIError as exc:
-        typer.echo(json.dumps({"error": {"type": exc.type, "message": exc.message}}), err=True)
-        raise typer.Exit(2) from None
     except JobWaitTimeout as exc:
         typer.echo(json.dumps(exc.job, indent=2))
         raise typer.Exit(1) from None
-    except httpx.TransportError as exc:
-        typer.echo(f"courier: cannot reach the API: {exc}", err=True)
-        raise typer.Exit(2) from None
     if stream:
         if job.get("status") != "succeeded":
             typer.echo(json.dumps(job, indent=2), err=True)
@@ -264,27 +253,14 @@ def usage(
     period: Annotated[
         str | None, typer.Option(help="day, month or total (default: the budget's, else month)")
     ] = None,
-    api_url: Annotated[
-        str | None, typer.Option(envvar="COURIER_API_URL", help="The API's base URL")
-    ] = None,
-    api_key: Annotated[
-        str | None, typer.Option(envvar="COURIER_API_KEY", help="An API key", show_default=False)
-    ] = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
 ) -> None:
     """Print what the key's tenant spent in a period, against its budget, by model (JSON)."""
-    import httpx
+    from producers.client import Courier
 
-    from producers.client import Courier, CourierAPIError
-
-    try:
-        with Courier(api_url, api_key) as courier:
-            report = courier.usage(period)
-    except CourierAPIError as exc:
-        typer.echo(json.dumps({"error": {"type": exc.type, "message": exc.message}}), err=True)
-        raise typer.Exit(2) from None
-    except httpx.TransportError as exc:
-        typer.echo(f"courier: cannot reach the API: {exc}", err=True)
-        raise typer.Exit(2) from None
+    with api_call(), Courier(api_url, api_key) as courier:
+        report = courier.usage(period)
     typer.echo(json.dumps(report, indent=2))
 
 

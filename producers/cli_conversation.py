@@ -7,32 +7,21 @@ from typing import Annotated, Any
 
 import typer
 
+from producers.cli_http import ApiKey, ApiUrl, api_call
+
 
 def conversation(
     job_id: Annotated[str, typer.Argument(help="The job whose conversation to show")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the API's JSON")] = False,
-    api_url: Annotated[
-        str | None, typer.Option(envvar="COURIER_API_URL", help="The API's base URL")
-    ] = None,
-    api_key: Annotated[
-        str | None, typer.Option(envvar="COURIER_API_KEY", help="An API key", show_default=False)
-    ] = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
 ) -> None:
     """Print the conversation up to and including the job's reply, one turn per paragraph
     (role, the job that added it, the text or the tool calls); --json prints it whole."""
-    import httpx
+    from producers.client import Courier
 
-    from producers.client import Courier, CourierAPIError
-
-    try:
-        with Courier(api_url, api_key) as courier:
-            transcript = courier.conversation(job_id)
-    except CourierAPIError as exc:
-        typer.echo(json.dumps({"error": {"type": exc.type, "message": exc.message}}), err=True)
-        raise typer.Exit(2) from None
-    except httpx.TransportError as exc:
-        typer.echo(f"courier: cannot reach the API: {exc}", err=True)
-        raise typer.Exit(2) from None
+    with api_call(), Courier(api_url, api_key) as courier:
+        transcript = courier.conversation(job_id)
     if as_json:
         typer.echo(json.dumps(transcript, indent=2))
         return

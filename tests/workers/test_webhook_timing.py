@@ -59,4 +59,4 @@ def test_retry_gaps_hold_the_schedule(
     assert len({r.headers["webhook-id"] for r in got}) == 1
     # The median holds the schedule; one gap may stretch on a loaded machine.
     assert all(g >= 1.5 for g in gaps) and max(gaps) < 6.0, gaps
-    assert 1.7 <= statistics.median(gaps) <= 2.4, gaps
+    assert 1.6 <= statistics.median(gaps) <= 2.4, gaps  # jitter alone spans 1.6-2.4 s
