@@ -30,6 +30,7 @@ from pathlib import Path
 import redis
 import redis.asyncio as aioredis
 
+from bench.redis_db import LOCK_KEY, claim_db
 from core import keys
 from producers.api.access.clients import _hash
 from producers.api.access.tokens import Tokens
@@ -38,7 +39,6 @@ from producers.api.auditlog import AuditLog
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results-access.md"
 REDIS = "redis://127.0.0.1:6379/{db}"
-LOCK_KEY = "courier-test:db-lock"  # the same claim the test suite uses for its DBs
 ACTIONS = ["job.submit", "job.submit", "job.submit", "job.cancel", "auth.token", "auth.denied"]
 
 
@@ -52,16 +52,6 @@ def entry(i: int) -> dict[str, object]:
         "duration_ms": round(3 + (i % 97) / 10, 1),
         "job_id": f"job_01JD{secrets.token_hex(11).upper()}" if i % 6 < 4 else None,
     }
-
-
-def claim_db() -> str:
-    for db in range(1, 16):
-        client = redis.Redis.from_url(REDIS.format(db=db))
-        if client.set(LOCK_KEY, os.getpid(), nx=True, ex=3600):
-            client.close()
-            return REDIS.format(db=db)
-        client.close()
-    raise RuntimeError("no free Redis DB (1..15 all claimed)")
 
 
 async def audit_bytes(url: str, sizes: list[int]) -> list[tuple[int, int, float, float]]:

@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redis-port", type=int, default=6379)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from bench.rate_limits import claim_db
+    from bench.redis_db import claim_db_number as claim_db
     from tests.support.procs import free_port, python_module, wait_http
     from tests.support.simulator import SimulatorHandle
 

@@ -36,27 +36,14 @@ import redis
 
 from bench import harness
 from bench.harness import API_KEY, Simulator, flush, start_api, start_courier_worker
+from bench.redis_db import claim_db
 from config.settings import Settings
 from core import conversations, keys
 
 RESULTS = Path(__file__).with_name("results-conversations.md")
-LOCK_KEY = "courier-test:db-lock"
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 MODEL = "openai:gpt-4o-mini"
 DEPTHS = (1, 10, 100)
-
-
-def claim_db() -> str:
-    """A Redis DB of its own, claimed as test runs claim theirs (not 11 or 12: other benches
-    flush those unasked)."""
-    for db in (*range(1, 11), 13, 14, 15):
-        client = redis.Redis(host="127.0.0.1", port=6379, db=db)
-        try:
-            if client.dbsize() == 0 and client.set(LOCK_KEY, os.getpid(), nx=True, ex=3600):
-                return f"redis://127.0.0.1:6379/{db}"
-        finally:
-            client.close()
-    raise RuntimeError("no free Redis DB for the bench")
 
 
 def body(text: str, parent: str | None = None) -> dict[str, Any]:

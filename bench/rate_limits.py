@@ -38,12 +38,14 @@ import openai
 import redis
 from celery import Celery
 
+from bench.redis_db import LOCK_KEY
+from bench.redis_db import claim_db_number as claim_db
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results-rate-limits.md"
 RPM, TPM = 600, 100_000
 PROMPT_CHARS = 570  # ~142 input tokens: ~167 a call with the reply, so both limits bind
 MAX_TOKENS = 64
-LOCK_KEY = "courier-test:db-lock"  # the same claim the test suite uses for its DBs
 
 # ---- the baseline: Celery's own rate_limit, per worker -------------------------------------
 
@@ -84,18 +86,6 @@ def call(self: Any, prompt: str) -> None:
 def prompt(i: int, run: str) -> str:
     head = f"{run}-{i} "
     return head + ("the courier carries a parcel " * 40)[: PROMPT_CHARS - len(head)]
-
-
-def claim_db(host: str, port: int) -> int:
-    for db in range(1, 16):
-        client = redis.Redis(host=host, port=port, db=db)
-        if client.set(LOCK_KEY, os.getpid(), nx=True, ex=3600):
-            client.flushdb()
-            client.set(LOCK_KEY, os.getpid(), ex=3600)
-            client.close()
-            return db
-        client.close()
-    raise RuntimeError("no free Redis DB (1..15 all claimed)")
 
 
 @dataclass

@@ -46,12 +46,12 @@ from bench.harness import (
     start_courier_worker,
     tree_cpu_s,
 )
+from bench.redis_db import claim_db
 from bench.sse import Received, read_stream
 from bench.streaming_cpu import compare_cpu, submit_streamed
 from simulator.replies import stream_pieces
 
 RESULTS = Path(__file__).with_name("results-streaming.md")
-LOCK_KEY = "courier-test:db-lock"
 # The simulator's time to a stream's first byte in the delivery cell: the reader of a job
 # submitted in a wave is open before its first piece of text is sent.
 FIRST_BYTE_S = 1.0
@@ -284,20 +284,6 @@ def worker_env() -> dict[str, str]:
     """The worker's settings: the shipped ones, but ``BENCH_STREAM_FLUSH_MS`` if set."""
     flush_ms = os.environ.get("BENCH_STREAM_FLUSH_MS")
     return {"COURIER_STREAM_FLUSH_MS": flush_ms} if flush_ms else {}
-
-
-def claim_db() -> str:
-    """A Redis DB of its own, claimed as test runs claim theirs (``tests/conftest.py``: a
-    lock key, set if absent), so that neither a test run nor another bench flushes it or
-    runs its jobs meanwhile. Not 11 or 12: the other benches flush those unasked."""
-    for db in (*range(1, 11), 13, 14, 15):
-        client = redis.Redis(host="127.0.0.1", port=6379, db=db)
-        try:
-            if client.dbsize() == 0 and client.set(LOCK_KEY, os.getpid(), nx=True, ex=3600):
-                return f"redis://127.0.0.1:6379/{db}"
-        finally:
-            client.close()
-    raise RuntimeError("no free Redis DB for the bench")
 
 
 def main(argv: list[str] | None = None) -> None:

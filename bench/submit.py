@@ -35,36 +35,19 @@ from pathlib import Path
 
 import httpx
 import psutil
-import redis
 
+from bench.redis_db import claim_db, release_db
 from tests.support.procs import Proc, free_port, python_module, wait_http
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results-submit.md"
 REDIS = "redis://127.0.0.1:6379/{db}"
-LOCK_KEY = "courier-test:db-lock"  # the same claim the test suite uses for its DBs
 API_KEY = "bench-submit-key"
 BODY = {
     "model": "openai:gpt-4o-mini",
     "request": {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 20},
 }
 CELLS = ("floor POST", "Courier POST", "floor GET", "Courier GET")
-
-
-def claim_db() -> str:
-    for db in range(1, 16):
-        client = redis.Redis.from_url(REDIS.format(db=db))
-        if client.set(LOCK_KEY, os.getpid(), nx=True, ex=3600):
-            client.close()
-            return REDIS.format(db=db)
-        client.close()
-    raise RuntimeError("no free Redis DB (1..15 all claimed)")
-
-
-def release_db(url: str) -> None:
-    client = redis.Redis.from_url(url)
-    client.flushdb()  # the lock goes with it
-    client.close()
 
 
 def lua(method: str, body: dict[str, object] | None, idempotent: bool = False) -> str:
