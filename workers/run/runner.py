@@ -39,6 +39,27 @@ __all__ = ["UNREACHABLE", "Claimed", "JobRunner", "Outcome"]
 PARENT_RECHECK_S = 2.0  # a child claimed before its parent ended looks again this much later
 
 
+@dataclass(frozen=True, slots=True)
+class Place:
+    """Where a run stands on its route: what a hand-back records."""
+
+    job_id: str
+    token: str
+    index: int  # the model of the route
+    failures: int  # failed calls to that model
+    claimed_attempt: int  # the attempt the claim counted, while no call has used it (else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """A call let through the limits: its rate-limit and budget reservations, and the
+    request to send (the budget's may cap ``max_tokens``)."""
+
+    reservation: Reservation | None
+    reserved: Reserved | None
+    sent: dict[str, Any]
+
+
 @dataclass
 class JobRunner:
     runtime: Runtime
@@ -125,19 +146,11 @@ class JobRunner:
         # back before making it.
         claimed_attempt = int(record.get("attempts") or 1)
         if record.get("parent_job_id"):  # a conversation's next turn: its whole transcript
-            try:
-                request = conversations.request_for(
-                    store.redis, record, request, self.runtime.settings
-                )
-            except conversations.ParentPending:  # started early (a stray message): wait
-                return self.endings.later(
-                    job_id, token, PARENT_RECHECK_S, "parent", index, failures, claimed_attempt
-                )
-            except FinalError as exc:  # parent_failed, or the transcript cannot be sent
-                given_back: dict[str, Any] = {"attempts": claimed_attempt - 1}
-                return self.endings.fail(
-                    job_id, token, exc, claimed_attempt - 1, record, fields=given_back
-                )
+            place = Place(job_id, token, index, failures, claimed_attempt)
+            transcript = self._transcript(record, request, place)
+            if isinstance(transcript, Outcome):
+                return transcript
+            request = transcript
 
         while index < len(route):
             model = route[index]
@@ -151,48 +164,11 @@ class JobRunner:
                     job_id, token, open_s, "circuit_open", index, failures, claimed_attempt
                 )
 
-            if self.limiter is not None:
-                reservation = self.limiter.reserve(
-                    model, request, record["priority"], job_id=job_id,
-                    tenant=record.get("tenant", ""),
-                )  # fmt: skip
-                if not reservation.granted:
-                    self._release_admission(model, admission)
-                    wait_s = reservation.wait_s
-                    outcome = self.endings.later(
-                        job_id, token, wait_s, "rate_limit", index, failures, claimed_attempt
-                    )
-                    outcome.limited_by = reservation.reason
-                    return outcome
-            else:
-                reservation = None
-
-            reserved: Reserved | None = None
-            sent = request
-            if self.spending is not None:
-                reserved = self.spending.reserve(record, model, request, timeout_s)
-                if not reserved.go:
-                    self._release(reservation)
-                    self._release_admission(model, admission)
-                    wait_s, fields, refusal = self.spending.over_budget(
-                        record, reserved, claimed_attempt
-                    )
-                    if refusal is None:  # calls in flight may give back enough: wait for them
-                        return self.endings.later(
-                            job_id,
-                            token,
-                            wait_s,
-                            "budget",
-                            index,
-                            failures,
-                            claimed_attempt,
-                            extra=fields,
-                        )
-                    attempts = int(fields.get("attempts", record.get("attempts") or 0))
-                    return self.endings.fail(
-                        job_id, token, refusal, attempts, record, fields=fields
-                    )
-                sent = reserved.request
+            place = Place(job_id, token, index, failures, claimed_attempt)
+            gate = self._pass_limits(place, record, model, request, admission, timeout_s)
+            if isinstance(gate, Outcome):
+                return gate
+            reservation, reserved, sent = gate.reservation, gate.reserved, gate.sent
 
             if claimed_attempt:
                 attempt, claimed_attempt = claimed_attempt, 0
@@ -267,6 +243,76 @@ class JobRunner:
         if self.spending is None:
             return []
         return self.spending.after(record, model, reserved, result, error)
+
+    def _transcript(
+        self, record: Record, request: dict[str, Any], place: Place
+    ) -> dict[str, Any] | Outcome:
+        """A child job's request with its line's whole conversation, or how its run ends: back
+        to wait (started before its parent ended) or failed (``parent_failed``, or a
+        transcript that cannot be sent), giving back the attempt the claim counted."""
+        try:
+            return conversations.request_for(
+                self.runtime.store.redis, record, request, self.runtime.settings
+            )
+        except conversations.ParentPending:  # started early (a stray message): wait
+            return self._later(place, PARENT_RECHECK_S, "parent")
+        except FinalError as exc:
+            unused = place.claimed_attempt - 1
+            return self.endings.fail(
+                place.job_id, place.token, exc, unused, record, fields={"attempts": unused}
+            )
+
+    def _pass_limits(
+        self,
+        place: Place,
+        record: Record,
+        model: str,
+        request: dict[str, Any],
+        admission: Admission,
+        timeout_s: float,
+    ) -> Gate | Outcome:
+        """Reserve the call's rate-limit tokens, then its worst-case cost against the
+        tenant's budget; or hand the job back (its turn, or calls in flight that may give
+        budget back, comes later) or fail it (``budget_exceeded``)."""
+        reservation: Reservation | None = None
+        if self.limiter is not None:
+            tenant = record.get("tenant", "")
+            reservation = self.limiter.reserve(
+                model, request, record["priority"], job_id=place.job_id, tenant=tenant
+            )
+            if not reservation.granted:
+                self._release_admission(model, admission)
+                outcome = self._later(place, reservation.wait_s, "rate_limit")
+                outcome.limited_by = reservation.reason
+                return outcome
+        if self.spending is None:
+            return Gate(reservation, None, request)
+        reserved = self.spending.reserve(record, model, request, timeout_s)
+        if reserved.go:
+            return Gate(reservation, reserved, reserved.request)
+        self._release(reservation)
+        self._release_admission(model, admission)
+        wait_s, fields, refusal = self.spending.over_budget(record, reserved, place.claimed_attempt)
+        if refusal is None:  # calls in flight may give back enough: wait for them
+            return self._later(place, wait_s, "budget", extra=fields)
+        attempts = int(fields.get("attempts", record.get("attempts") or 0))
+        return self.endings.fail(
+            place.job_id, place.token, refusal, attempts, record, fields=fields
+        )
+
+    def _later(
+        self, place: Place, delay_s: float, waiting_for: str, extra: dict[str, Any] | None = None
+    ) -> Outcome:
+        job_id, token, index, failures, unused = (
+            place.job_id,
+            place.token,
+            place.index,
+            place.failures,
+            place.claimed_attempt,
+        )
+        return self.endings.later(
+            job_id, token, delay_s, waiting_for, index, failures, unused, extra=extra
+        )
 
     def _call(
         self,
