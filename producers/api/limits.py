@@ -56,6 +56,13 @@ def query_names(dependant: Any) -> set[str]:
     return names
 
 
+def documented_query_names(route: Any) -> set[str]:
+    """The query parameters a route reads by hand and declares in ``openapi_extra``
+    (producers/api/access/hot_params.py)."""
+    extra = getattr(route, "openapi_extra", None) or {}
+    return {p["name"] for p in extra.get("parameters", ()) if p.get("in") == "query"}
+
+
 async def reject_unknown_query(request: Request) -> None:
     """A router dependency (after authentication: 401 comes first): 422 for a query
     parameter the route does not take (a typo such as ``?limt=5`` would otherwise be ignored
@@ -65,7 +72,7 @@ async def reject_unknown_query(request: Request) -> None:
     dependant = getattr(route, "dependant", None)
     if dependant is None or not request.query_params:
         return
-    known = query_names(dependant)
+    known = query_names(dependant) | documented_query_names(route)
     unknown = sorted(set(request.query_params) - known)
     if unknown:
         takes = ", ".join(sorted(known)) or "none"

@@ -25,11 +25,17 @@ def caller(scope: str) -> Any:
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}")
 
-    async def checked(request: Request) -> Principal:
-        await reject_unknown_query(request)  # identifies the caller first (401)
-        return holding(request, await identify(request), [scope])
+    async def checked_dependency(request: Request) -> Principal:
+        return await checked(request, scope)
 
-    return Depends(checked)
+    return Depends(checked_dependency)
+
+
+async def checked(request: Request, scope: str) -> Principal:
+    """The caller of ``request``, holding ``scope``: 401, then 422 for an unknown query
+    parameter, then 403."""
+    await reject_unknown_query(request)  # identifies the caller first (401)
+    return holding(request, await identify(request), [scope])
 
 
 def security(scope: str) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import Field, StringConstraints, TypeAdapter
 
 from core import keys
 from core.callbacks import redeliver
@@ -25,7 +26,7 @@ from core.queues import enqueue_callback, enqueue_jobs
 from core.records import Record, to_view
 from core.store import JobStore
 from producers.api import batch_costs, costs, errors, quotas
-from producers.api.access import one_step
+from producers.api.access import hot_params, one_step
 from producers.api.access.principal import JobsRead, JobsWrite
 from producers.api.deps import (
     CeleryDep,
@@ -48,6 +49,30 @@ MAX_WAIT_S = 60
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
 ]
+WAIT_DESCRIPTION = "Hold the answer until the job ends or N s pass"
+Wait = Annotated[float | None, Query(ge=0, le=MAX_WAIT_S, description=WAIT_DESCRIPTION)]
+WAIT = TypeAdapter(Annotated[float, Field(ge=0, le=MAX_WAIT_S)])
+WAIT_PARAMETER = {  # as FastAPI declares a `wait: Wait` parameter
+    "name": "wait",
+    "in": "query",
+    "required": False,
+    "description": WAIT_DESCRIPTION,
+    "schema": {
+        "anyOf": [{"type": "number", "maximum": MAX_WAIT_S, "minimum": 0}, {"type": "null"}],
+        "description": WAIT_DESCRIPTION,
+        "title": "Wait",
+    },
+}
+IDEMPOTENCY_KEY = TypeAdapter(Annotated[str, StringConstraints(min_length=1, max_length=255)])
+IDEMPOTENCY_KEY_PARAMETER = {  # as FastAPI declares an `IdempotencyKey` parameter
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {
+        "anyOf": [{"type": "string", "minLength": 1, "maxLength": 255}, {"type": "null"}],
+        "title": "Idempotency-Key",
+    },
+}
 CANCELLED_ERROR = {"type": "cancelled", "message": "cancelled by the client", "retryable": False}
 
 
@@ -72,21 +97,25 @@ def _owned(store: JobStore, job_id: str, tenant: str) -> Record:
     status_code=202,
     response_model=Job,
     summary="Submit a job",
-    openapi_extra=one_step.security("jobs:write"),
+    openapi_extra=one_step.security("jobs:write")
+    | hot_params.documented([IDEMPOTENCY_KEY_PARAMETER], body_schema="JobSubmission"),
     responses={
         200: {"model": Job, "description": "The job first submitted with this Idempotency-Key"},
         **errors.responses(400, 401, 403, 413, 422, 503),
         **costs.RESPONSES,
     },
 )
-async def submit_job(
-    request: Request,
-    submission: JobSubmission,
-    caller: one_step.JobsWriteNow,
-    idempotency_key: IdempotencyKey = None,
-) -> JSONResponse:
-    services = services_of(request)
-    return await submit(request, services, caller.tenant, submission, idempotency_key)
+async def submit_job(request: Request) -> JSONResponse:
+    # Read by hand, as FastAPI would read `submission: JobSubmission`, the caller and
+    # `idempotency_key: IdempotencyKey` (producers/api/access/hot_params.py).
+    body = await hot_params.json_body(request)
+    caller = await one_step.checked(request, "jobs:write")
+    params = hot_params.Params(request)
+    idempotency_key = params.header("Idempotency-Key", IDEMPOTENCY_KEY)
+    submission = params.body(JobSubmission, body)
+    params.check()
+    assert submission is not None
+    return await submit(request, services_of(request), caller.tenant, submission, idempotency_key)
 
 
 @router.post(
@@ -172,18 +201,15 @@ def _create_batch(
     "/{job_id}",
     response_model=Job,
     summary="Read a job, optionally waiting until it ends",
-    openapi_extra=one_step.security("jobs:read"),
+    openapi_extra=one_step.security("jobs:read") | hot_params.documented([WAIT_PARAMETER]),
     responses=errors.responses(401, 403, 404, 422, 503),
 )
-async def get_job(
-    request: Request,
-    job_id: str,
-    caller: one_step.JobsReadNow,
-    wait: Annotated[
-        float | None,
-        Query(ge=0, le=MAX_WAIT_S, description="Hold the answer until the job ends or N s pass"),
-    ] = None,
-) -> JSONResponse:
+async def get_job(request: Request, job_id: str) -> JSONResponse:
+    # `wait` and the caller read by hand (producers/api/access/hot_params.py)
+    caller = await one_step.checked(request, "jobs:read")
+    params = hot_params.Params(request)
+    wait: float | None = params.query("wait", WAIT)
+    params.check()
     services = services_of(request)
 
     async def read() -> Record | None:
