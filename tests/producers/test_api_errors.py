@@ -79,6 +79,16 @@ def test_malformed_requests(t1: httpx.Client) -> None:
     assert_error(t1.get("/v1/jobs/job_unknown"), 404, "not_found")
 
 
+def test_the_hot_routes_refuse_an_unknown_query_parameter(t1: httpx.Client) -> None:
+    message = assert_error(t1.get("/v1/jobs/job_x?wiat=5"), 422, "invalid_request")
+    assert "'wiat'" in message and "takes: wait" in message
+    assert_error(t1.get("/v1/jobs/job_x?wait=5"), 404, "not_found")  # taken, then no job
+    message = assert_error(t1.post("/v1/jobs?priority=high", json=chat_body("x")), 422)
+    assert "'priority'" in message and "takes: none" in message
+    message = assert_error(t1.get("/v1/jobs/job_x?wait=61"), 422, "invalid_request")
+    assert message.startswith("query.wait:"), message
+
+
 def test_odd_inputs_never_5xx(t1: httpx.Client) -> None:
     paths = [
         "/v1/jobs/%00",
