@@ -21,7 +21,8 @@ from config.settings import ModelLimit
 from core import keys
 from core import metrics as wm
 from core.claims import Claim, Taken, claim_from
-from core.fair_scripts import FAIR_TAKE
+from core.fair_scripts import FAIR_SETTLE, FAIR_TAKE
+from core.pipelined import ScriptCall
 from core.ratelimit.estimate import DEFAULT_MAX_TOKENS
 from core.records import now_ms
 
@@ -117,6 +118,30 @@ class FairTake:
             return None
         task_id, argsrepr, job_id, *claimed = out
         return Taken(task_id, argsrepr, job_id, claim_from(claimed) if job_id else Claim(""))
+
+
+class FairSettle:
+    """The true-up of a start charged in estimated tokens, once the job has answered
+    (:data:`core.fair_scripts.FAIR_SETTLE`): a call to run with the job's ending."""
+
+    def __init__(self, client: redis.Redis, weights: Mapping[str, float]) -> None:
+        self._script = client.register_script(FAIR_SETTLE)
+        self._weights = weights
+
+    def calls(self, job_id: str, record: Mapping[str, str], used_tokens: int) -> list[ScriptCall]:
+        """[] unless the job's start was charged in tokens (``fair_charge`` on its record)."""
+        charge = record.get("fair_charge")
+        if not charge:
+            return []
+        priority = charge.partition(" ")[0]
+        weight = self._weights.get(record.get("tenant", ""), 1.0)
+        return [
+            ScriptCall(
+                self._script,
+                [keys.job(job_id), keys.fair_state(priority), keys.fair_tenants(priority)],
+                [used_tokens, weight],
+            )
+        ]
 
 
 def priority_of(name: str) -> str:

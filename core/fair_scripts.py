@@ -9,7 +9,8 @@ Start-time fair queuing: a start advances its tenant's virtual time by cost / we
 cost is the job's estimated tokens when its model has a tokens-per-minute limit, else 1),
 and the priority's clock moves to the started tenant's virtual time. A tenant that becomes
 active starts at max(its own virtual time, the clock): idle time is not banked, and a
-tenant that empties its list and refills it at once keeps its place. A message whose job
+tenant that empties its list and refills it at once keeps its place. A start charged in
+estimated tokens is trued up to the tokens used when the job answers (FAIR_SETTLE below). A message whose job
 cannot be claimed (cancelled, ended, a stale copy after aging) costs its tenant nothing, nor
 does a job back from a rate limit's waiting line (counted when it first started).
 
@@ -78,9 +79,9 @@ local function sort(priority, payload)
 end
 
 -- The job's cost: its estimated tokens (chars/4 of the request, plus max_tokens for chat)
--- when its model has a tokens-per-minute limit, else 1.
+-- when its model has a tokens-per-minute limit (and true), else 1.
 local function cost_of(job)
-  if #LIMITED == 0 then return 1 end
+  if #LIMITED == 0 then return 1, false end
   local model = redis.call('HGET', job, 'model') or ''
   for _, pattern in ipairs(LIMITED) do
     if string.find(model, pattern) then
@@ -91,10 +92,10 @@ local function cost_of(job)
           or tonumber(string.match(request, '"max_completion_tokens":%s*(%d+)'))
           or tonumber(ARGV[12])
       end
-      return math.max(1, math.ceil(#request / 4) + output)
+      return math.max(1, math.ceil(#request / 4) + output), true
     end
   end
-  return 1
+  return 1, false
 end
 
 local groups = {}
@@ -131,12 +132,18 @@ for _, group in ipairs(groups) do
                       KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
     local after = vt
     if out[1] == 'claimed' and not again then
-      local cost = cost_of(JOBS .. job_id)
+      local cost, tokens = cost_of(JOBS .. job_id)
       after = vt + cost / (tonumber(WEIGHTS[tenant]) or 1)
       redis.call('HSET', base .. 'state', 'clock', vt, 'vt:' .. tenant, after)
       local label = tenant .. '|' .. priority
       redis.call('HINCRBY', KEYS[7], label, 1)
       redis.call('HINCRBY', KEYS[8], label, cost)
+      if tokens then  -- an estimate: FAIR_SETTLE trues it up when the job has answered
+        local charge = priority .. ' ' .. cost
+        redis.call('HSET', JOBS .. job_id, 'fair_charge', charge)
+        table.insert(out, 'fair_charge')
+        table.insert(out, charge)
+      end
     end
     if left > 0 then
       redis.call('ZADD', base .. 'tenants', after, tenant)
@@ -152,3 +159,24 @@ end
 return {}
 """
 )
+
+# The true-up of a start charged in tokens (the job's field fair_charge, '<priority> <cost>',
+# set by FAIR_TAKE): once the job has answered, its tenant's virtual time moves by
+# (tokens used - tokens charged) / weight, in the tenants' order too when it is waiting
+# there. So a tenant that asks for max_tokens it does not use is not kept back for them,
+# and one whose answers run longer than estimated pays for the difference. Once per job
+# (the field is removed), so a retried ending does not count twice.
+# KEYS: job, fair state of the charged priority, fair tenants of that priority
+# ARGV: tokens the job used, its tenant's weight  → the change of virtual time, or false
+FAIR_SETTLE = """
+local charge = redis.call('HGET', KEYS[1], 'fair_charge')
+if not charge then return false end
+redis.call('HDEL', KEYS[1], 'fair_charge')
+local tenant = redis.call('HGET', KEYS[1], 'tenant')
+local charged = tonumber(string.match(charge, ' (%d+)$'))
+if not tenant or not charged then return false end
+local delta = (tonumber(ARGV[1]) - charged) / tonumber(ARGV[2])
+redis.call('HINCRBYFLOAT', KEYS[2], 'vt:' .. tenant, delta)
+if redis.call('ZSCORE', KEYS[3], tenant) then redis.call('ZINCRBY', KEYS[3], delta, tenant) end
+return tostring(delta)
+"""

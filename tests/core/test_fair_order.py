@@ -16,10 +16,10 @@ import redis
 
 from config.settings import ModelLimit, Settings
 from core import keys
-from core.fair import FairTake, glob_to_lua, held
+from core.fair import FairSettle, FairTake, glob_to_lua, held
 from producers.api.fair_metrics import FairCollector
 from producers.api.queue_position import queue_position
-from tests.support.jobs import DirectProducer
+from tests.support.jobs import DirectProducer, chat
 
 pytest_plugins = ["tests.support.fixtures"]
 
@@ -95,6 +95,42 @@ def test_tokens_are_the_cost_where_a_tpm_limit_applies(producer: DirectProducer)
         for t in tenants_of(started, long_prompts, short_prompts)
     }
     assert per_job[long_prompts] > 5 * per_job[short_prompts]
+
+
+def test_a_start_charged_in_tokens_is_trued_up_once_to_the_tokens_used(
+    producer: DirectProducer,
+) -> None:
+    much, other = tenants()
+    asks_much = chat("x" * 400, max_tokens=4000)
+    producer.submit("x", tenant=much, request=asks_much)
+    producer.submit("y", tenant=much, request=asks_much)
+    producer.submit("z", tenant=other)
+    limited = FairTake(producer.redis, {much: 2.0}, {"openai:*": ModelLimit(tpm=100_000)})
+    taken = limited.take(QUEUES, "tok", 30)
+    assert taken is not None and taken.claim.record is not None
+    record = taken.claim.record
+    priority, charged = record["fair_charge"].split()
+    assert priority == "normal" and int(charged) > 4000  # the estimate: prompt + max_tokens
+    state, order = keys.fair_state("normal"), keys.fair_tenants("normal")
+    vt_before = float(producer.redis.hget(state, f"vt:{much}"))  # type: ignore[arg-type]
+    score_before = producer.redis.zscore(order, much)
+    settle = FairSettle(producer.redis, {much: 2.0})
+    [call] = settle.calls(taken.job_id, record, 150)
+    assert float(call.run()) == pytest.approx((150 - int(charged)) / 2.0)
+    vt_after = float(producer.redis.hget(state, f"vt:{much}"))  # type: ignore[arg-type]
+    assert vt_after == pytest.approx(vt_before + (150 - int(charged)) / 2.0)
+    if score_before is not None:  # still waiting: its place in the order moved too
+        assert producer.redis.zscore(order, much) == pytest.approx(vt_after)
+    assert call.run() is None  # once: a retried ending does not count it again
+    assert producer.redis.hget(keys.job(taken.job_id), "fair_charge") is None
+
+
+def test_a_start_charged_one_is_not_trued_up(producer: DirectProducer) -> None:
+    producer.submit("x", tenant=tenants()[0])
+    taken = FairTake(producer.redis).take(QUEUES, "tok", 30)
+    assert taken is not None and taken.claim.record is not None
+    assert "fair_charge" not in taken.claim.record
+    assert FairSettle(producer.redis, {}).calls(taken.job_id, taken.claim.record, 150) == []
 
 
 def tenants_of(started: dict[str, str], *names: str) -> list[str]:

@@ -8,7 +8,7 @@ import json
 import uuid
 from collections import Counter
 
-from tests.support.jobs import DirectProducer
+from tests.support.jobs import DirectProducer, chat
 from tests.support.simulator import SimulatorHandle
 from tests.support.workers import start_worker
 
@@ -123,3 +123,36 @@ def test_a_rate_limited_model_is_shared_by_tokens(
         tokens[owner[job_id]] += usage["input_tokens"] + usage["output_tokens"]
     share = tokens[long_prompts] / (tokens[long_prompts] + tokens[short_prompts])
     assert 0.3 <= share <= 0.7, (share, tokens)
+
+
+def test_a_start_is_charged_the_tokens_used_not_the_max_tokens_asked(
+    redis_url: str, sim: SimulatorHandle, producer: DirectProducer
+) -> None:
+    """Two tenants of the same prompts under a tpm limit that does not bind, one asking for
+    max_tokens 4,000 and using ~30: charged the estimate, it would start ~1 job in 30; each
+    answer trues its charge up to the tokens used, so the two start about as many jobs."""
+    sim.configure(latency=0.05)
+    asks_much, asks_little = tenants()
+    owner = {}
+    for i in range(60):  # queued first: in arrival order they would all start first
+        prompt = "same " * 100 + str(i)
+        request = chat(prompt, max_tokens=4000)
+        owner[producer.submit(prompt, tenant=asks_much, request=request)] = asks_much
+    for i in range(60):
+        prompt = "same " * 100 + str(i)
+        request = chat(prompt, max_tokens=60)
+        owner[producer.submit(prompt, tenant=asks_little, request=request)] = asks_little
+    limits = json.dumps({"openai:*": {"tpm": 100_000_000}})  # tokens count; never refuses
+    worker = start_worker(redis_url, sim, concurrency=2, name="fair-settle",
+                          env={"COURIER_LIMITS": limits})  # fmt: skip
+    try:
+        jobs = producer.wait(list(owner), timeout=120)
+    finally:
+        worker.stop()
+    assert {j["status"] for j in jobs} == {"succeeded"}
+    assert all(j["result"]["usage"]["output_tokens"] < 60 for j in jobs)  # asked, not used
+    first = start_order(producer, list(owner))[:40]
+    much = sum(owner[j] == asks_much for j in first)
+    assert 12 <= much <= 28, much  # an estimate only: 1 or 2 of 40
+    records = producer.store.get_many(list(owner))
+    assert not any(r.get("fair_charge") for r in records)  # each trued up once

@@ -21,6 +21,7 @@ import redis
 from core import conversations
 from core.claims import Claim
 from core.errors import CourierError, FinalError, NotClaimed, ProviderTimeout
+from core.fair import FairSettle
 from core.pipelined import ScriptCall
 from core.records import Record
 from core.results import ProviderResult, split_model
@@ -71,9 +72,11 @@ class JobRunner:
     sleep: Callable[[float], None] = time.sleep
     outputs: OutputPublisher | None = None  # job events and streamed text ("stream": true)
     endings: Endings = field(init=False)
+    fair: FairSettle = field(init=False)  # a start charged in estimated tokens, trued up
 
     def __post_init__(self) -> None:
         self.endings = Endings(self.runtime, self.sleep)
+        self.fair = FairSettle(self.runtime.store.redis, self.runtime.settings.tenant_weights)
 
     def run(self, job_id: str) -> Outcome:
         claimed = self.claim(job_id)
@@ -217,6 +220,8 @@ class JobRunner:
             if self.limiter is not None and reservation is not None:
                 self.limiter.settle(reservation, result, None)
             before = self._settle_spending(record, model, reserved, result, None)
+            used = result.usage.input_tokens + result.usage.output_tokens
+            before += self.fair.calls(job_id, record, used)
             fields = {"result": result.to_record()}
             released: list[tuple[str, str]] = []
             ended = self.endings.end(job_id, token, "succeeded", fields, record, before, released)
