@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint typecheck fmt bench bench-limits bench-sim bench-breaker bench-budgets bench-redis bench-stream bench-conversations bench-submit bench-fairness fuzz check clean
+.PHONY: install dev test lint typecheck fmt bench bench-limits bench-sim bench-breaker bench-budgets bench-redis bench-stream bench-conversations bench-submit bench-fairness bench-fair-settle fuzz check clean
 
 $(BIN)/courier: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,9 @@ bench-stream: install
 
 bench-fairness: install
 	$(BIN)/python -m bench.fairness
+
+bench-fair-settle: install
+	$(BIN)/python -m bench.fair_settle
 
 bench-limits: install
 	$(BIN)/python -m bench.rate_limits

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -68,12 +68,16 @@ class Submitter:
         self.celery = Celery("bench-fairness")
         self.celery.config_from_object(celery_config(Settings(redis_url=harness.REDIS_URL)))
 
-    def submit(self, jobs: Sequence[tuple[str, str]]) -> list[str]:
-        """(tenant, prompt) each, stored and enqueued in this order; their ids."""
+    def submit(
+        self, jobs: Sequence[tuple[str, str]], max_tokens: Mapping[str, int] | None = None
+    ) -> list[str]:
+        """(tenant, prompt) each, stored and enqueued in this order; their ids.
+        ``max_tokens``: per tenant (else 16)."""
+        asks = max_tokens or {}
         ids: list[str] = []
         for start in range(0, len(jobs), 500):
             for tenant, prompt in jobs[start : start + 500]:
-                ids.append(self.store.create(tenant, fields(prompt))[0])
+                ids.append(self.store.create(tenant, fields(prompt, asks.get(tenant, 16)))[0])
             enqueue_jobs(self.celery, [(job_id, "normal") for job_id in ids[start:]])
         return ids
 
