@@ -18,12 +18,11 @@ import json
 import os
 import platform
 import subprocess
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.budgets import claim_quiet_db
-from bench.fairness import ROOT, Submitter, checkout, start_worker, stop
+from bench.fairness import ROOT, Submitter, checkout, run_for
 from bench.harness import Simulator
 
 RESULTS = ROOT / "bench" / "results-fair-settle.md"
@@ -37,14 +36,7 @@ def run(sim: Simulator, source: Path) -> dict[str, tuple[int, int]]:
     jobs = Submitter()
     mixed = [(t, "same " * 100 + str(i)) for i in range(3000) for t in ("tenant-a", "tenant-b")]
     ids = jobs.submit(mixed, ASKS)
-    t0 = time.time()
-    worker = start_worker(sim, source, 20, COURIER_LIMITS=LIMITS)
-    try:
-        time.sleep(max(0.0, t0 + 70 - time.time()))
-        records = jobs.records(ids)
-    finally:
-        stop(worker)
-        jobs.close()
+    t0, records = run_for(sim, source, jobs, ids, 70, 20, COURIER_LIMITS=LIMITS)
     seen = {t: [0, 0] for t in ASKS}
     for r in records:
         if r.get("started_at") and t0 + 5 <= float(r["started_at"]) < t0 + 65:

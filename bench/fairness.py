@@ -119,6 +119,30 @@ def stop(proc: Proc) -> None:
     clear()
 
 
+def run_for(
+    sim: Simulator,
+    source: Path,
+    jobs: Submitter,
+    ids: Sequence[str],
+    seconds: float,
+    concurrency: int,
+    *,
+    from_ready: bool = False,
+    **env: str,
+) -> tuple[float, list[dict[str, str]]]:
+    """One worker of ``source`` on the queued ``ids`` for ``seconds`` from its start (or from
+    when it was ready), then the jobs' records; (that start, the records)."""
+    t0 = time.time()
+    worker = start_worker(sim, source, concurrency, **env)
+    t0 = time.time() if from_ready else t0
+    try:
+        time.sleep(max(0.0, t0 + seconds - time.time()))
+        return t0, jobs.records(ids)
+    finally:
+        stop(worker)
+        jobs.close()
+
+
 def run_backlog(sim: Simulator, source: Path) -> list[float]:
     """B's 20 queue waits (s) behind A's 10,000."""
     sim.set_latency(1.0)
@@ -144,14 +168,7 @@ def run_weights(sim: Simulator, source: Path) -> list[tuple[int, int]]:
     ids = jobs.submit([("tenant-a", f"heavy {i}") for i in range(3000)])
     ids += jobs.submit([("tenant-b", f"light {i}") for i in range(1500)])
     weights = json.dumps({"tenant-a": 3, "tenant-b": 1})
-    t0 = time.time()
-    worker = start_worker(sim, source, 50, COURIER_TENANT_WEIGHTS=weights)
-    try:
-        time.sleep(max(0.0, t0 + 75 - time.time()))
-        records = jobs.records(ids)
-    finally:
-        stop(worker)
-        jobs.close()
+    _, records = run_for(sim, source, jobs, ids, 75, 50, COURIER_TENANT_WEIGHTS=weights)
     starts = sorted((float(r["started_at"]), r["tenant"]) for r in records if r.get("started_at"))
     first = starts[0][0] + 5
     buckets = []
@@ -174,14 +191,7 @@ def run_tokens(sim: Simulator, source: Path, a_first: bool) -> tuple[int, int, i
         mixed += short[600:]
     ids = jobs.submit(mixed)
     limits = json.dumps({"openai:*": {"tpm": 30_000}})
-    worker = start_worker(sim, source, 1000, COURIER_LIMITS=limits)
-    t0 = time.time()
-    try:
-        time.sleep(max(0.0, t0 + 80 - time.time()))
-        records = jobs.records(ids)
-    finally:
-        stop(worker)
-        jobs.close()
+    t0, records = run_for(sim, source, jobs, ids, 80, 1000, from_ready=True, COURIER_LIMITS=limits)
     tokens = {"tenant-a": 0, "tenant-b": 0}
     calls = {"tenant-a": 0, "tenant-b": 0}
     for r in records:
