@@ -10,9 +10,10 @@ cost is the job's estimated tokens when its model has a tokens-per-minute limit,
 and the priority's clock moves to the started tenant's virtual time. A tenant that becomes
 active starts at max(its own virtual time, the clock): idle time is not banked, and a
 tenant that empties its list and refills it at once keeps its place. A start charged in
-estimated tokens is trued up to the tokens used when the job answers (FAIR_SETTLE below). A message whose job
-cannot be claimed (cancelled, ended, a stale copy after aging) costs its tenant nothing, nor
-does a job back from a rate limit's waiting line (counted when it first started).
+estimated tokens is trued up to the tokens used when the job answers (FAIR_SETTLE below).
+A message whose job cannot be claimed (cancelled, ended, a stale copy after aging) costs its
+tenant nothing, nor does a job back from a rate limit's waiting line (counted when it first
+started).
 
 The message leaves Redis only in the script that claims its job (as with the plain take
 it replaced): the lease keeps the job from then on.
