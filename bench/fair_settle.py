@@ -7,8 +7,9 @@ Tenants A and B queue 3,000 jobs each of the same prompts (~110 tokens); A asks 
 has a tokens-per-minute limit too high to refuse anything, so starts are charged in tokens
 while the worker's slots (``-c 20``, simulator at 1 s) decide the pace. Measured: each
 tenant's starts and tokens used from 5 s to 65 s, for one worker of this checkout (*fair*:
-each answer trues its charge up to the tokens used) and one of ``REF`` (*baseline*: charged
-the estimate only), one after the other, same run, same DB.
+each answer trues its charge up to the tokens used, and a start is charged the tenant's
+average output when it is below ``max_tokens``) and one of ``REF`` (*baseline*: charged the
+estimate only), one after the other, same run, same DB.
 """
 
 from __future__ import annotations
@@ -80,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         "| | A's starts | B's starts | A's share of the starts | A's share of the tokens used |",
         "|---|---|---|---|---|",
     ]
-    for arm, label in (("fair", "trued up (this checkout)"), ("baseline", "estimate only")):
+    for arm, label in (
+        ("fair", "trued up, charged the tenant's average output (this checkout)"),
+        ("baseline", "estimate only"),
+    ):
         row = rows[arm]
         lines.append(
             f"| {label} | {row['tenant-a'][0]:,} | {row['tenant-b'][0]:,} | "

@@ -128,7 +128,9 @@ class FairSettle:
         self._script = client.register_script(FAIR_SETTLE)
         self._weights = weights
 
-    def calls(self, job_id: str, record: Mapping[str, str], used_tokens: int) -> list[ScriptCall]:
+    def calls(
+        self, job_id: str, record: Mapping[str, str], used_tokens: int, output_tokens: int
+    ) -> list[ScriptCall]:
         """[] unless the job's start was charged in tokens (``fair_charge`` on its record)."""
         charge = record.get("fair_charge")
         if not charge:
@@ -138,8 +140,13 @@ class FairSettle:
         return [
             ScriptCall(
                 self._script,
-                [keys.job(job_id), keys.fair_state(priority), keys.fair_tenants(priority)],
-                [used_tokens, weight],
+                [
+                    keys.job(job_id),
+                    keys.fair_state(priority),
+                    keys.fair_tenants(priority),
+                    keys.FAIR_OUTPUT,
+                ],
+                [used_tokens, weight, output_tokens],
             )
         ]
 

@@ -79,9 +79,10 @@ local function sort(priority, payload)
   end
 end
 
--- The job's cost: its estimated tokens (chars/4 of the request, plus max_tokens for chat)
--- when its model has a tokens-per-minute limit (and true), else 1.
-local function cost_of(job)
+-- The job's cost: its estimated tokens when its model has a tokens-per-minute limit (and
+-- true), else 1. Estimated: chars/4 of the request, plus for chat its max_tokens, or the
+-- tenant's recent answers on this model (FAIR_SETTLE's average) when they ran shorter.
+local function cost_of(job, tenant)
   if #LIMITED == 0 then return 1, false end
   local model = redis.call('HGET', job, 'model') or ''
   for _, pattern in ipairs(LIMITED) do
@@ -92,6 +93,8 @@ local function cost_of(job)
         output = tonumber(string.match(request, '"max_tokens":%s*(%d+)'))
           or tonumber(string.match(request, '"max_completion_tokens":%s*(%d+)'))
           or tonumber(ARGV[12])
+        local seen = tonumber(redis.call('HGET', FAIR .. 'output', tenant .. '|' .. model) or '')
+        if seen then output = math.min(output, math.ceil(seen)) end
       end
       return math.max(1, math.ceil(#request / 4) + output), true
     end
@@ -133,7 +136,7 @@ for _, group in ipairs(groups) do
                       KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
     local after = vt
     if out[1] == 'claimed' and not again then
-      local cost, tokens = cost_of(JOBS .. job_id)
+      local cost, tokens = cost_of(JOBS .. job_id, tenant)
       after = vt + cost / (tonumber(WEIGHTS[tenant]) or 1)
       redis.call('HSET', base .. 'state', 'clock', vt, 'vt:' .. tenant, after)
       local label = tenant .. '|' .. priority
@@ -167,8 +170,12 @@ return {}
 # there. So a tenant that asks for max_tokens it does not use is not kept back for them,
 # and one whose answers run longer than estimated pays for the difference. Once per job
 # (the field is removed), so a retried ending does not count twice.
-# KEYS: job, fair state of the charged priority, fair tenants of that priority
-# ARGV: tokens the job used, its tenant's weight  → the change of virtual time, or false
+# It also keeps the tenant's average output on the job's model (a moving average, field
+# '<tenant>|<model>' of courier:fair:output), which FAIR_TAKE charges instead of a larger
+# max_tokens: a job in flight then holds its tenant back by about what it will use.
+# KEYS: job, fair state of the charged priority, fair tenants of that priority, output averages
+# ARGV: tokens the job used, its tenant's weight, its output tokens
+# → the change of virtual time, or false
 FAIR_SETTLE = """
 local charge = redis.call('HGET', KEYS[1], 'fair_charge')
 if not charge then return false end
@@ -176,6 +183,10 @@ redis.call('HDEL', KEYS[1], 'fair_charge')
 local tenant = redis.call('HGET', KEYS[1], 'tenant')
 local charged = tonumber(string.match(charge, ' (%d+)$'))
 if not tenant or not charged then return false end
+local field = tenant .. '|' .. (redis.call('HGET', KEYS[1], 'model') or '')
+local seen = tonumber(redis.call('HGET', KEYS[4], field) or '')
+local output = tonumber(ARGV[3])
+redis.call('HSET', KEYS[4], field, seen and (0.8 * seen + 0.2 * output) or output)
 local delta = (tonumber(ARGV[1]) - charged) / tonumber(ARGV[2])
 redis.call('HINCRBYFLOAT', KEYS[2], 'vt:' .. tenant, delta)
 if redis.call('ZSCORE', KEYS[3], tenant) then redis.call('ZINCRBY', KEYS[3], delta, tenant) end

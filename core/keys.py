@@ -32,6 +32,7 @@ SET_ASIDE = PREFIX + "messages:set-aside"  # list: job-queue messages naming no 
 # Fair share (core.fair_scripts, README "Fair share"): the intake sorts each priority's queue
 # messages into one list per tenant and starts the tenant with the lowest virtual time.
 FAIR_PREFIX = PREFIX + "fair:"
+FAIR_OUTPUT = FAIR_PREFIX + "output"  # hash: tenant|model → average output tokens
 FAIR = FAIR_PREFIX + "{priority}:"  # the prefix of a priority's fair keys, below
 FAIR_TENANTS = FAIR + "tenants"  # zset: tenant with messages sorted → its virtual time
 FAIR_STATE = FAIR + "state"  # hash: "clock" (virtual time of the latest start), "held"

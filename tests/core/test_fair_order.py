@@ -115,7 +115,7 @@ def test_a_start_charged_in_tokens_is_trued_up_once_to_the_tokens_used(
     vt_before = float(producer.redis.hget(state, f"vt:{much}"))  # type: ignore[arg-type]
     score_before = producer.redis.zscore(order, much)
     settle = FairSettle(producer.redis, {much: 2.0})
-    [call] = settle.calls(taken.job_id, record, 150)
+    [call] = settle.calls(taken.job_id, record, 150, 30)
     assert float(call.run()) == pytest.approx((150 - int(charged)) / 2.0)
     vt_after = float(producer.redis.hget(state, f"vt:{much}"))  # type: ignore[arg-type]
     assert vt_after == pytest.approx(vt_before + (150 - int(charged)) / 2.0)
@@ -123,6 +123,14 @@ def test_a_start_charged_in_tokens_is_trued_up_once_to_the_tokens_used(
         assert producer.redis.zscore(order, much) == pytest.approx(vt_after)
     assert call.run() is None  # once: a retried ending does not count it again
     assert producer.redis.hget(keys.job(taken.job_id), "fair_charge") is None
+    average = producer.redis.hget(keys.FAIR_OUTPUT, f"{much}|openai:gpt-4o-mini")
+    assert average is not None and float(average) == 30
+    # Its next start is charged the output its answers have used, not max_tokens 4000.
+    later = [t for t in iter(lambda: limited.take(QUEUES, "tok", 30), None)]
+    [second] = [
+        t.claim.record for t in later if t.claim.record and t.claim.record["tenant"] == much
+    ]
+    assert int(second["fair_charge"].split()[1]) == int(charged) - 4000 + 30
 
 
 def test_a_start_charged_one_is_not_trued_up(producer: DirectProducer) -> None:
@@ -130,7 +138,7 @@ def test_a_start_charged_one_is_not_trued_up(producer: DirectProducer) -> None:
     taken = FairTake(producer.redis).take(QUEUES, "tok", 30)
     assert taken is not None and taken.claim.record is not None
     assert "fair_charge" not in taken.claim.record
-    assert FairSettle(producer.redis, {}).calls(taken.job_id, taken.claim.record, 150) == []
+    assert FairSettle(producer.redis, {}).calls(taken.job_id, taken.claim.record, 150, 30) == []
 
 
 def tenants_of(started: dict[str, str], *names: str) -> list[str]:

@@ -220,8 +220,9 @@ class JobRunner:
             if self.limiter is not None and reservation is not None:
                 self.limiter.settle(reservation, result, None)
             before = self._settle_spending(record, model, reserved, result, None)
-            used = result.usage.input_tokens + result.usage.output_tokens
-            before += self.fair.calls(job_id, record, used)
+            usage = result.usage
+            used = usage.input_tokens + usage.output_tokens
+            before += self.fair.calls(job_id, record, used, usage.output_tokens)
             fields = {"result": result.to_record()}
             released: list[tuple[str, str]] = []
             ended = self.endings.end(job_id, token, "succeeded", fields, record, before, released)
