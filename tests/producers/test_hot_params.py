@@ -33,7 +33,7 @@ async def declared(submission: JobSubmission, key: IdempotencyKey = None) -> dic
 async def by_hand(request: Request) -> dict[str, Any]:
     body = await hot_params.json_body(request)
     params = hot_params.Params(request)
-    key = params.header("Idempotency-Key", IDEMPOTENCY_KEY)
+    key = params.value(IDEMPOTENCY_KEY)
     submission = params.body(JobSubmission, body)
     params.check()
     assert submission is not None
@@ -48,7 +48,7 @@ async def declared_get(job_id: str, wait: Wait = None) -> dict[str, Any]:
 @app.get("/by-hand/{job_id}")
 async def by_hand_get(request: Request, job_id: str) -> dict[str, Any]:
     params = hot_params.Params(request)
-    wait = params.query("wait", WAIT)
+    wait = params.value(WAIT)
     params.check()
     return {"job_id": job_id, "wait": wait}
 

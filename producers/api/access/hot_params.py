@@ -12,17 +12,20 @@ reads the rest here, in FastAPI's order and with its errors:
 3. the query, header and body values, every error of all three in one 422
    (``RequestValidationError``, each ``loc`` as FastAPI names it).
 
-The route declares its body and parameters for /openapi.json itself (:func:`documented`),
-so the published schema is the one FastAPI generated before.
+Each parameter is written once, as the ``Annotated`` type FastAPI would read
+(:func:`declared` takes its validator and OpenAPI entry from it), and the route declares its
+body and parameters for /openapi.json itself (:func:`documented`), so the published schema
+is the one FastAPI generated before.
 """
 
 from __future__ import annotations
 
 import email.message
 import json
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar, get_args
 
-from fastapi import Request
+from fastapi import Request, params
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
@@ -62,6 +65,30 @@ async def json_body(request: Request) -> Any:
         raise HTTPException(400, "There was an error parsing the body") from exc
 
 
+@dataclass(frozen=True)
+class Declared:
+    """A query or header parameter as a FastAPI route would declare it
+    (``Annotated[T | None, Query(...)]`` or ``Header(...)``, default None), read by hand: its
+    name on the wire, its validator and its OpenAPI entry, all from that one declaration."""
+
+    name: str
+    where: str  # "query" or "header"
+    adapter: TypeAdapter[Any]
+    openapi: dict[str, Any]
+
+
+def declared(field_name: str, annotation: Any) -> Declared:
+    info = next(m for m in get_args(annotation)[1:] if isinstance(m, params.Query | params.Header))
+    where = "header" if isinstance(info, params.Header) else "query"
+    adapter: TypeAdapter[Any] = TypeAdapter(annotation)
+    entry: dict[str, Any] = {"name": info.alias or field_name, "in": where, "required": False}
+    if info.description:
+        entry["description"] = info.description
+    title = info.alias or field_name.replace("_", " ").title()  # pydantic's title
+    entry["schema"] = {**adapter.json_schema(), "title": title}
+    return Declared(entry["name"], where, adapter, entry)
+
+
 class Params:
     """One request's values, their validation errors collected as FastAPI collects them."""
 
@@ -69,13 +96,13 @@ class Params:
         self.request = request
         self.errors: list[dict[str, Any]] = []
 
-    def query(self, name: str, adapter: TypeAdapter[Any], default: Any = None) -> Any:
-        value = self.request.query_params.get(name)
-        return default if value is None else self._valid(("query", name), adapter, value)
-
-    def header(self, name: str, adapter: TypeAdapter[Any], default: Any = None) -> Any:
-        value = self.request.headers.get(name)
-        return default if value is None else self._valid(("header", name), adapter, value)
+    def value(self, parameter: Declared) -> Any:
+        """The parameter's value, None when absent (an error recorded when invalid)."""
+        sent = self.request.headers if parameter.where == "header" else self.request.query_params
+        value = sent.get(parameter.name)
+        if value is None:
+            return None
+        return self._valid((parameter.where, parameter.name), parameter.adapter, value)
 
     def body(self, model: type[M], value: Any) -> M | None:
         if value is MISSING:
@@ -102,10 +129,10 @@ class Params:
             return None
 
 
-def documented(parameters: list[dict[str, Any]], body_schema: str | None = None) -> dict[str, Any]:
+def documented(parameters: list[Declared], body_schema: str | None = None) -> dict[str, Any]:
     """The ``openapi_extra`` declaring what the route reads here: its parameters and its
     required JSON body (a component schema's name)."""
-    extra: dict[str, Any] = {"parameters": parameters} if parameters else {}
+    extra: dict[str, Any] = {"parameters": [p.openapi for p in parameters]} if parameters else {}
     if body_schema is not None:
         schema = {"$ref": f"#/components/schemas/{body_schema}"}
         extra["requestBody"] = {

@@ -16,7 +16,6 @@ from typing import Annotated, Any
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import Field, StringConstraints, TypeAdapter
 
 from core import keys
 from core.callbacks import redeliver
@@ -49,30 +48,13 @@ MAX_WAIT_S = 60
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
 ]
-WAIT_DESCRIPTION = "Hold the answer until the job ends or N s pass"
-Wait = Annotated[float | None, Query(ge=0, le=MAX_WAIT_S, description=WAIT_DESCRIPTION)]
-WAIT = TypeAdapter(Annotated[float, Field(ge=0, le=MAX_WAIT_S)])
-WAIT_PARAMETER = {  # as FastAPI declares a `wait: Wait` parameter
-    "name": "wait",
-    "in": "query",
-    "required": False,
-    "description": WAIT_DESCRIPTION,
-    "schema": {
-        "anyOf": [{"type": "number", "maximum": MAX_WAIT_S, "minimum": 0}, {"type": "null"}],
-        "description": WAIT_DESCRIPTION,
-        "title": "Wait",
-    },
-}
-IDEMPOTENCY_KEY = TypeAdapter(Annotated[str, StringConstraints(min_length=1, max_length=255)])
-IDEMPOTENCY_KEY_PARAMETER = {  # as FastAPI declares an `IdempotencyKey` parameter
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": False,
-    "schema": {
-        "anyOf": [{"type": "string", "minLength": 1, "maxLength": 255}, {"type": "null"}],
-        "title": "Idempotency-Key",
-    },
-}
+Wait = Annotated[
+    float | None,
+    Query(ge=0, le=MAX_WAIT_S, description="Hold the answer until the job ends or N s pass"),
+]
+IDEMPOTENCY_KEY = hot_params.declared("idempotency_key", IdempotencyKey)
+WAIT = hot_params.declared("wait", Wait)
+
 CANCELLED_ERROR = {"type": "cancelled", "message": "cancelled by the client", "retryable": False}
 
 
@@ -98,7 +80,7 @@ def _owned(store: JobStore, job_id: str, tenant: str) -> Record:
     response_model=Job,
     summary="Submit a job",
     openapi_extra=one_step.security("jobs:write")
-    | hot_params.documented([IDEMPOTENCY_KEY_PARAMETER], body_schema="JobSubmission"),
+    | hot_params.documented([IDEMPOTENCY_KEY], body_schema="JobSubmission"),
     responses={
         200: {"model": Job, "description": "The job first submitted with this Idempotency-Key"},
         **errors.responses(400, 401, 403, 413, 422, 503),
@@ -111,7 +93,7 @@ async def submit_job(request: Request) -> JSONResponse:
     body = await hot_params.json_body(request)
     caller = await one_step.checked(request, "jobs:write")
     params = hot_params.Params(request)
-    idempotency_key = params.header("Idempotency-Key", IDEMPOTENCY_KEY)
+    idempotency_key = params.value(IDEMPOTENCY_KEY)
     submission = params.body(JobSubmission, body)
     params.check()
     assert submission is not None
@@ -201,14 +183,14 @@ def _create_batch(
     "/{job_id}",
     response_model=Job,
     summary="Read a job, optionally waiting until it ends",
-    openapi_extra=one_step.security("jobs:read") | hot_params.documented([WAIT_PARAMETER]),
+    openapi_extra=one_step.security("jobs:read") | hot_params.documented([WAIT]),
     responses=errors.responses(401, 403, 404, 422, 503),
 )
 async def get_job(request: Request, job_id: str) -> JSONResponse:
     # `wait` and the caller read by hand (producers/api/access/hot_params.py)
     caller = await one_step.checked(request, "jobs:read")
     params = hot_params.Params(request)
-    wait: float | None = params.query("wait", WAIT)
+    wait: float | None = params.value(WAIT)
     params.check()
     services = services_of(request)
 
