@@ -4,30 +4,18 @@ write, a created job and its message are written together, a replay returns the 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import redis
 import redis.asyncio as aioredis
 from celery import Celery
 
-from config.celery import celery_config
-from config.settings import Settings
 from core import keys
 from core.coalesce import Coalescer
 from core.store import JobStore
 from core.submit_script import Limits, Outcome, Submitter
 from core.task_message import RunJobMessages
 from tests.support.jobs import job_fields
-
-
-@pytest.fixture()
-def app(redis_url: str) -> Iterator[Celery]:
-    celery = Celery("courier-test-submit")
-    celery.config_from_object(celery_config(Settings(redis_url=redis_url)))
-    yield celery
-    celery.close()
 
 
 def submit(redis_url: str, app: Celery | None, tenant: str, **options: Any) -> Outcome:

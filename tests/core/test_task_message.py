@@ -8,27 +8,16 @@ import base64
 import json
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 from celery import Celery
 
-from config.celery import celery_config
-from config.settings import Settings
 from core.queues import enqueue_job
 from core.task_message import RunJobMessages, broker_list
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-@pytest.fixture()
-def app(redis_url: str) -> Iterator[Celery]:
-    celery = Celery("courier-test-messages")
-    celery.config_from_object(celery_config(Settings(redis_url=redis_url)))
-    yield celery
-    celery.close()
 
 
 def _normal(payload: str, volatile: tuple[str, ...]) -> dict[str, Any]:
