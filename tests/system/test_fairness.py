@@ -26,6 +26,24 @@ def start_order(producer: DirectProducer, ids: list[str]) -> list[str]:
     return [job_id for _, job_id in sorted(started)]
 
 
+def run_all(
+    redis_url: str,
+    sim: SimulatorHandle,
+    producer: DirectProducer,
+    ids: list[str],
+    name: str,
+    concurrency: int,
+    env: dict[str, str],
+) -> list[str]:
+    """One worker until the jobs ``ids`` have ended; the order they started in."""
+    worker = start_worker(redis_url, sim, concurrency=concurrency, name=name, env=env)
+    try:
+        producer.wait(ids, timeout=120)
+    finally:
+        worker.stop()
+    return start_order(producer, ids)
+
+
 def test_a_small_tenant_is_not_queued_behind_a_big_backlog(
     redis_url: str, sim: SimulatorHandle, producer: DirectProducer
 ) -> None:
@@ -64,13 +82,8 @@ def test_weights_share_the_starts_between_backlogged_tenants(
     for i in range(150):
         owner[producer.submit(f"light {i}", tenant=light)] = light
     weights = json.dumps({heavy: 3, light: 1})
-    worker = start_worker(redis_url, sim, concurrency=8, name="fair-weights",
-                          env={"COURIER_TENANT_WEIGHTS": weights})  # fmt: skip
-    try:
-        producer.wait(list(owner), timeout=120)
-    finally:
-        worker.stop()
-    first = start_order(producer, list(owner))[:160]
+    env = {"COURIER_TENANT_WEIGHTS": weights}
+    first = run_all(redis_url, sim, producer, list(owner), "fair-weights", 8, env)[:160]
     shares = Counter(owner[j] for j in first)
     assert 110 <= shares[heavy] <= 130, shares  # 120 of 160 at 3:1
 
@@ -108,14 +121,8 @@ def test_a_rate_limited_model_is_shared_by_tokens(
     for i in range(200):
         owner[producer.submit("short " * 40 + str(i), tenant=short_prompts)] = short_prompts
     limits = json.dumps({"openai:*": {"tpm": 60_000}})
-    worker = start_worker(redis_url, sim, concurrency=200, name="fair-tokens",
-                          env={"COURIER_LIMITS": limits})  # fmt: skip
-    try:
-        producer.wait(list(owner), timeout=120)
-    finally:
-        worker.stop()
-    order = start_order(producer, list(owner))
-    first = order[:60]
+    env = {"COURIER_LIMITS": limits}
+    first = run_all(redis_url, sim, producer, list(owner), "fair-tokens", 200, env)[:60]
     records = {r["id"]: r for r in producer.store.get_many(first)}
     tokens: Counter[str] = Counter()
     for job_id in first:
@@ -143,15 +150,11 @@ def test_a_start_is_charged_the_tokens_used_not_the_max_tokens_asked(
         request = chat(prompt, max_tokens=60)
         owner[producer.submit(prompt, tenant=asks_little, request=request)] = asks_little
     limits = json.dumps({"openai:*": {"tpm": 100_000_000}})  # tokens count; never refuses
-    worker = start_worker(redis_url, sim, concurrency=2, name="fair-settle",
-                          env={"COURIER_LIMITS": limits})  # fmt: skip
-    try:
-        jobs = producer.wait(list(owner), timeout=120)
-    finally:
-        worker.stop()
+    env = {"COURIER_LIMITS": limits}
+    first = run_all(redis_url, sim, producer, list(owner), "fair-settle", 2, env)[:40]
+    jobs = [producer.job(j) for j in owner]
     assert {j["status"] for j in jobs} == {"succeeded"}
     assert all(j["result"]["usage"]["output_tokens"] < 60 for j in jobs)  # asked, not used
-    first = start_order(producer, list(owner))[:40]
     much = sum(owner[j] == asks_much for j in first)
     assert 12 <= much <= 28, much  # an estimate only: 1 or 2 of 40
     records = producer.store.get_many(list(owner))
